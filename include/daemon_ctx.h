@@ -1,0 +1,105 @@
+/*
+ * daemon_ctx.h — the one daemon context, shared by daemon.c (startup, signals,
+ * reload, shutdown, reporting) and engine.c (claiming and running refreshes).
+ * Nothing else may include it: other modules get what they need as arguments.
+ */
+#ifndef OAUTH_DAEMON_CTX_H
+#define OAUTH_DAEMON_CTX_H
+
+#include <ev.h>
+
+#include "backoff.h"
+#include "config.h"
+#include "daemon.h"
+#include "db.h"
+#include "http.h"
+#include "sdnotify.h"
+#include "store.h"
+
+struct job;
+
+/* Scheduling state of one provider: capacity, rate, circuit breaker. */
+struct provider_state {
+    unsigned in_flight;     /* requests sent and not answered */
+    unsigned reserved;      /* slots promised to a claim in progress */
+    struct job *wait_head;  /* claimed, waiting for a rate token */
+    struct job *wait_tail;
+    unsigned waiting;
+    struct token_bucket bucket;
+    bool claiming;          /* a claim statement is outstanding */
+    bool more;              /* the last claim was full: more may be due */
+    double paused_until;    /* ev_now() time; 0 = not paused */
+    bool probing;           /* paused provider: one probe allowed */
+    bool config_error;      /* invalid_client & co: paused until reload */
+    unsigned consecutive_failures;
+    unsigned pauses;        /* consecutive pauses, for the pause length */
+    bool unconfigured_reported;
+    /* counters since start */
+    uint64_t refreshed, failed, revoked, discarded;
+    char last_error[64];
+};
+
+struct daemon_stats {
+    uint64_t refreshed, failed, revoked, discarded, lost_races;
+    uint64_t window_refreshed, window_failed; /* since the last periodic summary */
+};
+
+struct daemon {
+    struct ev_loop *loop;
+    struct config *cfg; /* current; jobs hold their own references */
+    struct daemon_options opt;
+    char owner[96];     /* lease owner: host:pid:random */
+
+    struct db *db;
+    struct http *http;
+    struct store *store;
+    struct sdnotify sn;
+
+    struct provider_state prov[PROVIDER_COUNT];
+    unsigned in_flight; /* all providers, requests sent */
+
+    /* manual requests from oauth_refresh_request, waiting to be claimed */
+    int64_t *requested;
+    size_t nrequested, caprequested;
+    bool claiming_ids;
+
+    ev_timer kick_timer;   /* coalesces "look for work now" */
+    ev_timer due_timer;    /* next known due time */
+    ev_timer scan_timer;   /* periodic safety rescan */
+    ev_timer rate_timer;   /* waiting jobs need a token */
+    ev_timer status_timer; /* STATUS= and the periodic summary */
+    ev_timer shutdown_timer;
+    ev_signal sig_term, sig_int, sig_hup;
+    double next_due;       /* wall time of the next known due account, 0 = none */
+    bool wakeup_query_outstanding;
+    bool releases_outstanding;
+
+    bool connected, ever_connected, ready, schema_ok, stopping, aborting;
+    double db_retry_at;    /* ev_now() of the next reconnection attempt */
+    char db_reason[160];
+    double once_since;     /* --once: wall time the run started */
+    bool once_failed;      /* --once: some attempt failed */
+    double last_summary;
+    struct daemon_stats stats;
+    char reload_error[200];
+    int exit_code;
+    bool exit_requested;
+};
+
+/* engine.c */
+void engine_init(struct daemon *d);
+void engine_kick(struct daemon *d);          /* look for work soon */
+void engine_on_connected(struct daemon *d);  /* catch-up after (re)connection */
+void engine_on_notify(struct daemon *d, const char *channel, const char *payload);
+void engine_on_config(struct daemon *d);     /* a new config was swapped in */
+void engine_stop_claiming(struct daemon *d); /* shutdown: release what was not sent */
+bool engine_idle(const struct daemon *d);    /* nothing claimed, in flight or unwritten */
+unsigned engine_waiting(const struct daemon *d);
+void engine_check_once_done(struct daemon *d);
+void engine_free(struct daemon *d);
+void engine_store_done_cb(void *ud, const struct store_item *item, enum store_fate fate);
+
+/* daemon.c */
+void daemon_request_exit(struct daemon *d, int code);
+
+#endif

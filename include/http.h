@@ -1,0 +1,51 @@
+/*
+ * http.h — libcurl's multi socket interface driven by the daemon's libev loop.
+ * It owns the curl multi handle, one ev_io per socket curl cares about and one
+ * ev_timer for curl's timeouts. It runs HTTPS requests (TLS verified, no
+ * redirects, bounded body, connect and total timeouts, HTTP/2 multiplexed when
+ * offered) and reports each completion once, from the loop, never from inside
+ * a curl callback. It knows nothing about OAuth.
+ */
+#ifndef OAUTH_HTTP_H
+#define OAUTH_HTTP_H
+
+#include <ev.h>
+
+#include "common.h"
+#include "provider.h"
+
+struct http;
+
+struct http_options {
+    const char *ca_file;     /* extra CA bundle or NULL */
+    const char *user_agent;
+    bool allow_insecure_http;/* permit http:// (tests only) */
+    long max_connections;    /* total connection cap */
+    size_t max_body;         /* response cap in bytes */
+};
+
+struct http_request {
+    const char *url;
+    const char *body; /* POST body; copied by curl (COPYPOSTFIELDS) and wiped */
+    size_t body_len;
+    const char *const *headers; /* NULL-terminated, may be NULL */
+    int64_t timeout_ms;
+    int64_t connect_timeout_ms;
+};
+
+/* The answer handed to done(); valid only during the callback. */
+typedef void (*http_done_cb)(void *ud, const struct http_answer *ans, double elapsed_s);
+
+struct http *http_new(struct ev_loop *loop, const struct http_options *opt,
+                      char *err, size_t errlen) WUR;
+/* Starts a request. done is called exactly once, later, from the loop. */
+int http_submit(struct http *h, const struct http_request *req, http_done_cb done, void *ud) WUR;
+/* Number of requests started and not yet completed. */
+unsigned http_in_flight(const struct http *h);
+/* Applies new options to future requests (reload). */
+int http_set_options(struct http *h, const struct http_options *opt, char *err, size_t errlen) WUR;
+/* Aborts everything in flight: each done() gets transport_error CURLE_ABORTED_BY_CALLBACK. */
+void http_abort_all(struct http *h);
+void http_free(struct http *h);
+
+#endif

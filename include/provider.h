@@ -1,0 +1,99 @@
+/*
+ * provider.h — the dialects of the three token endpoints behind one small
+ * table of functions: how to build a refresh request, and how to read the
+ * answer into one of five outcomes. Dialects are pure: no I/O, no clocks, no
+ * logging; they only see bytes. They never copy a secret anywhere but into the
+ * struct secret fields they return.
+ */
+#ifndef OAUTH_PROVIDER_H
+#define OAUTH_PROVIDER_H
+
+#include "common.h"
+#include "config.h"
+#include "secret.h"
+
+/* Response bodies larger than this are refused (SPEC §6). */
+#define PROVIDER_MAX_RESPONSE_BYTES (64 * 1024)
+
+enum refresh_outcome {
+    OUTCOME_SUCCESS,
+    OUTCOME_REVOKED,      /* user must re-authorize: stop retrying */
+    OUTCOME_TRANSIENT,    /* retry later with backoff */
+    OUTCOME_CONFIG,       /* client credentials/registration wrong: pause provider */
+    OUTCOME_BAD_RESPONSE, /* the answer cannot be used: nothing is overwritten */
+};
+const char *refresh_outcome_name(enum refresh_outcome o);
+
+/* What to send. All members owned; free with provider_request_clear(). */
+struct provider_request {
+    char *url;
+    struct secret body;       /* form-encoded; holds refresh token and client secret */
+    const char *headers[4];   /* static strings, NULL-terminated list */
+};
+void provider_request_clear(struct provider_request *req);
+
+/* What the transport saw: the input of classification. */
+struct http_answer {
+    int transport_error;   /* 0 = a complete HTTP answer; else a CURLcode */
+    const char *transport_detail; /* curl's message, may be NULL */
+    long status;
+    const char *body;
+    size_t body_len;
+    bool oversized;        /* body exceeded PROVIDER_MAX_RESPONSE_BYTES */
+    const char *retry_after; /* header value or NULL */
+    /* Added by the http adapter; zero when unknown (e.g. hand-built answers): */
+    long http_version;     /* 10, 11, 20, 30 (HTTP/1.0 .. HTTP/3) */
+    int64_t received_at;   /* wall clock (Unix seconds) when the answer arrived:
+                              Retry-After dates are relative to it; 0 = read the clock */
+};
+
+/*
+ * The classification. read_answer() overwrites it whole (it does not free what
+ * it held: pass a zeroed or cleared one). Free with token_result_clear().
+ * refresh_token may also be set on BAD_RESPONSE, when the answer carried a
+ * rotated refresh token but no usable access token: SPEC §6 says such a token
+ * must not be thrown away, so a caller may still store it.
+ */
+struct token_result {
+    enum refresh_outcome outcome;
+    char error[64];    /* machine code: "invalid_grant", "http_503", "timeout", "bad_json"... */
+    char detail[256];  /* for humans and logs: no token text, ever */
+    int64_t retry_after_ms; /* -1 when the provider gave none */
+    /* SUCCESS only: */
+    struct secret access_token;
+    struct secret refresh_token; /* empty when not rotated */
+    struct secret id_token;      /* empty when not returned */
+    int64_t expires_in_s;
+    bool expires_in_defaulted;   /* missing/absurd: the documented default was used */
+    char *scope;      /* malloc()ed or NULL when the provider gave none */
+    char *token_type; /* malloc()ed or NULL */
+};
+void token_result_clear(struct token_result *res);
+
+struct provider_ops {
+    enum provider_id id;
+    const char *name;
+    int64_t default_lifetime_s; /* documented lifetime used when expires_in is unusable */
+    /*
+     * Builds the refresh request. scope is the stored scope (may be NULL).
+     * Returns -1 with a reason in err on failure (e.g. OOM).
+     */
+    int (*build_request)(const struct provider_config *pc, const char *refresh_token,
+                         const char *scope, struct provider_request *out, char *err,
+                         size_t errlen);
+    /* Classifies an answer; always fills res (outcome, error, detail). */
+    void (*read_answer)(const struct http_answer *ans, struct token_result *res);
+};
+
+const struct provider_ops *provider_ops_get(enum provider_id id);
+
+/*
+ * Shared helpers the dialects are built from (exposed for unit tests):
+ * the transport/status part of classification that is the same for every
+ * provider, and the reading of a standard RFC 6749 JSON answer.
+ */
+bool provider_classify_transport(const struct http_answer *ans, struct token_result *res);
+void provider_read_standard_json(const struct http_answer *ans, int64_t default_lifetime_s,
+                                 struct token_result *res);
+
+#endif

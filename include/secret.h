@@ -1,0 +1,28 @@
+/*
+ * secret.h — plaintext that must not outlive its use. A secret buffer is heap
+ * memory that is wiped (sodium_memzero) before it is freed, and is always NUL
+ * terminated so it can be handed to APIs that want C strings. It never owns
+ * key material: keys live in keys.c's guarded memory.
+ */
+#ifndef OAUTH_SECRET_H
+#define OAUTH_SECRET_H
+
+#include "common.h"
+
+struct secret {
+    char *data; /* len bytes + a NUL; NULL when empty/unset */
+    size_t len;
+};
+
+/* Copies len bytes into a new secret (NUL-terminated). Returns -1 on OOM. */
+int secret_set(struct secret *s, const void *data, size_t len) WUR;
+/* Takes ownership of a malloc()ed buffer of len bytes plus NUL. */
+void secret_adopt(struct secret *s, char *data, size_t len);
+/* Wipes and frees; leaves {NULL, 0}. Safe on an empty secret. */
+void secret_clear(struct secret *s);
+/* Wipes and frees a malloc()ed C string (NULL is fine). */
+void secure_free_str(char *s);
+/* Wipes and frees a malloc()ed buffer of len bytes (NULL is fine). */
+void secure_free(void *p, size_t len);
+
+#endif

@@ -1,0 +1,75 @@
+/*
+ * store.h — writing refresh results back to PostgreSQL. Results are batched
+ * into set-based calls of oauth_refreshd.store_refreshed / store_failed /
+ * store_revoked (one round trip and one commit per batch, not per row), and
+ * every write is a compare-and-swap on the refresh-token ciphertext that was
+ * used. A batch the database could not take is held in memory and sent again
+ * after reconnection; results are never dropped. The store knows nothing of
+ * HTTP or providers; it reports each item's fate through one callback.
+ */
+#ifndef OAUTH_STORE_H
+#define OAUTH_STORE_H
+
+#include <ev.h>
+
+#include "common.h"
+#include "config.h"
+#include "db.h"
+
+enum store_kind { STORE_REFRESHED, STORE_FAILED, STORE_REVOKED };
+
+/* One result. Token members are Fernet ciphertext (not secrets). */
+struct store_item {
+    struct store_item *next;
+    enum store_kind kind;
+    int64_t account_id;
+    enum provider_id provider;
+    char *old_refresh_ct; /* the refresh token ciphertext that was used (CAS) */
+    /* STORE_REFRESHED */
+    char *access_ct;
+    char *refresh_ct;  /* NULL: keep the stored one */
+    char *id_token_ct; /* NULL: keep the stored one */
+    double expires_at; /* wall clock */
+    char *scope;       /* NULL: keep */
+    char *token_type;  /* NULL: keep */
+    bool rotated;      /* carries a new refresh token: must never be lost */
+    /* STORE_FAILED / STORE_REVOKED */
+    char error[64];
+    double retry_at;
+    /* bookkeeping for logs and metrics */
+    double claimed_at;
+    int64_t spool_id; /* set by the spool when the item was made durable; 0 = not spooled */
+};
+
+/* Frees an item and everything it owns. */
+void store_item_free(struct store_item *item);
+
+enum store_fate {
+    STORE_WRITTEN,   /* the row holds the result (or the failure/revocation is recorded) */
+    STORE_DISCARDED, /* compare-and-swap failed: the row changed meanwhile */
+    STORE_LOST_RACE, /* revocation not recorded: the refresh token changed meanwhile */
+};
+
+struct store_callbacks {
+    /* Called once per item after its batch was committed; the item is freed afterwards. */
+    void (*done)(void *ud, const struct store_item *item, enum store_fate fate);
+    void *ud;
+};
+
+struct store;
+
+struct store *store_new(struct ev_loop *loop, struct db *db, const char *owner,
+                        const struct store_callbacks *cb) WUR;
+/* Parameters that come from the config (lead time for due_at arithmetic). */
+void store_set_lead(struct store *st, int64_t lead_ms);
+/* Queues an item (takes ownership); it is sent within a few milliseconds. */
+void store_add(struct store *st, struct store_item *item);
+/* Sends what is queued now (e.g. after a reconnection). */
+void store_flush(struct store *st);
+/* Items queued or sent and not yet confirmed. */
+size_t store_pending(const struct store *st);
+/* Takes every unconfirmed item out (shutdown with the database down), as a list. */
+struct store_item *store_take_all(struct store *st);
+void store_free(struct store *st);
+
+#endif

@@ -1,0 +1,342 @@
+-- oauth-refreshd's own SQL objects (SPEC §5), schema version 1.
+--
+-- Everything the daemon needs lives in the schema oauth_refreshd; the
+-- application's tables are only read, plus the token columns, expires_at,
+-- scope, token_type and updated_at of public.oauth_accounts, which the
+-- daemon updates with a compare-and-swap on the refresh token it used.
+--
+-- This file is applied by `oauth-refreshctl migrate` in one transaction under
+-- an advisory lock. Every statement is idempotent, so it is safe to run again
+-- and while the daemon and the application run (the trigger creation briefly
+-- locks oauth_accounts against writes; reads go on).
+
+SELECT pg_advisory_xact_lock(hashtext('oauth_refreshd.migrate')) AS migrate_lock;
+
+CREATE SCHEMA IF NOT EXISTS oauth_refreshd;
+
+CREATE TABLE IF NOT EXISTS oauth_refreshd.meta (
+    singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    schema_version integer NOT NULL,
+    migrated_at    timestamptz NOT NULL DEFAULT now()
+);
+
+-- One row per account. due_at is the "expiry-equivalent" time: an account
+-- may be claimed once due_at - lead_time - (its jitter) has passed. It mirrors
+-- oauth_accounts.expires_at for refreshable accounts, is pushed to
+-- retry_at + lead_time after a failed attempt, and is NULL for accounts that
+-- are not refreshable or are revoked, so the partial index below holds only
+-- the accounts the daemon may ever have to look at.
+CREATE TABLE IF NOT EXISTS oauth_refreshd.account_state (
+    account_id        bigint PRIMARY KEY
+                      REFERENCES public.oauth_accounts (id) ON DELETE CASCADE,
+    due_at            timestamptz,
+    retry_at          timestamptz,
+    lease_owner       text,
+    lease_until       timestamptz,
+    attempts          integer NOT NULL DEFAULT 0,
+    last_error        text,
+    last_error_at     timestamptz,
+    revoked           boolean NOT NULL DEFAULT false,
+    revoked_at        timestamptz,
+    last_refreshed_at timestamptz,
+    refresh_count     bigint NOT NULL DEFAULT 0
+);
+
+CREATE INDEX IF NOT EXISTS account_state_due_idx
+    ON oauth_refreshd.account_state (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS account_state_failing_idx
+    ON oauth_refreshd.account_state (last_error_at) WHERE last_error IS NOT NULL;
+CREATE INDEX IF NOT EXISTS account_state_revoked_idx
+    ON oauth_refreshd.account_state (revoked_at) WHERE revoked;
+
+-- A stable per-account fraction in [0, 1) that spreads refreshes over the
+-- jitter window without any randomness the database would have to remember.
+CREATE OR REPLACE FUNCTION oauth_refreshd.jitter_fraction(p_id bigint)
+RETURNS double precision LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ((p_id * 2654435761) % 4294967296)::double precision / 4294967296.0
+$$;
+
+CREATE OR REPLACE FUNCTION oauth_refreshd.utc_text(p_ts timestamptz)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT to_char(p_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+$$;
+
+-- Keeps account_state in step with the application's writes and wakes the
+-- daemon. A new refresh token stored by the application clears a revocation
+-- and the failure history. The daemon's own write-backs set the transaction
+-- setting oauth_refreshd.writer = 'daemon', so they do not notify.
+CREATE OR REPLACE FUNCTION oauth_refreshd.on_account_change()
+RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    v_refreshable   boolean := NEW.refresh_token IS NOT NULL AND NEW.expires_at IS NOT NULL;
+    v_token_changed boolean := TG_OP = 'INSERT'
+                               OR NEW.refresh_token IS DISTINCT FROM OLD.refresh_token;
+BEGIN
+    INSERT INTO oauth_refreshd.account_state AS s (account_id, due_at)
+    VALUES (NEW.id, CASE WHEN v_refreshable THEN NEW.expires_at END)
+    ON CONFLICT (account_id) DO UPDATE SET
+        revoked    = s.revoked AND NOT v_token_changed,
+        revoked_at = CASE WHEN v_token_changed THEN NULL ELSE s.revoked_at END,
+        attempts   = CASE WHEN v_token_changed THEN 0 ELSE s.attempts END,
+        retry_at   = CASE WHEN v_token_changed THEN NULL ELSE s.retry_at END,
+        last_error = CASE WHEN v_token_changed THEN NULL ELSE s.last_error END,
+        due_at     = CASE WHEN NOT v_refreshable THEN NULL
+                          WHEN v_token_changed OR NOT s.revoked THEN NEW.expires_at
+                          ELSE NULL END;
+    IF v_refreshable
+       AND current_setting('oauth_refreshd.writer', true) IS DISTINCT FROM 'daemon' THEN
+        PERFORM pg_notify('oauth_refreshd_account_changed',
+                          NEW.id::text || ' ' || extract(epoch FROM NEW.expires_at)::text);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS oauth_refreshd_account_change ON public.oauth_accounts;
+CREATE TRIGGER oauth_refreshd_account_change
+    AFTER INSERT OR UPDATE OF expires_at, refresh_token ON public.oauth_accounts
+    FOR EACH ROW EXECUTE FUNCTION oauth_refreshd.on_account_change();
+
+-- Accounts that existed before the trigger (first migration).
+INSERT INTO oauth_refreshd.account_state (account_id, due_at)
+SELECT a.id, CASE WHEN a.refresh_token IS NOT NULL AND a.expires_at IS NOT NULL
+                  THEN a.expires_at END
+  FROM public.oauth_accounts a
+ON CONFLICT (account_id) DO NOTHING;
+
+-- Signatures of pre-release builds: drop them so each function has one form.
+DROP FUNCTION IF EXISTS oauth_refreshd.claim_due(text, text[], interval, interval, interval, integer);
+DROP FUNCTION IF EXISTS oauth_refreshd.store_refreshed(text, bigint[], text[], text[], text[], text[],
+                                                       timestamptz[], text[], text[]);
+
+-- Claims up to p_limit due accounts of the given providers for p_owner: the
+-- lease is written by the same statement that selects the rows, and rows
+-- another instance is claiming at this moment are skipped, so no two
+-- instances ever hold one account. The most urgent (earliest due) go first.
+CREATE OR REPLACE FUNCTION oauth_refreshd.claim_due(
+    p_owner text, p_providers text[], p_lead interval, p_jitter interval,
+    p_lease interval, p_limit integer, p_since timestamptz DEFAULT NULL)
+RETURNS TABLE (account_id bigint, provider text, refresh_token text, scope text,
+               expires_at timestamptz, attempts integer)
+LANGUAGE sql AS $$
+    WITH picked AS (
+        SELECT s.account_id
+          FROM oauth_refreshd.account_state s
+          JOIN public.oauth_accounts a ON a.id = s.account_id
+         WHERE s.due_at IS NOT NULL
+           AND s.due_at <= now() + p_lead + p_jitter
+           AND s.due_at - p_lead
+               - p_jitter * oauth_refreshd.jitter_fraction(s.account_id) <= now()
+           AND (s.lease_until IS NULL OR s.lease_until < now())
+           AND a.provider = ANY (p_providers)
+           AND a.refresh_token IS NOT NULL
+           -- --once: one attempt per account and run
+           AND (p_since IS NULL
+                OR (COALESCE(s.last_refreshed_at, '-infinity') < p_since
+                    AND COALESCE(s.last_error_at, '-infinity') < p_since))
+         ORDER BY s.due_at
+         LIMIT p_limit
+           FOR UPDATE OF s SKIP LOCKED
+    )
+    UPDATE oauth_refreshd.account_state s
+       SET lease_owner = p_owner, lease_until = now() + p_lease
+      FROM picked, public.oauth_accounts a
+     WHERE s.account_id = picked.account_id AND a.id = s.account_id
+    RETURNING s.account_id, a.provider::text, a.refresh_token, a.scope, a.expires_at,
+              s.attempts
+$$;
+
+-- Claims the named accounts whether due or not (oauth_refresh_request), as
+-- long as they are refreshable and nobody holds them.
+CREATE OR REPLACE FUNCTION oauth_refreshd.claim_ids(
+    p_owner text, p_providers text[], p_ids bigint[], p_lease interval)
+RETURNS TABLE (account_id bigint, provider text, refresh_token text, scope text,
+               expires_at timestamptz, attempts integer)
+LANGUAGE sql AS $$
+    WITH picked AS (
+        SELECT s.account_id
+          FROM oauth_refreshd.account_state s
+          JOIN public.oauth_accounts a ON a.id = s.account_id
+         WHERE s.account_id = ANY (p_ids)
+           AND (s.lease_until IS NULL OR s.lease_until < now())
+           AND a.provider = ANY (p_providers)
+           AND a.refresh_token IS NOT NULL AND a.expires_at IS NOT NULL
+           FOR UPDATE OF s SKIP LOCKED
+    )
+    UPDATE oauth_refreshd.account_state s
+       SET lease_owner = p_owner, lease_until = now() + p_lease
+      FROM picked, public.oauth_accounts a
+     WHERE s.account_id = picked.account_id AND a.id = s.account_id
+    RETURNING s.account_id, a.provider::text, a.refresh_token, a.scope, a.expires_at,
+              s.attempts
+$$;
+
+-- When the daemon should look again: the earliest moment one of the next
+-- unleased accounts becomes claimable (jitter included), or the moment a lease
+-- on a due account runs out (takeover of a crashed instance's claims).
+CREATE OR REPLACE FUNCTION oauth_refreshd.next_wakeup(
+    p_providers text[], p_lead interval, p_jitter interval)
+RETURNS timestamptz LANGUAGE sql STABLE AS $$
+    SELECT LEAST(
+        (SELECT min(n.due_at - p_lead - p_jitter * oauth_refreshd.jitter_fraction(n.account_id))
+           FROM (SELECT s.account_id, s.due_at
+                   FROM oauth_refreshd.account_state s
+                   JOIN public.oauth_accounts a ON a.id = s.account_id
+                  WHERE s.due_at IS NOT NULL
+                    AND (s.lease_until IS NULL OR s.lease_until < now())
+                    AND a.provider = ANY (p_providers)
+                  ORDER BY s.due_at
+                  LIMIT 1000) n),
+        (SELECT min(s.lease_until)
+           FROM oauth_refreshd.account_state s
+          WHERE s.due_at IS NOT NULL AND s.due_at <= now() + p_lead + p_jitter
+            AND s.lease_until >= now()))
+$$;
+
+-- Writes successful refreshes. Each row is written only if oauth_accounts
+-- still holds the refresh token ciphertext that was used (p_old_refresh):
+-- otherwise the application (or another writer) changed it meanwhile and the
+-- result is discarded. NULL in p_refresh / p_id_token / p_scope / p_token_type
+-- keeps the stored value. Emits one `refreshed` event per stored row.
+CREATE OR REPLACE FUNCTION oauth_refreshd.store_refreshed(
+    p_owner text, p_ids bigint[], p_old_refresh text[], p_access text[],
+    p_refresh text[], p_id_token text[], p_expires_at timestamptz[],
+    p_scope text[], p_token_type text[], p_lead interval)
+RETURNS TABLE (account_id bigint, stored boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids  bigint[];
+    v_prov text[];
+    v_exp  timestamptz[];
+BEGIN
+    PERFORM set_config('oauth_refreshd.writer', 'daemon', true);
+
+    WITH input AS (
+        SELECT * FROM unnest(p_ids, p_old_refresh, p_access, p_refresh, p_id_token,
+                             p_expires_at, p_scope, p_token_type)
+                   AS u(id, old_rt, access, rt, idt, exp, scope, ttype)
+    ), upd AS (
+        UPDATE public.oauth_accounts a
+           SET access_token  = i.access,
+               refresh_token = COALESCE(i.rt, a.refresh_token),
+               id_token      = COALESCE(i.idt, a.id_token),
+               expires_at    = i.exp,
+               scope         = COALESCE(i.scope, a.scope),
+               token_type    = COALESCE(i.ttype, a.token_type),
+               updated_at    = now()
+          FROM input i
+         WHERE a.id = i.id AND a.refresh_token = i.old_rt
+        RETURNING a.id, a.provider::text AS provider, a.expires_at
+    )
+    SELECT COALESCE(array_agg(upd.id), '{}'), COALESCE(array_agg(upd.provider), '{}'),
+           COALESCE(array_agg(upd.expires_at), '{}')
+      INTO v_ids, v_prov, v_exp
+      FROM upd;
+
+    UPDATE oauth_refreshd.account_state s
+       SET lease_owner = NULL, lease_until = NULL, attempts = 0, retry_at = NULL,
+           last_error = NULL, last_error_at = NULL, revoked = false, revoked_at = NULL,
+           last_refreshed_at = now(), refresh_count = s.refresh_count + 1,
+           -- A token that lives shorter than the lead time would be due again
+           -- at once: refresh it at half its life instead of in a tight loop.
+           due_at = GREATEST(a.expires_at, now() + (a.expires_at - now()) / 2 + p_lead)
+      FROM public.oauth_accounts a
+     WHERE s.account_id = ANY (v_ids) AND a.id = s.account_id;
+
+    -- Rows not written: give the claim back if it is still ours.
+    UPDATE oauth_refreshd.account_state s
+       SET lease_owner = NULL, lease_until = NULL
+     WHERE s.account_id = ANY (p_ids) AND NOT (s.account_id = ANY (v_ids))
+       AND s.lease_owner = p_owner;
+
+    PERFORM pg_notify('oauth_refresh_event',
+                      json_build_object('event', 'refreshed', 'account_id', u.id,
+                                        'provider', u.prov,
+                                        'expires_at', oauth_refreshd.utc_text(u.exp))::text)
+       FROM unnest(v_ids, v_prov, v_exp) AS u(id, prov, exp);
+
+    RETURN QUERY SELECT i.id, i.id = ANY (v_ids) FROM unnest(p_ids) AS i(id);
+END
+$$;
+
+-- Records failed attempts: the error, the time of the next attempt (the
+-- account becomes claimable again at p_retry_at), and releases the claim. A
+-- row whose claim was meanwhile taken by another instance is left alone (its
+-- state belongs to that instance now), but the `failed` event is still sent:
+-- one per failed attempt.
+CREATE OR REPLACE FUNCTION oauth_refreshd.store_failed(
+    p_owner text, p_ids bigint[], p_errors text[], p_retry_at timestamptz[],
+    p_lead interval)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE oauth_refreshd.account_state s
+       SET attempts = s.attempts + 1, last_error = u.err, last_error_at = now(),
+           retry_at = u.retry,
+           due_at = CASE WHEN s.due_at IS NULL THEN NULL
+                         ELSE GREATEST(s.due_at, u.retry + p_lead) END,
+           lease_owner = NULL, lease_until = NULL
+      FROM unnest(p_ids, p_errors, p_retry_at) AS u(id, err, retry)
+     WHERE s.account_id = u.id AND s.lease_owner = p_owner;
+
+    PERFORM pg_notify('oauth_refresh_event',
+                      json_build_object('event', 'failed', 'account_id', u.id,
+                                        'provider', a.provider, 'error', u.err,
+                                        'retry_at', oauth_refreshd.utc_text(u.retry))::text)
+       FROM unnest(p_ids, p_errors, p_retry_at) AS u(id, err, retry)
+       JOIN public.oauth_accounts a ON a.id = u.id;
+END
+$$;
+
+-- Marks accounts revoked, but only those that still hold the refresh token
+-- that was refused: if the row changed meanwhile, the refusal was a lost race
+-- with another writer, not a revocation, and the claim is simply released.
+-- Returns whether each account was marked.
+CREATE OR REPLACE FUNCTION oauth_refreshd.store_revoked(
+    p_owner text, p_ids bigint[], p_old_refresh text[], p_errors text[])
+RETURNS TABLE (account_id bigint, revoked boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids bigint[];
+BEGIN
+    -- Lock the rows so the application cannot store a new token between the
+    -- comparison and the mark.
+    PERFORM 1 FROM public.oauth_accounts a WHERE a.id = ANY (p_ids) FOR SHARE;
+
+    SELECT COALESCE(array_agg(u.id), '{}') INTO v_ids
+      FROM unnest(p_ids, p_old_refresh) AS u(id, old_rt)
+      JOIN public.oauth_accounts a ON a.id = u.id AND a.refresh_token = u.old_rt;
+
+    UPDATE oauth_refreshd.account_state s
+       SET revoked = true, revoked_at = now(), due_at = NULL, retry_at = NULL,
+           attempts = s.attempts + 1, last_error = u.err, last_error_at = now(),
+           lease_owner = NULL, lease_until = NULL
+      FROM unnest(p_ids, p_errors) AS u(id, err)
+     WHERE s.account_id = u.id AND u.id = ANY (v_ids);
+
+    UPDATE oauth_refreshd.account_state s
+       SET lease_owner = NULL, lease_until = NULL
+     WHERE s.account_id = ANY (p_ids) AND NOT (s.account_id = ANY (v_ids))
+       AND s.lease_owner = p_owner;
+
+    PERFORM pg_notify('oauth_refresh_event',
+                      json_build_object('event', 'revoked', 'account_id', u.id,
+                                        'provider', a.provider, 'error', u.err)::text)
+       FROM unnest(p_ids, p_errors) AS u(id, err)
+       JOIN public.oauth_accounts a ON a.id = u.id
+      WHERE u.id = ANY (v_ids);
+
+    RETURN QUERY SELECT i.id, i.id = ANY (v_ids) FROM unnest(p_ids) AS i(id);
+END
+$$;
+
+-- Gives claims back without recording anything (shutdown, work not started).
+CREATE OR REPLACE FUNCTION oauth_refreshd.release(p_owner text, p_ids bigint[])
+RETURNS void LANGUAGE sql AS $$
+    UPDATE oauth_refreshd.account_state s
+       SET lease_owner = NULL, lease_until = NULL
+     WHERE s.account_id = ANY (p_ids) AND s.lease_owner = p_owner
+$$;
+
+INSERT INTO oauth_refreshd.meta (singleton, schema_version) VALUES (true, 1)
+ON CONFLICT (singleton) DO UPDATE SET schema_version = GREATEST(oauth_refreshd.meta.schema_version, 1),
+                                      migrated_at = now();

@@ -1,0 +1,465 @@
+/*
+ * daemon.c — the daemon context and its life: startup order (state
+ * directory, http adapter, database, signals), readiness, SIGHUP reload
+ * (a whole new config or none), SIGTERM drain, and what the daemon tells
+ * systemd and the journal about itself. Claiming and refreshing belong to
+ * engine.c; this file only starts, steers and stops it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "daemon_ctx.h"
+#include "log.h"
+#include "schema_check.h"
+#include "timeutil.h"
+#include "version.h"
+
+#define STATUS_INTERVAL_S 2.0
+#define SUMMARY_INTERVAL_S 60.0
+
+static const char *const listen_channels[] = {"oauth_refresh_request",
+                                              "oauth_refreshd_account_changed", NULL};
+
+void daemon_request_exit(struct daemon *d, int code)
+{
+    if (d->exit_requested)
+        return;
+    d->exit_requested = true;
+    d->exit_code = code;
+    ev_break(d->loop, EVBREAK_ALL);
+}
+
+/* ---- state directory -------------------------------------------------------- */
+
+static int ensure_state_directory(const char *dir, char *err, size_t errlen)
+{
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create state directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    char probe[4096];
+    snprintf(probe, sizeof probe, "%s/.write-test.%ld", dir, (long)getpid());
+    int fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "state directory %s is not writable: %s", dir, strerror(errno));
+        return -1;
+    }
+    bool ok = write(fd, "x", 1) == 1 && fsync(fd) == 0;
+    int saved = errno;
+    close(fd);
+    unlink(probe);
+    if (!ok) {
+        snprintf(err, errlen, "state directory %s cannot be written: %s", dir, strerror(saved));
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- status ----------------------------------------------------------------- */
+
+static void format_status(struct daemon *d, char *buf, size_t len)
+{
+    size_t held = store_pending(d->store);
+    uint64_t failing = 0;
+    for (int p = 0; p < PROVIDER_COUNT; p++)
+        failing += d->prov[p].last_error[0] != '\0';
+    char due[64] = "nothing due";
+    if (d->next_due > 0) {
+        double in = d->next_due - time_now_wall();
+        if (in <= 0)
+            snprintf(due, sizeof due, "accounts due now");
+        else
+            snprintf(due, sizeof due, "next due in %.0fs", in);
+    }
+    if (!d->connected) {
+        double retry = d->db_retry_at - ev_now(d->loop);
+        snprintf(buf, len, "database unreachable, retrying in %.0fs; %zu results held; %s",
+                 retry > 0 ? retry : 0, held, d->db_reason[0] ? d->db_reason : "connecting");
+        return;
+    }
+    snprintf(buf, len,
+             "%u in flight, %" PRIu64 " refreshed, %" PRIu64 " failed, %" PRIu64
+             " revoked, %zu results unwritten, %s%s%s",
+             d->in_flight + engine_waiting(d), d->stats.refreshed, d->stats.failed,
+             d->stats.revoked, held, due, d->reload_error[0] ? "; " : "", d->reload_error);
+}
+
+static void status_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct daemon *d = w->data;
+    char status[256];
+    format_status(d, status, sizeof status);
+    sdnotify_status(&d->sn, status);
+    double now = ev_now(loop);
+    if (now - d->last_summary >= SUMMARY_INTERVAL_S) {
+        if (d->stats.window_refreshed || d->stats.window_failed)
+            log_info("last %.0fs: %" PRIu64 " refreshed, %" PRIu64 " failed; %s",
+                     now - d->last_summary, d->stats.window_refreshed, d->stats.window_failed,
+                     status);
+        d->stats.window_refreshed = d->stats.window_failed = 0;
+        d->last_summary = now;
+    }
+}
+
+static bool loop_healthy_cb(void *ud)
+{
+    struct daemon *d = ud;
+    /* The loop runs (we are called from it); refuse only when wedged on exit. */
+    return !d->exit_requested;
+}
+
+/* ---- database events --------------------------------------------------------- */
+
+static void report_unconfigured_done_cb(void *ud, PGresult *res)
+{
+    struct daemon *d = ud;
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK)
+        return;
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *name = PQgetvalue(res, i, 0);
+        int p = provider_id_from_name(name);
+        if (p >= 0 && d->prov[p].unconfigured_reported)
+            continue;
+        if (p >= 0)
+            d->prov[p].unconfigured_reported = true;
+        struct log_ctx ctx = {.provider = name, .error = "provider_not_configured"};
+        log_event(LOG_WARNING, NULL, &ctx,
+                  "%s refreshable %s accounts are left alone: no [provider.%s] section in %s",
+                  PQgetvalue(res, i, 1), name, name, d->cfg->path);
+    }
+}
+
+static void report_unconfigured(struct daemon *d)
+{
+    char configured[128] = "{";
+    for (int p = 0; p < PROVIDER_COUNT; p++)
+        if (d->cfg->providers[p]) {
+            if (configured[1])
+                strcat(configured, ",");
+            strcat(configured, provider_id_name((enum provider_id)p));
+        }
+    strcat(configured, "}");
+    const char *params[] = {configured};
+    if (db_query(d->db,
+                 "SELECT a.provider, count(*) FROM oauth_refreshd.account_state s "
+                 "JOIN public.oauth_accounts a ON a.id = s.account_id "
+                 "WHERE s.due_at IS NOT NULL AND a.provider <> ALL ($1::text[]) "
+                 "GROUP BY a.provider",
+                 1, params, report_unconfigured_done_cb, d) < 0)
+        log_debug("could not ask for unconfigured providers");
+}
+
+static void schema_checked_cb(void *ud, PGresult *res)
+{
+    struct daemon *d = ud;
+    if (!res)
+        return; /* lost again; the next connection checks again */
+    char err[ERRBUF_LEN];
+    if (schema_check_result(res, err, sizeof err) < 0) {
+        log_event(LOG_ERR, NULL, NULL, "%s", err);
+        if (!d->ready) {
+            daemon_request_exit(d, EXIT_UNAVAILABLE);
+            return;
+        }
+        return;
+    }
+    d->schema_ok = true;
+    if (!d->ready) {
+        d->ready = true;
+        char status[256];
+        format_status(d, status, sizeof status);
+        sdnotify_ready(&d->sn, status);
+        log_event(LOG_INFO, MSGID_READY, NULL, "ready: connected, listening, schema up to date");
+    }
+    report_unconfigured(d);
+    engine_on_connected(d);
+}
+
+static void db_connected_cb(void *ud)
+{
+    struct daemon *d = ud;
+    d->connected = true;
+    d->db_reason[0] = '\0';
+    if (d->ever_connected)
+        log_event(LOG_NOTICE, MSGID_DB_RESTORED, NULL, "database connection restored");
+    d->ever_connected = true;
+    if (db_query(d->db, SCHEMA_CHECK_SQL, 0, NULL, schema_checked_cb, d) < 0)
+        log_err("could not check the schema version");
+}
+
+static void db_disconnected_cb(void *ud, const char *reason, double retry_in_s)
+{
+    struct daemon *d = ud;
+    bool was = d->connected;
+    d->connected = false;
+    d->schema_ok = false;
+    snprintf(d->db_reason, sizeof d->db_reason, "%s", reason ? reason : "");
+    d->db_retry_at = ev_now(d->loop) + retry_in_s;
+    if (was)
+        log_event(LOG_WARNING, MSGID_DB_LOST, NULL,
+                  "database connection lost (%s); %zu results held; reconnecting in %.1fs",
+                  reason, store_pending(d->store), retry_in_s);
+    else
+        log_event(LOG_WARNING, NULL, NULL, "cannot connect to the database (%s); retrying in %.1fs",
+                  reason, retry_in_s);
+    if (d->opt.once && !d->ever_connected)
+        daemon_request_exit(d, EXIT_UNAVAILABLE);
+    char status[256];
+    format_status(d, status, sizeof status);
+    sdnotify_status(&d->sn, status);
+}
+
+static void db_notify_cb(void *ud, const char *channel, const char *payload)
+{
+    engine_on_notify(ud, channel, payload);
+}
+
+/* ---- http ------------------------------------------------------------------- */
+
+static void http_options_from(const struct config *cfg, struct http_options *o)
+{
+    *o = (struct http_options){
+        .ca_file = cfg->ca_file,
+        .user_agent = cfg->user_agent,
+        .allow_insecure_http = cfg->allow_insecure_http,
+        .max_connections = (long)(cfg->max_in_flight < 64 ? cfg->max_in_flight : 64),
+        .max_body = PROVIDER_MAX_RESPONSE_BYTES,
+    };
+}
+
+/* ---- reload and shutdown ------------------------------------------------------ */
+
+static void config_warn_cb(void *ud, const char *msg)
+{
+    log_warning("%s", msg);
+}
+
+static void reload(struct daemon *d)
+{
+    sdnotify_reloading(&d->sn);
+    log_info("reloading %s", d->opt.config_path);
+    struct config_errors errs = {0};
+    struct config *cfg = config_load(d->opt.config_path, config_warn_cb, NULL, &errs);
+    if (!cfg) {
+        for (size_t i = 0; i < errs.count; i++)
+            log_event(LOG_ERR, MSGID_RELOAD_FAILED, NULL, "reload rejected: %s", errs.msg[i]);
+        snprintf(d->reload_error, sizeof d->reload_error, "reload failed: %s",
+                 errs.count ? errs.msg[0] : "invalid configuration");
+        log_event(LOG_ERR, MSGID_RELOAD_FAILED, NULL,
+                  "configuration reload failed; the previous configuration stays in force");
+    } else {
+        struct http_options ho;
+        http_options_from(cfg, &ho);
+        char err[ERRBUF_LEN];
+        if (http_set_options(d->http, &ho, err, sizeof err) < 0) {
+            log_event(LOG_ERR, MSGID_RELOAD_FAILED, NULL, "reload rejected: %s", err);
+            snprintf(d->reload_error, sizeof d->reload_error, "reload failed: %s", err);
+            config_unref(cfg);
+        } else {
+            bool conninfo_changed = strcmp(cfg->conninfo, d->cfg->conninfo) != 0;
+            cfg->generation = d->cfg->generation + 1;
+            config_unref(d->cfg);
+            d->cfg = cfg;
+            d->reload_error[0] = '\0';
+            log_set_level(cfg->log_level);
+            engine_on_config(d);
+            if (conninfo_changed) {
+                log_info("database connection settings changed: reconnecting");
+                d->connected = false;
+                d->schema_ok = false;
+                db_set_conninfo(d->db, cfg->conninfo);
+            }
+            log_event(LOG_INFO, MSGID_RELOADED, NULL, "configuration reloaded (generation %u)",
+                      cfg->generation);
+            engine_kick(d);
+        }
+    }
+    char status[256];
+    format_status(d, status, sizeof status);
+    sdnotify_ready(&d->sn, status);
+}
+
+static void shutdown_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct daemon *d = w->data;
+    if (!d->aborting) {
+        log_warning("shutdown timeout: abandoning %u requests in flight", d->in_flight);
+        d->aborting = true;
+        http_abort_all(d->http);
+        /* Results of aborted requests are failures; give the store a moment. */
+        ev_timer_set(w, 5.0, 0.);
+        ev_timer_start(loop, w);
+        engine_check_once_done(d);
+        return;
+    }
+    log_err("shutdown: %zu results could not be written", store_pending(d->store));
+    daemon_request_exit(d, 0);
+}
+
+static void begin_shutdown(struct daemon *d, const char *why)
+{
+    if (d->stopping) {
+        if (!d->aborting) {
+            log_warning("second %s: abandoning %u requests in flight", why, d->in_flight);
+            d->aborting = true;
+            http_abort_all(d->http);
+            engine_check_once_done(d);
+        }
+        return;
+    }
+    d->stopping = true;
+    log_event(LOG_INFO, MSGID_STOPPING, NULL,
+              "%s: stopping; waiting for %u requests in flight (at most %.0fs)", why,
+              d->in_flight, (double)d->cfg->shutdown_timeout_ms / 1000.0);
+    sdnotify_stopping(&d->sn, "stopping: finishing requests in flight");
+    engine_stop_claiming(d);
+    ev_timer_set(&d->shutdown_timer, (double)d->cfg->shutdown_timeout_ms / 1000.0, 0.);
+    ev_timer_start(d->loop, &d->shutdown_timer);
+    engine_check_once_done(d);
+}
+
+static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    struct daemon *d = w->data;
+    switch (w->signum) {
+    case SIGHUP:
+        reload(d);
+        break;
+    case SIGTERM:
+        begin_shutdown(d, "SIGTERM");
+        break;
+    case SIGINT:
+        begin_shutdown(d, "SIGINT");
+        break;
+    }
+}
+
+/* ---- startup ------------------------------------------------------------------ */
+
+static void make_owner_id(char *buf, size_t len)
+{
+    char host[64] = "localhost";
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    snprintf(buf, len, "%s:%ld:%08" PRIx32, host, (long)getpid(), randombytes_random());
+}
+
+static void start_signals(struct daemon *d)
+{
+    signal(SIGPIPE, SIG_IGN);
+    ev_signal_init(&d->sig_term, signal_cb, SIGTERM);
+    ev_signal_init(&d->sig_int, signal_cb, SIGINT);
+    ev_signal_init(&d->sig_hup, signal_cb, SIGHUP);
+    d->sig_term.data = d->sig_int.data = d->sig_hup.data = d;
+    ev_signal_start(d->loop, &d->sig_term);
+    ev_signal_start(d->loop, &d->sig_int);
+    ev_signal_start(d->loop, &d->sig_hup);
+}
+
+static int daemon_setup(struct daemon *d)
+{
+    char err[ERRBUF_LEN];
+    if (ensure_state_directory(d->cfg->state_directory, err, sizeof err) < 0) {
+        log_event(LOG_ERR, MSGID_CONFIG_ERROR, NULL, "%s", err);
+        return EXIT_CONFIG;
+    }
+    struct http_options ho;
+    http_options_from(d->cfg, &ho);
+    d->http = http_new(d->loop, &ho, err, sizeof err);
+    if (!d->http) {
+        log_event(LOG_ERR, MSGID_CONFIG_ERROR, NULL, "%s", err);
+        return EXIT_CONFIG;
+    }
+    struct db_options dbo = {
+        .conninfo = d->cfg->conninfo,
+        .channels = listen_channels,
+        .session_sql = "SET application_name = 'oauth-refreshd'",
+        .connect_timeout_s = 10,
+        .retry_min_s = 0.5,
+        .retry_max_s = 30,
+    };
+    struct db_callbacks dbc = {.connected = db_connected_cb,
+                               .disconnected = db_disconnected_cb,
+                               .notify = db_notify_cb,
+                               .ud = d};
+    d->db = db_new(d->loop, &dbo, &dbc);
+    struct store_callbacks sc = {.done = engine_store_done_cb, .ud = d};
+    d->store = d->db ? store_new(d->loop, d->db, d->owner, &sc) : NULL;
+    if (!d->db || !d->store) {
+        log_err("out of memory at startup");
+        return EXIT_UNAVAILABLE;
+    }
+    return 0;
+}
+
+static void daemon_teardown(struct daemon *d)
+{
+    sdnotify_stop(&d->sn);
+    ev_timer_stop(d->loop, &d->status_timer);
+    ev_timer_stop(d->loop, &d->shutdown_timer);
+    engine_stop_claiming(d);
+    if (d->http)
+        http_abort_all(d->http);
+    engine_free(d);
+    if (d->http)
+        http_free(d->http);
+    /* db_free fails outstanding statements; their owners still exist here. */
+    if (d->db)
+        db_free(d->db);
+    if (d->store)
+        store_free(d->store);
+    ev_signal_stop(d->loop, &d->sig_term);
+    ev_signal_stop(d->loop, &d->sig_int);
+    ev_signal_stop(d->loop, &d->sig_hup);
+    config_unref(d->cfg);
+}
+
+int daemon_run(struct config *cfg, const struct daemon_options *opt)
+{
+    struct daemon *d = calloc(1, sizeof *d);
+    if (!d) {
+        config_unref(cfg);
+        return EXIT_UNAVAILABLE;
+    }
+    d->loop = ev_default_loop(EVFLAG_AUTO);
+    d->cfg = cfg;
+    d->opt = *opt;
+    d->once_since = time_now_wall();
+    make_owner_id(d->owner, sizeof d->owner);
+    log_event(LOG_INFO, MSGID_STARTED, NULL, "oauth-refreshd %s starting (%s, owner %s)",
+              OAUTH_VERSION, opt->once ? "once" : "continuous", d->owner);
+
+    int rc = daemon_setup(d);
+    if (rc == 0) {
+        engine_init(d);
+        start_signals(d);
+        sdnotify_init(&d->sn, d->loop, loop_healthy_cb, d);
+        sdnotify_status(&d->sn, "connecting to the database");
+        ev_timer_init(&d->status_timer, status_timer_cb, STATUS_INTERVAL_S, STATUS_INTERVAL_S);
+        d->status_timer.data = d;
+        ev_timer_start(d->loop, &d->status_timer);
+        ev_timer_init(&d->shutdown_timer, shutdown_timer_cb, 1., 0.);
+        d->shutdown_timer.data = d;
+        d->last_summary = ev_now(d->loop);
+        db_start(d->db);
+        ev_run(d->loop, 0);
+        rc = d->exit_code;
+        if (!d->stopping && !opt->once)
+            sdnotify_stopping(&d->sn, "stopping");
+        log_info("exiting: %" PRIu64 " refreshed, %" PRIu64 " failed, %" PRIu64
+                 " revoked, %" PRIu64 " discarded",
+                 d->stats.refreshed, d->stats.failed, d->stats.revoked, d->stats.discarded);
+    }
+    daemon_teardown(d);
+    free(d);
+    return rc;
+}

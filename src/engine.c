@@ -1,0 +1,864 @@
+/*
+ * engine.c — finding, claiming and running refreshes. It decides when to
+ * look for due accounts (kicks, the next-due timer, the safety rescan,
+ * notifications), claims them per provider within the in-flight and rate
+ * limits, runs each one (refresh.c prepares and concludes, http.c carries the
+ * request), keeps each provider's circuit breaker, and hands every outcome to
+ * the store. It never writes SQL results itself and never sees a plaintext
+ * token outside a refresh_attempt.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "daemon_ctx.h"
+#include "log.h"
+#include "refresh.h"
+#include "strbuf.h"
+#include "timeutil.h"
+
+/* Stop claiming while this many results wait for the database (bounded memory). */
+#define HOLD_LIMIT 20000
+/* Consecutive transient failures that pause a provider. */
+#define BREAKER_THRESHOLD 8
+/* Claim at most this many seconds' worth of a rate-limited provider's budget. */
+#define RATE_CLAIM_HORIZON_S 2.0
+
+struct job {
+    struct daemon *d;
+    struct job *next; /* in a provider's wait list */
+    struct refresh_attempt ra;
+    double sent_at;
+    bool probe;
+};
+
+static const char *const claim_columns =
+    "SELECT account_id, provider, refresh_token, scope, extract(epoch FROM expires_at), attempts";
+
+static double random_unit(void)
+{
+    return (double)randombytes_uniform(1u << 30) / (double)(1u << 30);
+}
+
+/* ---- provider gates ---------------------------------------------------- */
+
+static bool provider_paused(struct daemon *d, enum provider_id p)
+{
+    struct provider_state *ps = &d->prov[p];
+    if (ps->config_error)
+        return true;
+    if (ps->paused_until == 0)
+        return false;
+    if (ev_now(d->loop) < ps->paused_until)
+        return true;
+    /* The pause is over: let one probe through before opening fully. */
+    return ps->probing;
+}
+
+static unsigned provider_free_slots(struct daemon *d, enum provider_id p, unsigned global_free)
+{
+    const struct provider_config *pc = d->cfg->providers[p];
+    struct provider_state *ps = &d->prov[p];
+    if (!pc || provider_paused(d, p))
+        return 0;
+    unsigned used = ps->in_flight + ps->waiting + ps->reserved;
+    unsigned cap = pc->max_in_flight;
+    unsigned free_slots = used >= cap ? 0 : cap - used;
+    if (free_slots > global_free)
+        free_slots = global_free;
+    if (pc->max_rate > 0) {
+        double horizon = pc->max_rate * RATE_CLAIM_HORIZON_S;
+        unsigned by_rate = horizon < 1 ? 1 : (unsigned)horizon;
+        by_rate = by_rate > ps->waiting ? by_rate - ps->waiting : 0;
+        if (free_slots > by_rate)
+            free_slots = by_rate;
+    }
+    if (ps->paused_until != 0 && free_slots > 1)
+        free_slots = 1; /* half-open: a single probe */
+    return free_slots;
+}
+
+static unsigned global_free_slots(struct daemon *d)
+{
+    unsigned used = d->in_flight;
+    for (int p = 0; p < PROVIDER_COUNT; p++)
+        used += d->prov[p].waiting + d->prov[p].reserved;
+    return used >= d->cfg->max_in_flight ? 0 : d->cfg->max_in_flight - used;
+}
+
+static void provider_pause(struct daemon *d, enum provider_id p, double seconds,
+                           const char *why)
+{
+    struct provider_state *ps = &d->prov[p];
+    double max_s = (double)d->cfg->retry_max_ms / 1000.0;
+    if (seconds > max_s)
+        seconds = max_s;
+    if (seconds < 1)
+        seconds = 1;
+    bool was_paused = ps->paused_until != 0;
+    ps->paused_until = ev_now(d->loop) + seconds;
+    ps->probing = false;
+    struct log_ctx ctx = {.provider = provider_id_name(p), .error = why};
+    log_event(was_paused ? LOG_INFO : LOG_WARNING, MSGID_PROVIDER_PAUSED, &ctx,
+              "provider %s paused for %.0fs after %s", provider_id_name(p), seconds, why);
+}
+
+static void provider_resume(struct daemon *d, enum provider_id p)
+{
+    struct provider_state *ps = &d->prov[p];
+    if (ps->paused_until != 0) {
+        struct log_ctx ctx = {.provider = provider_id_name(p)};
+        log_event(LOG_NOTICE, MSGID_PROVIDER_RESUMED, &ctx, "provider %s resumed",
+                  provider_id_name(p));
+    }
+    ps->paused_until = 0;
+    ps->probing = false;
+    ps->pauses = 0;
+    ps->consecutive_failures = 0;
+}
+
+/* ---- kicking and timers -------------------------------------------------- */
+
+void engine_kick(struct daemon *d)
+{
+    if (!ev_is_active(&d->kick_timer)) {
+        ev_timer_set(&d->kick_timer, 0., 0.);
+        ev_timer_start(d->loop, &d->kick_timer);
+    }
+}
+
+static void arm_due_timer(struct daemon *d, double delay)
+{
+    double scan = (double)d->cfg->scan_interval_ms / 1000.0;
+    if (delay > scan)
+        delay = scan;
+    if (delay < 0.05)
+        delay = 0.05;
+    ev_timer_stop(d->loop, &d->due_timer);
+    ev_timer_set(&d->due_timer, delay, 0.);
+    ev_timer_start(d->loop, &d->due_timer);
+}
+
+static void due_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    engine_kick(w->data);
+}
+
+static void scan_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct daemon *d = w->data;
+    log_debug("safety rescan");
+    engine_kick(d);
+}
+
+static void claim_more(struct daemon *d);
+
+static void kick_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    claim_more(w->data);
+}
+
+/* ---- running jobs ---------------------------------------------------------- */
+
+static void job_free(struct job *job)
+{
+    refresh_attempt_clear(&job->ra);
+    free(job);
+}
+
+static void log_outcome(struct daemon *d, const struct job *job, const struct token_result *res,
+                        long status)
+{
+    const char *pname = provider_id_name((enum provider_id)job->ra.acct.provider);
+    struct log_ctx ctx = {.account_id = job->ra.acct.account_id,
+                          .provider = pname,
+                          .error = res->error,
+                          .http_status = (int)status};
+    switch (res->outcome) {
+    case OUTCOME_SUCCESS:
+        if (res->expires_in_defaulted)
+            log_event(LOG_WARNING, NULL, &ctx,
+                      "account %" PRId64 ": provider gave no usable expires_in; assuming %" PRId64
+                      "s",
+                      job->ra.acct.account_id, res->expires_in_s);
+        break;
+    case OUTCOME_REVOKED:
+        log_event(LOG_NOTICE, MSGID_REVOKED, &ctx,
+                  "account %" PRId64 " (%s): refresh token refused (%s): %s",
+                  job->ra.acct.account_id, pname, res->error, res->detail);
+        break;
+    case OUTCOME_CONFIG:
+        if (!d->prov[job->ra.acct.provider].config_error)
+            log_event(LOG_ERR, MSGID_CONFIG_ERROR, &ctx,
+                      "provider %s rejects our client credentials (%s): %s; check client_id and "
+                      "client_secret in [provider.%s]; pausing %s until reload",
+                      pname, res->error, res->detail, pname, pname);
+        break;
+    case OUTCOME_TRANSIENT:
+    case OUTCOME_BAD_RESPONSE:
+        log_event(LOG_WARNING, MSGID_REFRESH_FAILED, &ctx,
+                  "account %" PRId64 " (%s): refresh failed (%s): %s", job->ra.acct.account_id,
+                  pname, res->error, res->detail);
+        break;
+    }
+}
+
+/* Circuit breaker and Retry-After at the provider level. */
+static void update_breaker(struct daemon *d, enum provider_id p, const struct token_result *res,
+                           bool probe)
+{
+    struct provider_state *ps = &d->prov[p];
+    snprintf(ps->last_error, sizeof ps->last_error, "%s",
+             res->outcome == OUTCOME_SUCCESS ? "" : res->error);
+    switch (res->outcome) {
+    case OUTCOME_SUCCESS:
+    case OUTCOME_REVOKED:
+        /* The provider answered sensibly: it is healthy. */
+        if (ps->paused_until != 0 || ps->consecutive_failures)
+            provider_resume(d, p);
+        break;
+    case OUTCOME_CONFIG:
+        ps->config_error = true;
+        break;
+    case OUTCOME_TRANSIENT:
+        ps->consecutive_failures++;
+        if (res->retry_after_ms > 0 && strcmp(res->error, "http_429") == 0) {
+            provider_pause(d, p, (double)res->retry_after_ms / 1000.0, "rate limiting (429)");
+        } else if (probe || ps->consecutive_failures >= BREAKER_THRESHOLD) {
+            double base = (double)d->cfg->retry_min_ms / 1000.0;
+            double len = base * pow(2.0, ps->pauses < 16 ? ps->pauses : 16);
+            ps->pauses++;
+            provider_pause(d, p, len, res->error);
+        }
+        break;
+    case OUTCOME_BAD_RESPONSE:
+        break;
+    }
+}
+
+static void job_http_done_cb(void *ud, const struct http_answer *ans, double elapsed_s)
+{
+    struct job *job = ud;
+    struct daemon *d = job->d;
+    enum provider_id p = (enum provider_id)job->ra.acct.provider;
+    struct provider_state *ps = &d->prov[p];
+    ps->in_flight--;
+    d->in_flight--;
+
+    struct token_result res;
+    memset(&res, 0, sizeof res);
+    res.retry_after_ms = -1;
+    job->ra.ops->read_answer(ans, &res);
+    /* The request body held the refresh token and client secret. */
+    provider_request_clear(&job->ra.req);
+
+    log_outcome(d, job, &res, ans->status);
+    update_breaker(d, p, &res, job->probe);
+    if (res.outcome != OUTCOME_SUCCESS && res.outcome != OUTCOME_REVOKED)
+        d->once_failed = true;
+
+    struct store_item *item = refresh_conclude(&job->ra, &res, time_now_wall(), random_unit());
+    token_result_clear(&res);
+    if (item)
+        store_add(d->store, item);
+    else
+        log_err("account %" PRId64 ": out of memory building the result",
+                job->ra.acct.account_id);
+    job_free(job);
+    engine_kick(d);
+    engine_check_once_done(d);
+}
+
+static void job_send(struct daemon *d, struct job *job)
+{
+    enum provider_id p = (enum provider_id)job->ra.acct.provider;
+    struct provider_state *ps = &d->prov[p];
+    const struct config *cfg = job->ra.cfg;
+    int64_t connect_ms = cfg->request_timeout_ms < 10000 ? cfg->request_timeout_ms : 10000;
+    struct http_request req = {
+        .url = job->ra.req.url,
+        .body = job->ra.req.body.data,
+        .body_len = job->ra.req.body.len,
+        .headers = job->ra.req.headers,
+        .timeout_ms = cfg->request_timeout_ms,
+        .connect_timeout_ms = connect_ms,
+    };
+    job->sent_at = ev_now(d->loop);
+    if (ps->paused_until != 0 && ev_now(d->loop) >= ps->paused_until) {
+        ps->probing = true;
+        job->probe = true;
+    }
+    ps->in_flight++;
+    d->in_flight++;
+    if (http_submit(d->http, &req, job_http_done_cb, job) < 0) {
+        struct http_answer ans = {.transport_error = 2 /* CURLE_FAILED_INIT */,
+                                  .transport_detail = "could not start the request"};
+        job_http_done_cb(job, &ans, 0);
+    }
+}
+
+static void wait_push(struct provider_state *ps, struct job *job)
+{
+    job->next = NULL;
+    if (ps->wait_tail)
+        ps->wait_tail->next = job;
+    else
+        ps->wait_head = job;
+    ps->wait_tail = job;
+    ps->waiting++;
+}
+
+static struct job *wait_pop(struct provider_state *ps)
+{
+    struct job *job = ps->wait_head;
+    if (!job)
+        return NULL;
+    ps->wait_head = job->next;
+    if (!ps->wait_head)
+        ps->wait_tail = NULL;
+    ps->waiting--;
+    job->next = NULL;
+    return job;
+}
+
+/* Sends waiting jobs while the provider's token bucket allows. */
+static void drain_waiting(struct daemon *d)
+{
+    double now = ev_now(d->loop);
+    double next_wait = -1;
+    for (int p = 0; p < PROVIDER_COUNT; p++) {
+        struct provider_state *ps = &d->prov[p];
+        while (ps->wait_head) {
+            if (!token_bucket_take(&ps->bucket, now)) {
+                double w = token_bucket_wait(&ps->bucket, now);
+                if (next_wait < 0 || w < next_wait)
+                    next_wait = w;
+                break;
+            }
+            job_send(d, wait_pop(ps));
+        }
+    }
+    if (next_wait >= 0 && !ev_is_active(&d->rate_timer)) {
+        ev_timer_set(&d->rate_timer, next_wait > 0.001 ? next_wait : 0.001, 0.);
+        ev_timer_start(d->loop, &d->rate_timer);
+    }
+}
+
+static void rate_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    drain_waiting(w->data);
+}
+
+static void job_fail_early(struct daemon *d, struct job *job, const char *code,
+                           const char *detail)
+{
+    struct log_ctx ctx = {.account_id = job->ra.acct.account_id,
+                          .provider = job->ra.acct.provider >= 0
+                                          ? provider_id_name((enum provider_id)job->ra.acct.provider)
+                                          : NULL,
+                          .error = code};
+    log_event(LOG_WARNING, MSGID_REFRESH_FAILED, &ctx, "account %" PRId64 ": %s (%s)",
+              job->ra.acct.account_id, detail, code);
+    d->once_failed = true;
+    /* Nothing will fix these by itself: wait the longest retry interval. */
+    int64_t retry_after = d->cfg->retry_max_ms;
+    struct store_item *item = refresh_failure_item(d->cfg, &job->ra.acct, code, retry_after,
+                                                   time_now_wall(), random_unit());
+    if (item)
+        store_add(d->store, item);
+    job_free(job);
+}
+
+static void job_start(struct daemon *d, struct claimed_account *acct)
+{
+    struct job *job = calloc(1, sizeof *job);
+    if (!job) {
+        claimed_account_clear(acct);
+        return; /* the lease runs out and the account is claimed again */
+    }
+    job->d = d;
+    char code[64], detail[ERRBUF_LEN];
+    if (refresh_prepare(&job->ra, d->cfg, acct, code, sizeof code, detail, sizeof detail) < 0) {
+        job_fail_early(d, job, code, detail);
+        return;
+    }
+    wait_push(&d->prov[job->ra.acct.provider], job);
+}
+
+/* ---- claiming -------------------------------------------------------------- */
+
+static bool parse_claim_row(PGresult *res, int row, struct claimed_account *acct, double now)
+{
+    memset(acct, 0, sizeof *acct);
+    acct->account_id = strtoll(PQgetvalue(res, row, 0), NULL, 10);
+    acct->provider = provider_id_from_name(PQgetvalue(res, row, 1));
+    acct->refresh_ct = strdup(PQgetvalue(res, row, 2));
+    acct->scope = PQgetisnull(res, row, 3) ? NULL : strdup(PQgetvalue(res, row, 3));
+    acct->expires_at = strtod(PQgetvalue(res, row, 4), NULL);
+    acct->attempts = atoi(PQgetvalue(res, row, 5));
+    acct->claimed_at = now;
+    if (!acct->refresh_ct || (!PQgetisnull(res, row, 3) && !acct->scope)) {
+        claimed_account_clear(acct);
+        return false;
+    }
+    return true;
+}
+
+static int start_claimed_rows(struct daemon *d, PGresult *res)
+{
+    int rows = PQntuples(res);
+    double now = time_now_wall();
+    for (int i = 0; i < rows; i++) {
+        struct claimed_account acct;
+        if (parse_claim_row(res, i, &acct, now))
+            job_start(d, &acct);
+    }
+    drain_waiting(d);
+    return rows;
+}
+
+struct claim_ctx {
+    struct daemon *d;
+    int provider; /* -1: a claim by ids */
+    unsigned limit;
+};
+
+static void query_next_wakeup(struct daemon *d);
+
+static bool claims_outstanding(const struct daemon *d)
+{
+    if (d->claiming_ids)
+        return true;
+    for (int p = 0; p < PROVIDER_COUNT; p++)
+        if (d->prov[p].claiming)
+            return true;
+    return false;
+}
+
+static void claim_done_cb(void *ud, PGresult *res)
+{
+    struct claim_ctx *cc = ud;
+    struct daemon *d = cc->d;
+    int rows = 0;
+    bool ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (res && !ok)
+        log_err("claiming due accounts failed: %s", PQresultErrorMessage(res));
+    if (cc->provider >= 0) {
+        struct provider_state *ps = &d->prov[cc->provider];
+        ps->claiming = false;
+        ps->reserved = 0;
+        if (ok) {
+            rows = start_claimed_rows(d, res);
+            ps->more = (unsigned)rows >= cc->limit;
+        }
+    } else {
+        d->claiming_ids = false;
+        if (ok)
+            rows = start_claimed_rows(d, res);
+    }
+    free(cc);
+    if (!ok)
+        return; /* reconnection (or the rescan) tries again */
+    bool more = false;
+    for (int p = 0; p < PROVIDER_COUNT; p++)
+        more |= d->prov[p].more;
+    if (more || d->nrequested)
+        engine_kick(d);
+    else if (!claims_outstanding(d))
+        query_next_wakeup(d);
+    engine_check_once_done(d);
+}
+
+static void providers_array(struct daemon *d, struct strbuf *sb, int only)
+{
+    pgarray_begin(sb);
+    for (int p = 0; p < PROVIDER_COUNT; p++)
+        if (d->cfg->providers[p] && (only < 0 || only == p))
+            pgarray_text(sb, provider_id_name((enum provider_id)p));
+    pgarray_end(sb);
+}
+
+static void interval_text(char *buf, size_t len, int64_t ms)
+{
+    snprintf(buf, len, "%.3f seconds", (double)ms / 1000.0);
+}
+
+static void claim_provider(struct daemon *d, enum provider_id p, unsigned limit)
+{
+    struct provider_state *ps = &d->prov[p];
+    struct claim_ctx *cc = malloc(sizeof *cc);
+    if (!cc)
+        return;
+    *cc = (struct claim_ctx){.d = d, .provider = (int)p, .limit = limit};
+    struct strbuf provs;
+    strbuf_init(&provs);
+    providers_array(d, &provs, (int)p);
+    char lead[48], jitter[48], lease[48], lim[16], since[ISO8601_LEN];
+    interval_text(lead, sizeof lead, d->cfg->lead_time_ms);
+    interval_text(jitter, sizeof jitter, d->cfg->jitter_ms);
+    interval_text(lease, sizeof lease, config_lease_ms(d->cfg));
+    snprintf(lim, sizeof lim, "%u", limit);
+    time_format_iso8601(d->once_since, true, since);
+    const char *params[] = {d->owner, provs.data, lead, jitter, lease, lim,
+                            d->opt.once ? since : NULL};
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "%s FROM oauth_refreshd.claim_due($1, $2::text[], $3::interval, $4::interval, "
+             "$5::interval, $6::integer, $7::timestamptz)",
+             claim_columns);
+    if (!provs.oom && db_query(d->db, sql, 7, params, claim_done_cb, cc) == 0) {
+        ps->claiming = true;
+        ps->reserved = limit;
+    } else {
+        free(cc);
+    }
+    strbuf_free(&provs);
+}
+
+static void claim_requested(struct daemon *d)
+{
+    struct claim_ctx *cc = malloc(sizeof *cc);
+    if (!cc)
+        return;
+    *cc = (struct claim_ctx){.d = d, .provider = -1, .limit = (unsigned)d->nrequested};
+    struct strbuf provs, ids;
+    strbuf_init(&provs);
+    strbuf_init(&ids);
+    providers_array(d, &provs, -1);
+    pgarray_begin(&ids);
+    for (size_t i = 0; i < d->nrequested; i++)
+        pgarray_int64(&ids, d->requested[i]);
+    pgarray_end(&ids);
+    char lease[48];
+    interval_text(lease, sizeof lease, config_lease_ms(d->cfg));
+    const char *params[] = {d->owner, provs.data, ids.data, lease};
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "%s FROM oauth_refreshd.claim_ids($1, $2::text[], $3::bigint[], $4::interval)",
+             claim_columns);
+    if (!provs.oom && !ids.oom && db_query(d->db, sql, 4, params, claim_done_cb, cc) == 0) {
+        d->claiming_ids = true;
+        d->nrequested = 0;
+    } else {
+        free(cc);
+    }
+    strbuf_free(&provs);
+    strbuf_free(&ids);
+}
+
+static void claim_more(struct daemon *d)
+{
+    if (d->stopping || !d->connected || !d->schema_ok)
+        return;
+    if (store_pending(d->store) >= HOLD_LIMIT) {
+        log_debug("not claiming: %zu results wait for the database", store_pending(d->store));
+        return;
+    }
+    if (d->nrequested && !d->claiming_ids && !d->opt.once)
+        claim_requested(d);
+    for (int p = 0; p < PROVIDER_COUNT; p++) {
+        struct provider_state *ps = &d->prov[p];
+        if (ps->claiming)
+            continue;
+        unsigned free_slots = provider_free_slots(d, (enum provider_id)p, global_free_slots(d));
+        if (free_slots == 0)
+            continue;
+        unsigned limit = free_slots < d->cfg->batch_size ? free_slots : d->cfg->batch_size;
+        claim_provider(d, (enum provider_id)p, limit);
+    }
+    if (!claims_outstanding(d))
+        query_next_wakeup(d);
+}
+
+/* ---- next wake-up ---------------------------------------------------------- */
+
+static void wakeup_done_cb(void *ud, PGresult *res)
+{
+    struct daemon *d = ud;
+    d->wakeup_query_outstanding = false;
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        if (res)
+            log_err("asking for the next due time failed: %s", PQresultErrorMessage(res));
+        return;
+    }
+    double scan = (double)d->cfg->scan_interval_ms / 1000.0;
+    if (PQgetisnull(res, 0, 0)) {
+        d->next_due = 0;
+        arm_due_timer(d, scan);
+    } else {
+        d->next_due = strtod(PQgetvalue(res, 0, 0), NULL);
+        double delay = d->next_due - time_now_wall();
+        /* Due now but not claimable (capacity, paused provider): the end of a
+         * request or the pause kicks us; do not spin on the timer. */
+        arm_due_timer(d, delay < 0.25 ? 0.25 : delay);
+    }
+    engine_check_once_done(d);
+}
+
+static void query_next_wakeup(struct daemon *d)
+{
+    if (d->opt.once || d->wakeup_query_outstanding || !d->connected || d->stopping)
+        return;
+    struct strbuf provs;
+    strbuf_init(&provs);
+    providers_array(d, &provs, -1);
+    char lead[48], jitter[48];
+    interval_text(lead, sizeof lead, d->cfg->lead_time_ms);
+    interval_text(jitter, sizeof jitter, d->cfg->jitter_ms);
+    const char *params[] = {provs.data, lead, jitter};
+    if (!provs.oom &&
+        db_query(d->db,
+                 "SELECT extract(epoch FROM oauth_refreshd.next_wakeup($1::text[], "
+                 "$2::interval, $3::interval))",
+                 3, params, wakeup_done_cb, d) == 0)
+        d->wakeup_query_outstanding = true;
+    strbuf_free(&provs);
+}
+
+/* ---- notifications ----------------------------------------------------------- */
+
+static void add_requested(struct daemon *d, int64_t id)
+{
+    for (size_t i = 0; i < d->nrequested; i++)
+        if (d->requested[i] == id)
+            return;
+    if (d->nrequested == d->caprequested) {
+        size_t cap = d->caprequested ? d->caprequested * 2 : 64;
+        if (cap > 100000)
+            return; /* a flood of requests: the rest wait for their due time */
+        int64_t *p = realloc(d->requested, cap * sizeof *p);
+        if (!p)
+            return;
+        d->requested = p;
+        d->caprequested = cap;
+    }
+    d->requested[d->nrequested++] = id;
+}
+
+static bool parse_account_id(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    while (*end == ' ')
+        end++;
+    if (errno || end == s || v <= 0)
+        return false;
+    *out = v;
+    return *end == '\0' || *end == ' ';
+}
+
+void engine_on_notify(struct daemon *d, const char *channel, const char *payload)
+{
+    int64_t id;
+    if (strcmp(channel, "oauth_refresh_request") == 0) {
+        if (!parse_account_id(payload, &id) || strchr(payload, ' ')) {
+            log_warning("ignoring oauth_refresh_request with payload that is not an account id");
+            return;
+        }
+        log_info("refresh of account %" PRId64 " requested", id);
+        add_requested(d, id);
+        engine_kick(d);
+        return;
+    }
+    if (strcmp(channel, "oauth_refreshd_account_changed") == 0) {
+        if (!parse_account_id(payload, &id))
+            return;
+        const char *sp = strchr(payload, ' ');
+        double expires = sp ? strtod(sp + 1, NULL) : 0;
+        double earliest = expires - (double)(d->cfg->lead_time_ms + d->cfg->jitter_ms) / 1000.0;
+        double delay = earliest - time_now_wall();
+        if (delay <= 0)
+            engine_kick(d);
+        else if (!ev_is_active(&d->due_timer) || delay < ev_timer_remaining(d->loop, &d->due_timer))
+            arm_due_timer(d, delay);
+    }
+}
+
+/* ---- store outcomes ------------------------------------------------------------ */
+
+void engine_store_done_cb(void *ud, const struct store_item *item, enum store_fate fate)
+{
+    struct daemon *d = ud;
+    struct provider_state *ps = &d->prov[item->provider];
+    const char *pname = provider_id_name(item->provider);
+    struct log_ctx ctx = {.account_id = item->account_id, .provider = pname};
+    switch (item->kind) {
+    case STORE_REFRESHED:
+        if (fate == STORE_WRITTEN) {
+            char iso[ISO8601_LEN];
+            time_format_iso8601(item->expires_at, false, iso);
+            ctx.expires_at = iso;
+            d->stats.refreshed++;
+            d->stats.window_refreshed++;
+            ps->refreshed++;
+            log_event(LOG_DEBUG, NULL, &ctx, "account %" PRId64 " refreshed, expires %s",
+                      item->account_id, iso);
+        } else {
+            d->stats.discarded++;
+            ps->discarded++;
+            ctx.error = "changed_meanwhile";
+            log_event(LOG_NOTICE, NULL, &ctx,
+                      "account %" PRId64 ": result discarded: the application changed the "
+                      "refresh token meanwhile",
+                      item->account_id);
+        }
+        break;
+    case STORE_FAILED:
+        d->stats.failed++;
+        d->stats.window_failed++;
+        ps->failed++;
+        break;
+    case STORE_REVOKED:
+        if (fate == STORE_WRITTEN) {
+            d->stats.revoked++;
+            ps->revoked++;
+        } else {
+            d->stats.lost_races++;
+            ctx.error = item->error;
+            log_event(LOG_NOTICE, NULL, &ctx,
+                      "account %" PRId64 ": %s was a lost race, not a revocation: the refresh "
+                      "token changed meanwhile",
+                      item->account_id, item->error);
+        }
+        break;
+    }
+    engine_check_once_done(d);
+}
+
+/* ---- lifecycle -------------------------------------------------------------- */
+
+void engine_init(struct daemon *d)
+{
+    ev_timer_init(&d->kick_timer, kick_timer_cb, 0., 0.);
+    d->kick_timer.data = d;
+    ev_timer_init(&d->due_timer, due_timer_cb, 1., 0.);
+    d->due_timer.data = d;
+    double scan = (double)d->cfg->scan_interval_ms / 1000.0;
+    ev_timer_init(&d->scan_timer, scan_timer_cb, scan, scan);
+    d->scan_timer.data = d;
+    ev_timer_init(&d->rate_timer, rate_timer_cb, 0., 0.);
+    d->rate_timer.data = d;
+    engine_on_config(d);
+    if (!d->opt.once)
+        ev_timer_start(d->loop, &d->scan_timer);
+}
+
+void engine_on_config(struct daemon *d)
+{
+    double now = ev_now(d->loop);
+    for (int p = 0; p < PROVIDER_COUNT; p++) {
+        const struct provider_config *pc = d->cfg->providers[p];
+        struct provider_state *ps = &d->prov[p];
+        token_bucket_init(&ps->bucket, pc ? pc->max_rate : 0, now);
+        /* A reload is the operator's answer to a credentials error. */
+        ps->config_error = false;
+    }
+    double scan = (double)d->cfg->scan_interval_ms / 1000.0;
+    if (ev_is_active(&d->scan_timer)) {
+        ev_timer_stop(d->loop, &d->scan_timer);
+        ev_timer_set(&d->scan_timer, scan, scan);
+        ev_timer_start(d->loop, &d->scan_timer);
+    }
+    store_set_lead(d->store, d->cfg->lead_time_ms);
+}
+
+void engine_on_connected(struct daemon *d)
+{
+    /* Notifications sent while we were away are gone: catch up with a scan. */
+    for (int p = 0; p < PROVIDER_COUNT; p++) {
+        d->prov[p].claiming = false;
+        d->prov[p].reserved = 0;
+    }
+    d->claiming_ids = false;
+    d->wakeup_query_outstanding = false;
+    store_flush(d->store);
+    engine_kick(d);
+}
+
+static void release_done_cb(void *ud, PGresult *res)
+{
+    struct daemon *d = ud;
+    d->releases_outstanding = false;
+    engine_check_once_done(d);
+}
+
+void engine_stop_claiming(struct daemon *d)
+{
+    ev_timer_stop(d->loop, &d->kick_timer);
+    ev_timer_stop(d->loop, &d->due_timer);
+    ev_timer_stop(d->loop, &d->scan_timer);
+    ev_timer_stop(d->loop, &d->rate_timer);
+    d->nrequested = 0;
+    /* Claimed but never sent: give them back so another instance can take them now. */
+    struct strbuf ids;
+    strbuf_init(&ids);
+    pgarray_begin(&ids);
+    size_t n = 0;
+    for (int p = 0; p < PROVIDER_COUNT; p++) {
+        struct job *job;
+        while ((job = wait_pop(&d->prov[p]))) {
+            pgarray_int64(&ids, job->ra.acct.account_id);
+            job_free(job);
+            n++;
+        }
+    }
+    pgarray_end(&ids);
+    if (n > 0 && d->connected && !ids.oom) {
+        const char *params[] = {d->owner, ids.data};
+        if (db_query(d->db, "SELECT oauth_refreshd.release($1, $2::bigint[])", 2, params,
+                     release_done_cb, d) == 0)
+            d->releases_outstanding = true;
+        log_info("released %zu claimed accounts that were not sent yet", n);
+    }
+    strbuf_free(&ids);
+}
+
+unsigned engine_waiting(const struct daemon *d)
+{
+    unsigned n = 0;
+    for (int p = 0; p < PROVIDER_COUNT; p++)
+        n += d->prov[p].waiting;
+    return n;
+}
+
+bool engine_idle(const struct daemon *d)
+{
+    return d->in_flight == 0 && engine_waiting(d) == 0 && !claims_outstanding(d) &&
+           store_pending(d->store) == 0 && !d->releases_outstanding;
+}
+
+void engine_check_once_done(struct daemon *d)
+{
+    if (d->exit_requested)
+        return;
+    if (d->stopping) {
+        if (engine_idle(d))
+            daemon_request_exit(d, 0);
+        return;
+    }
+    if (!d->opt.once || !d->schema_ok || !engine_idle(d))
+        return;
+    if (ev_is_active(&d->kick_timer))
+        return;
+    for (int p = 0; p < PROVIDER_COUNT; p++)
+        if (d->prov[p].more && !provider_paused(d, (enum provider_id)p))
+            return;
+    daemon_request_exit(d, d->once_failed ? EXIT_WORK_FAILED : 0);
+}
+
+void engine_free(struct daemon *d)
+{
+    for (int p = 0; p < PROVIDER_COUNT; p++) {
+        struct job *job;
+        while ((job = wait_pop(&d->prov[p])))
+            job_free(job);
+    }
+    free(d->requested);
+    d->requested = NULL;
+}

@@ -1,0 +1,166 @@
+/*
+ * refresh.c — one account's refresh between claim and write (refresh.h).
+ * It owns the plaintext refresh token for exactly as long as the request
+ * needs it and never lets a token reach a log line: errors carry codes.
+ * What an answer means is the dialect's business (provider.h); what to do
+ * about it in the database is the store's.
+ */
+#include "refresh.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "backoff.h"
+#include "keys.h"
+
+void claimed_account_clear(struct claimed_account *acct)
+{
+    free(acct->refresh_ct);
+    free(acct->scope);
+    memset(acct, 0, sizeof *acct);
+}
+
+int refresh_prepare(struct refresh_attempt *ra, struct config *cfg, struct claimed_account *acct,
+                    char *code, size_t codelen, char *detail, size_t detaillen)
+{
+    memset(ra, 0, sizeof *ra);
+    ra->cfg = config_ref(cfg);
+    ra->acct = *acct;
+    memset(acct, 0, sizeof *acct);
+
+    if (ra->acct.provider < 0 || ra->acct.provider >= PROVIDER_COUNT) {
+        snprintf(code, codelen, "unknown_provider");
+        snprintf(detail, detaillen, "the account's provider has no dialect");
+        return -1;
+    }
+    const struct provider_config *pc = cfg->providers[ra->acct.provider];
+    if (!pc) {
+        snprintf(code, codelen, "provider_not_configured");
+        snprintf(detail, detaillen, "no [provider.%s] section in the configuration",
+                 provider_id_name((enum provider_id)ra->acct.provider));
+        return -1;
+    }
+    ra->ops = provider_ops_get((enum provider_id)ra->acct.provider);
+
+    char err[ERRBUF_LEN];
+    if (keyring_decrypt(cfg->keys, ra->acct.refresh_ct, strlen(ra->acct.refresh_ct),
+                        &ra->refresh_plain, &ra->key_index, err, sizeof err) < 0) {
+        snprintf(code, codelen, "undecryptable_refresh_token");
+        snprintf(detail, detaillen, "stored refresh token does not verify under any key: %s",
+                 err);
+        return -1;
+    }
+    if (ra->refresh_plain.len == 0) {
+        snprintf(code, codelen, "empty_refresh_token");
+        snprintf(detail, detaillen, "stored refresh token decrypts to an empty string");
+        return -1;
+    }
+    if (ra->ops->build_request(pc, ra->refresh_plain.data, ra->acct.scope, &ra->req, err,
+                               sizeof err) < 0) {
+        snprintf(code, codelen, "request_build_failed");
+        snprintf(detail, detaillen, "%s", err);
+        return -1;
+    }
+    return 0;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static struct store_item *item_new(const struct claimed_account *acct, enum store_kind kind)
+{
+    struct store_item *it = calloc(1, sizeof *it);
+    if (!it)
+        return NULL;
+    it->kind = kind;
+    it->account_id = acct->account_id;
+    it->provider = acct->provider >= 0 ? (enum provider_id)acct->provider : PROVIDER_GOOGLE;
+    it->claimed_at = acct->claimed_at;
+    it->old_refresh_ct = strdup(acct->refresh_ct ? acct->refresh_ct : "");
+    if (!it->old_refresh_ct) {
+        free(it);
+        return NULL;
+    }
+    return it;
+}
+
+struct store_item *refresh_failure_item(const struct config *cfg,
+                                        const struct claimed_account *acct, const char *code,
+                                        int64_t retry_after_ms, double now, double u)
+{
+    struct store_item *it = item_new(acct, STORE_FAILED);
+    if (!it)
+        return NULL;
+    snprintf(it->error, sizeof it->error, "%s", code);
+    int64_t delay = backoff_delay_ms((unsigned)acct->attempts + 1, cfg->retry_min_ms,
+                                     cfg->retry_max_ms, retry_after_ms, u);
+    it->retry_at = now + (double)delay / 1000.0;
+    return it;
+}
+
+static int encrypt_secret(const struct config *cfg, const struct secret *s, char **out)
+{
+    return keyring_encrypt(cfg->keys, (const uint8_t *)s->data, s->len, out);
+}
+
+static struct store_item *success_item(struct refresh_attempt *ra, const struct token_result *res,
+                                       double now)
+{
+    struct store_item *it = item_new(&ra->acct, STORE_REFRESHED);
+    if (!it)
+        return NULL;
+    bool ok = encrypt_secret(ra->cfg, &res->access_token, &it->access_ct) == 0;
+    if (ok && res->refresh_token.len > 0) {
+        ok = encrypt_secret(ra->cfg, &res->refresh_token, &it->refresh_ct) == 0;
+        it->rotated = true;
+    } else if (ok && ra->key_index != 0) {
+        /* Not rotated, but stored under an older key: move it to the primary. */
+        ok = encrypt_secret(ra->cfg, &ra->refresh_plain, &it->refresh_ct) == 0;
+    }
+    if (ok && res->id_token.len > 0)
+        ok = encrypt_secret(ra->cfg, &res->id_token, &it->id_token_ct) == 0;
+    it->expires_at = now + (double)res->expires_in_s;
+    it->scope = dup_or_null(res->scope);
+    it->token_type = dup_or_null(res->token_type);
+    if (!ok || (res->scope && !it->scope) || (res->token_type && !it->token_type)) {
+        store_item_free(it);
+        return NULL;
+    }
+    return it;
+}
+
+struct store_item *refresh_conclude(struct refresh_attempt *ra, const struct token_result *res,
+                                    double now, double u)
+{
+    struct store_item *it = NULL;
+    switch (res->outcome) {
+    case OUTCOME_SUCCESS:
+        it = success_item(ra, res, now);
+        break;
+    case OUTCOME_REVOKED:
+        it = item_new(&ra->acct, STORE_REVOKED);
+        if (it)
+            snprintf(it->error, sizeof it->error, "%s", res->error);
+        break;
+    case OUTCOME_TRANSIENT:
+    case OUTCOME_CONFIG:
+    case OUTCOME_BAD_RESPONSE:
+        it = refresh_failure_item(ra->cfg, &ra->acct, res->error, res->retry_after_ms, now, u);
+        break;
+    }
+    /* The plaintext refresh token is not needed after this point. */
+    secret_clear(&ra->refresh_plain);
+    return it;
+}
+
+void refresh_attempt_clear(struct refresh_attempt *ra)
+{
+    secret_clear(&ra->refresh_plain);
+    provider_request_clear(&ra->req);
+    claimed_account_clear(&ra->acct);
+    if (ra->cfg)
+        config_unref(ra->cfg);
+    memset(ra, 0, sizeof *ra);
+}

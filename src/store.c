@@ -1,0 +1,381 @@
+/*
+ * store.c — batches refresh results into set-based writes (see store.h).
+ * It owns every item from store_add() until its done() callback: queued
+ * items wait per kind; a sent batch stays owned until the database confirms
+ * it; a batch whose connection died goes back to the front of its queue and
+ * is sent again after reconnection. It never decides what a result means.
+ */
+#include "store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "strbuf.h"
+#include "timeutil.h"
+
+#define STORE_MAX_BATCH 500
+#define STORE_FLUSH_DELAY_S 0.002 /* gather results that finish together */
+#define STORE_RETRY_DELAY_S 1.0   /* after a statement error (not a lost connection) */
+#define STORE_KINDS 3
+
+struct store_queue {
+    struct store_item *head, *tail;
+    size_t n;
+};
+
+struct store_batch {
+    struct store *st;
+    enum store_kind kind;
+    struct store_queue items;
+    struct store_batch *prev, *next; /* in st->inflight */
+};
+
+struct store {
+    struct ev_loop *loop;
+    struct db *db;
+    char *owner;
+    struct store_callbacks cb;
+    int64_t lead_ms;
+    struct store_queue queued[STORE_KINDS];
+    struct store_batch *inflight;
+    size_t inflight_items;
+    ev_timer flush_timer;
+};
+
+void store_item_free(struct store_item *item)
+{
+    if (!item)
+        return;
+    free(item->old_refresh_ct);
+    free(item->access_ct);
+    free(item->refresh_ct);
+    free(item->id_token_ct);
+    free(item->scope);
+    free(item->token_type);
+    free(item);
+}
+
+static void queue_push_back(struct store_queue *q, struct store_item *it)
+{
+    it->next = NULL;
+    if (q->tail)
+        q->tail->next = it;
+    else
+        q->head = it;
+    q->tail = it;
+    q->n++;
+}
+
+/* Puts a whole list back in front of q, keeping its order. */
+static void queue_push_front_list(struct store_queue *q, struct store_queue *list)
+{
+    if (!list->head)
+        return;
+    list->tail->next = q->head;
+    if (!q->tail)
+        q->tail = list->tail;
+    q->head = list->head;
+    q->n += list->n;
+    memset(list, 0, sizeof *list);
+}
+
+static struct store_queue queue_take(struct store_queue *q, size_t max)
+{
+    struct store_queue out = {0};
+    while (q->head && out.n < max) {
+        struct store_item *it = q->head;
+        q->head = it->next;
+        if (!q->head)
+            q->tail = NULL;
+        q->n--;
+        queue_push_back(&out, it);
+    }
+    return out;
+}
+
+static void flush_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    store_flush(w->data);
+}
+
+struct store *store_new(struct ev_loop *loop, struct db *db, const char *owner,
+                        const struct store_callbacks *cb)
+{
+    struct store *st = calloc(1, sizeof *st);
+    if (!st)
+        return NULL;
+    st->owner = strdup(owner);
+    if (!st->owner) {
+        free(st);
+        return NULL;
+    }
+    st->loop = loop;
+    st->db = db;
+    st->cb = *cb;
+    st->lead_ms = 5 * 60 * 1000;
+    ev_timer_init(&st->flush_timer, flush_timer_cb, STORE_FLUSH_DELAY_S, 0.);
+    st->flush_timer.data = st;
+    return st;
+}
+
+void store_set_lead(struct store *st, int64_t lead_ms)
+{
+    st->lead_ms = lead_ms;
+}
+
+static void arm_flush(struct store *st, double delay)
+{
+    if (ev_is_active(&st->flush_timer))
+        return;
+    ev_timer_set(&st->flush_timer, delay, 0.);
+    ev_timer_start(st->loop, &st->flush_timer);
+}
+
+static void send_batch(struct store *st, enum store_kind kind);
+
+void store_add(struct store *st, struct store_item *item)
+{
+    struct store_queue *q = &st->queued[item->kind];
+    queue_push_back(q, item);
+    if (q->n >= STORE_MAX_BATCH)
+        send_batch(st, item->kind);
+    else
+        arm_flush(st, STORE_FLUSH_DELAY_S);
+}
+
+void store_flush(struct store *st)
+{
+    if (ev_is_active(&st->flush_timer))
+        ev_timer_stop(st->loop, &st->flush_timer);
+    for (int k = 0; k < STORE_KINDS; k++)
+        while (st->queued[k].n > 0 && db_is_connected(st->db)) {
+            size_t before = st->queued[k].n;
+            send_batch(st, (enum store_kind)k);
+            if (st->queued[k].n >= before)
+                break; /* could not send: keep it held */
+        }
+}
+
+size_t store_pending(const struct store *st)
+{
+    size_t n = st->inflight_items;
+    for (int k = 0; k < STORE_KINDS; k++)
+        n += st->queued[k].n;
+    return n;
+}
+
+static void interval_param(char *buf, size_t len, int64_t ms)
+{
+    snprintf(buf, len, "%.3f seconds", (double)ms / 1000.0);
+}
+
+static void time_array(struct strbuf *sb, double t)
+{
+    char iso[ISO8601_LEN];
+    time_format_iso8601(t, true, iso);
+    pgarray_text(sb, iso);
+}
+
+/* Builds the arrays of one batch; returns the statement text. */
+static const char *build_params(struct store *st, struct store_batch *b, struct strbuf *arr,
+                                size_t *narr, char *interval, size_t interval_len)
+{
+    for (size_t i = 0; i < 9; i++)
+        pgarray_begin(&arr[i]);
+    for (struct store_item *it = b->items.head; it; it = it->next) {
+        pgarray_int64(&arr[0], it->account_id);
+        switch (b->kind) {
+        case STORE_REFRESHED:
+            pgarray_text(&arr[1], it->old_refresh_ct);
+            pgarray_text(&arr[2], it->access_ct);
+            pgarray_text(&arr[3], it->refresh_ct);
+            pgarray_text(&arr[4], it->id_token_ct);
+            time_array(&arr[5], it->expires_at);
+            pgarray_text(&arr[6], it->scope);
+            pgarray_text(&arr[7], it->token_type);
+            break;
+        case STORE_FAILED:
+            pgarray_text(&arr[1], it->error);
+            time_array(&arr[2], it->retry_at);
+            break;
+        case STORE_REVOKED:
+            pgarray_text(&arr[1], it->old_refresh_ct);
+            pgarray_text(&arr[2], it->error);
+            break;
+        }
+    }
+    for (size_t i = 0; i < 9; i++)
+        pgarray_end(&arr[i]);
+    interval_param(interval, interval_len, st->lead_ms);
+    switch (b->kind) {
+    case STORE_REFRESHED:
+        *narr = 8;
+        return "SELECT account_id, stored FROM oauth_refreshd.store_refreshed($1, $2::bigint[], "
+               "$3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], "
+               "$9::text[], $10::interval)";
+    case STORE_FAILED:
+        *narr = 3;
+        return "SELECT oauth_refreshd.store_failed($1, $2::bigint[], $3::text[], "
+               "$4::timestamptz[], $5::interval)";
+    case STORE_REVOKED:
+        *narr = 3;
+        return "SELECT account_id, revoked FROM oauth_refreshd.store_revoked($1, $2::bigint[], "
+               "$3::text[], $4::text[])";
+    }
+    return NULL;
+}
+
+static void inflight_unlink(struct store *st, struct store_batch *b)
+{
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        st->inflight = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    st->inflight_items -= b->items.n;
+}
+
+static void batch_hold(struct store *st, struct store_batch *b, double delay)
+{
+    queue_push_front_list(&st->queued[b->kind], &b->items);
+    free(b);
+    if (delay > 0)
+        arm_flush(st, delay);
+}
+
+/* Reads the per-row answer: column 1 says whether the row was written. */
+static enum store_fate row_fate(const struct store_batch *b, PGresult *res, int row)
+{
+    if (b->kind == STORE_FAILED)
+        return STORE_WRITTEN;
+    bool yes = PQgetvalue(res, row, 1)[0] == 't';
+    if (yes)
+        return STORE_WRITTEN;
+    return b->kind == STORE_REFRESHED ? STORE_DISCARDED : STORE_LOST_RACE;
+}
+
+static void batch_done_cb(void *ud, PGresult *res)
+{
+    struct store_batch *b = ud;
+    struct store *st = b->st;
+    inflight_unlink(st, b);
+
+    if (!res) {
+        /* Connection lost: the transaction did not commit (or we cannot know; the
+         * compare-and-swap makes a second write of the same result harmless). */
+        log_debug("store: batch of %zu held until the database is back", b->items.n);
+        batch_hold(st, b, 0);
+        return;
+    }
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        log_event(LOG_ERR, NULL, NULL, "store: writing %zu results failed, retrying: %s",
+                  b->items.n, PQresultErrorMessage(res));
+        batch_hold(st, b, STORE_RETRY_DELAY_S);
+        return;
+    }
+    int rows = PQntuples(res);
+    int row = 0;
+    struct store_item *it = b->items.head;
+    while (it) {
+        struct store_item *next = it->next;
+        enum store_fate fate = STORE_WRITTEN;
+        if (b->kind != STORE_FAILED) {
+            /* Rows come back in input order; match ids defensively anyway. */
+            fate = b->kind == STORE_REFRESHED ? STORE_DISCARDED : STORE_LOST_RACE;
+            if (row < rows && strtoll(PQgetvalue(res, row, 0), NULL, 10) == it->account_id)
+                fate = row_fate(b, res, row);
+            row++;
+        }
+        st->cb.done(st->cb.ud, it, fate);
+        store_item_free(it);
+        it = next;
+    }
+    free(b);
+}
+
+static void send_batch(struct store *st, enum store_kind kind)
+{
+    if (!db_is_connected(st->db))
+        return;
+    struct store_batch *b = calloc(1, sizeof *b);
+    if (!b)
+        return;
+    b->st = st;
+    b->kind = kind;
+    b->items = queue_take(&st->queued[kind], STORE_MAX_BATCH);
+
+    struct strbuf arr[9];
+    for (size_t i = 0; i < 9; i++)
+        strbuf_init(&arr[i]);
+    char interval[48];
+    size_t narr = 0;
+    const char *sql = build_params(st, b, arr, &narr, interval, sizeof interval);
+    bool oom = false;
+    for (size_t i = 0; i < 9; i++)
+        oom |= arr[i].oom;
+
+    const char *params[10];
+    int nparams = 0;
+    params[nparams++] = st->owner;
+    for (size_t i = 0; i < narr; i++)
+        params[nparams++] = arr[i].data;
+    if (kind != STORE_REVOKED)
+        params[nparams++] = interval;
+
+    int rc = oom ? -1 : db_query(st->db, sql, nparams, params, batch_done_cb, b);
+    for (size_t i = 0; i < 9; i++)
+        strbuf_free(&arr[i]);
+    if (rc < 0) {
+        batch_hold(st, b, oom ? STORE_RETRY_DELAY_S : 0);
+        return;
+    }
+    b->next = st->inflight;
+    if (st->inflight)
+        st->inflight->prev = b;
+    st->inflight = b;
+    st->inflight_items += b->items.n;
+}
+
+struct store_item *store_take_all(struct store *st)
+{
+    struct store_queue all = {0};
+    for (int k = 0; k < STORE_KINDS; k++) {
+        struct store_queue q = queue_take(&st->queued[k], SIZE_MAX);
+        queue_push_front_list(&all, &q);
+    }
+    /* In-flight batches stay owned by their callbacks (db_free fails them with
+     * NULL, which puts them back in the queue); take those afterwards. */
+    return all.head;
+}
+
+void store_free(struct store *st)
+{
+    if (!st)
+        return;
+    if (ev_is_active(&st->flush_timer))
+        ev_timer_stop(st->loop, &st->flush_timer);
+    for (int k = 0; k < STORE_KINDS; k++) {
+        struct store_item *it = st->queued[k].head;
+        while (it) {
+            struct store_item *next = it->next;
+            store_item_free(it);
+            it = next;
+        }
+    }
+    while (st->inflight) {
+        struct store_batch *b = st->inflight;
+        inflight_unlink(st, b);
+        struct store_item *it = b->items.head;
+        while (it) {
+            struct store_item *next = it->next;
+            store_item_free(it);
+            it = next;
+        }
+        free(b);
+    }
+    free(st->owner);
+    free(st);
+}
