@@ -1,0 +1,291 @@
+/*
+ * keys.c — custody of the Fernet key list. It owns the keyring: the decoded
+ * keys in one sodium_malloc()ed region (guard pages, mlock'ed, kept out of core
+ * dumps) that is made read-only once loaded and wiped by sodium_free() when the
+ * last reference goes; the reference count lives outside that region so that
+ * ref/unref never need to unprotect the keys. It also owns the key-file format
+ * (one urlsafe-base64 key per line, '#' comments, blank lines).
+ *
+ * It must never print, log or put into an error message any key text or key
+ * byte, and never leave a copy of the key file's contents in freed memory.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "keys.h"
+
+/* A key file is a handful of 44-char lines; anything this big is a mistake. */
+#define KEYFILE_MAX_BYTES (1024 * 1024)
+
+struct keyring {
+    int refcount;
+    size_t n;
+    struct fernet_key *keys; /* sodium_malloc()ed, read-only after load */
+};
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...) PRINTF_LIKE(3, 4);
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err == NULL || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* Allocates a keyring with writable room for n keys. */
+static struct keyring *keyring_alloc(size_t n, char *err, size_t errlen)
+{
+    if (sodium_init() < 0) {
+        set_err(err, errlen, "libsodium failed to initialise");
+        return NULL;
+    }
+    struct keyring *kr = calloc(1, sizeof(*kr));
+    if (kr == NULL) {
+        set_err(err, errlen, "out of memory");
+        return NULL;
+    }
+    kr->keys = sodium_allocarray(n, sizeof(struct fernet_key));
+    if (kr->keys == NULL) {
+        free(kr);
+        set_err(err, errlen, "cannot allocate guarded memory for %zu key(s)", n);
+        return NULL;
+    }
+    kr->n = n;
+    kr->refcount = 1;
+    return kr;
+}
+
+static struct keyring *keyring_seal(struct keyring *kr, char *err, size_t errlen)
+{
+    if (sodium_mprotect_readonly(kr->keys) != 0) {
+        set_err(err, errlen, "cannot make key memory read-only: %s", strerror(errno));
+        keyring_unref(kr);
+        return NULL;
+    }
+    return kr;
+}
+
+struct keyring *keyring_from_raw(const uint8_t (*raw)[FERNET_KEY_BYTES], size_t n, char *err,
+                                 size_t errlen)
+{
+    if (n == 0) {
+        set_err(err, errlen, "no keys given");
+        return NULL;
+    }
+    struct keyring *kr = keyring_alloc(n, err, errlen);
+    if (kr == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(kr->keys[i].signing, raw[i], 16);
+        memcpy(kr->keys[i].encryption, raw[i] + 16, 16);
+    }
+    return keyring_seal(kr, err, errlen);
+}
+
+/*
+ * Reads the whole file into guarded memory (wiped by sodium_free). Returns the
+ * buffer (NUL-terminated, *len bytes) or NULL with err set.
+ */
+static char *read_key_file(const char *path, keyring_warn_fn warn, void *warn_ud, size_t *len,
+                           char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        set_err(err, errlen, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        set_err(err, errlen, "cannot stat: %s", strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        set_err(err, errlen, "not a regular file");
+        close(fd);
+        return NULL;
+    }
+    if (st.st_size > KEYFILE_MAX_BYTES) {
+        set_err(err, errlen, "file is larger than %d bytes; not a key file", KEYFILE_MAX_BYTES);
+        close(fd);
+        return NULL;
+    }
+    if ((st.st_mode & (S_IRGRP | S_IROTH)) != 0 && warn != NULL) {
+        char msg[ERRBUF_LEN];
+        snprintf(msg, sizeof(msg),
+                 "key file %s is readable by %s (mode %04o); it should be mode 0600 or 0400",
+                 path,
+                 (st.st_mode & S_IROTH) ? ((st.st_mode & S_IRGRP) ? "group and others" : "others")
+                                        : "group",
+                 (unsigned)(st.st_mode & 07777));
+        warn(warn_ud, msg);
+    }
+    /* +1 to notice growth past the size we saw, +1 for the NUL. */
+    size_t cap = (size_t)st.st_size + 2;
+    char *buf = sodium_malloc(cap);
+    if (buf == NULL) {
+        set_err(err, errlen, "cannot allocate guarded memory");
+        close(fd);
+        return NULL;
+    }
+    size_t got = 0;
+    while (got < cap - 1) {
+        ssize_t r = read(fd, buf + got, cap - 1 - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            set_err(err, errlen, "cannot read: %s", strerror(errno));
+            close(fd);
+            sodium_free(buf);
+            return NULL;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (got > (size_t)st.st_size) {
+        set_err(err, errlen, "file changed while being read");
+        sodium_free(buf);
+        return NULL;
+    }
+    buf[got] = '\0';
+    *len = got;
+    return buf;
+}
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
+}
+
+/*
+ * Walks the lines of buf. With keys == NULL only validates and counts; else
+ * decodes into keys[0..]. Returns the number of keys or -1 with err set.
+ */
+static long parse_keys(const char *buf, size_t len, struct fernet_key *keys, char *err,
+                       size_t errlen)
+{
+    long count = 0;
+    size_t lineno = 0;
+    size_t pos = 0;
+    while (pos < len) {
+        lineno++;
+        const char *nl = memchr(buf + pos, '\n', len - pos);
+        size_t end = nl != NULL ? (size_t)(nl - buf) : len;
+        size_t a = pos, b = end;
+        pos = end + 1;
+        while (a < b && is_space(buf[a]))
+            a++;
+        while (b > a && is_space(buf[b - 1]))
+            b--;
+        if (a == b || buf[a] == '#')
+            continue;
+        struct fernet_key tmp;
+        struct fernet_key *dst = keys != NULL ? &keys[count] : &tmp;
+        if (fernet_key_decode(buf + a, b - a, dst) != 0) {
+            sodium_memzero(&tmp, sizeof(tmp));
+            /* The length is not secret; the characters are. */
+            set_err(err, errlen,
+                    "line %zu: not a valid Fernet key (expected 44 characters of urlsafe "
+                    "base64; the line has %zu)",
+                    lineno, b - a);
+            return -1;
+        }
+        sodium_memzero(&tmp, sizeof(tmp));
+        count++;
+    }
+    if (count == 0) {
+        set_err(err, errlen, "no keys found (expected one urlsafe-base64 Fernet key per line)");
+        return -1;
+    }
+    return count;
+}
+
+struct keyring *keyring_load_file(const char *path, keyring_warn_fn warn, void *warn_ud,
+                                  char *err, size_t errlen)
+{
+    if (sodium_init() < 0) {
+        set_err(err, errlen, "libsodium failed to initialise");
+        return NULL;
+    }
+    size_t len = 0;
+    char *buf = read_key_file(path, warn, warn_ud, &len, err, errlen);
+    if (buf == NULL)
+        return NULL;
+    if (memchr(buf, '\0', len) != NULL) {
+        /* A NUL is never part of a text key file; do not let it cut a line. */
+        sodium_free(buf);
+        set_err(err, errlen, "file contains NUL bytes; not a text key file");
+        return NULL;
+    }
+    struct keyring *kr = NULL;
+    long n = parse_keys(buf, len, NULL, err, errlen);
+    if (n > 0) {
+        kr = keyring_alloc((size_t)n, err, errlen);
+        if (kr != NULL && parse_keys(buf, len, kr->keys, err, errlen) != n) {
+            keyring_unref(kr);
+            kr = NULL;
+        }
+    }
+    sodium_free(buf); /* wipes the file's text */
+    if (kr == NULL)
+        return NULL;
+    return keyring_seal(kr, err, errlen);
+}
+
+struct keyring *keyring_ref(struct keyring *kr)
+{
+    if (kr != NULL)
+        __atomic_add_fetch(&kr->refcount, 1, __ATOMIC_RELAXED);
+    return kr;
+}
+
+void keyring_unref(struct keyring *kr)
+{
+    if (kr == NULL)
+        return;
+    if (__atomic_sub_fetch(&kr->refcount, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    sodium_free(kr->keys); /* unprotects, wipes and unmaps */
+    free(kr);
+}
+
+size_t keyring_count(const struct keyring *kr)
+{
+    return kr != NULL ? kr->n : 0;
+}
+
+int keyring_encrypt(const struct keyring *kr, const uint8_t *plain, size_t len, char **token_out)
+{
+    *token_out = NULL;
+    if (kr == NULL || kr->n == 0)
+        return -1;
+    time_t now = time(NULL);
+    return fernet_encrypt(&kr->keys[0], plain, len, (uint64_t)(now > 0 ? now : 0), NULL,
+                          token_out);
+}
+
+int keyring_decrypt(const struct keyring *kr, const char *token, size_t token_len,
+                    struct secret *plain, size_t *key_index, char *err, size_t errlen)
+{
+    if (kr == NULL || kr->n == 0) {
+        set_err(err, errlen, "no keys loaded");
+        return -1;
+    }
+    /* No TTL for stored tokens (SPEC §4), so the clock does not matter. */
+    return fernet_decrypt_keys(kr->keys, kr->n, token, token_len, 0, 0, plain, key_index, err,
+                               errlen);
+}

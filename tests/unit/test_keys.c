@@ -1,0 +1,352 @@
+/*
+ * test_keys.c — the key file loader: one key per line, '#' comments, blank
+ * lines, surrounding whitespace and CRLF accepted; bad keys named by line
+ * without quoting them; empty lists, unreadable paths and non-files rejected;
+ * a group/world-readable file warned about. Loaded keyrings encrypt with the
+ * first key and decrypt with any, in file order.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "fernet.h"
+#include "keys.h"
+
+/* Python-generated keys (Fernet.generate_key()); the first is the spec's. */
+#define K1 "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4="
+#define K2 "l1_MER8O6ZALPKUrMoC8lIvYLiPGJ1tTkT3tSr1DFlI="
+#define K3 "HsPbbwwMOAx-DOQ8bW3Xg7KntASHXHpk_-tiSvAKrHs="
+
+struct fixture {
+    char dir[64];
+    char path[128];
+};
+
+struct warnings {
+    int count;
+    char last[ERRBUF_LEN];
+};
+
+static void warn_cb(void *ud, const char *msg)
+{
+    struct warnings *w = ud;
+    w->count++;
+    snprintf(w->last, sizeof(w->last), "%s", msg);
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    snprintf(f->dir, sizeof(f->dir), "/tmp/test_keys.XXXXXX");
+    if (mkdtemp(f->dir) == NULL)
+        return -1;
+    snprintf(f->path, sizeof(f->path), "%s/keys", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    unlink(f->path);
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static void write_file(const struct fixture *f, const void *data, size_t len, mode_t mode)
+{
+    unlink(f->path);
+    FILE *fp = fopen(f->path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(data, 1, len, fp), len);
+    assert_int_equal(fclose(fp), 0);
+    assert_int_equal(chmod(f->path, mode), 0);
+}
+
+static void write_text(const struct fixture *f, const char *text)
+{
+    write_file(f, text, strlen(text), 0600);
+}
+
+static struct fernet_key key_of(const char *b64)
+{
+    struct fernet_key k;
+    assert_int_equal(fernet_key_decode(b64, strlen(b64), &k), 0);
+    return k;
+}
+
+/* The keyring decrypts a token of `key` and reports index `want`. */
+static void assert_key_at(const struct keyring *kr, const char *key, size_t want)
+{
+    struct fernet_key k = key_of(key);
+    char *tok = NULL;
+    assert_int_equal(fernet_encrypt(&k, (const uint8_t *)"payload", 7, 1, NULL, &tok), 0);
+    struct secret p = {0};
+    size_t idx = 99;
+    char err[ERRBUF_LEN] = "";
+    if (keyring_decrypt(kr, tok, strlen(tok), &p, &idx, err, sizeof(err)) != 0)
+        fail_msg("expected the keyring to hold key #%zu, decrypt said \"%s\"", want, err);
+    if (idx != want)
+        fail_msg("expected key index %zu, saw %zu", want, idx);
+    assert_int_equal(p.len, 7);
+    assert_memory_equal(p.data, "payload", 7);
+    secret_clear(&p);
+    free(tok);
+}
+
+static struct keyring *load_ok(const struct fixture *f, struct warnings *w)
+{
+    char err[ERRBUF_LEN] = "";
+    struct keyring *kr = keyring_load_file(f->path, warn_cb, w, err, sizeof(err));
+    if (kr == NULL)
+        fail_msg("expected the key file to load, saw \"%s\"", err);
+    return kr;
+}
+
+/* Loading fails; the error starts with want_prefix and quotes no key. */
+static void load_fails(const struct fixture *f, const char *want_prefix)
+{
+    char err[ERRBUF_LEN] = "";
+    struct warnings w = {0};
+    struct keyring *kr = keyring_load_file(f->path, warn_cb, &w, err, sizeof(err));
+    if (kr != NULL) {
+        keyring_unref(kr);
+        fail_msg("expected load to fail with \"%s...\", but it succeeded", want_prefix);
+    }
+    if (strncmp(err, want_prefix, strlen(want_prefix)) != 0)
+        fail_msg("expected error starting \"%s\", saw \"%s\"", want_prefix, err);
+    static const char *keys[] = {K1, K2, K3};
+    for (size_t i = 0; i < 3; i++)
+        for (size_t j = 0; j + 8 <= 44; j++)
+            if (memmem(err, strlen(err), keys[i] + j, 8) != NULL)
+                fail_msg("error \"%s\" quotes key text", err);
+}
+
+static void test_single_key_loads_and_round_trips(void **state)
+{
+    struct fixture *f = *state;
+    write_text(f, K1 "\n");
+    struct warnings w = {0};
+    struct keyring *kr = load_ok(f, &w);
+    assert_int_equal(keyring_count(kr), 1);
+    assert_int_equal(w.count, 0);
+    assert_key_at(kr, K1, 0);
+    /* keyring_encrypt's token verifies under the key from the file's text. */
+    char *tok = NULL;
+    assert_int_equal(keyring_encrypt(kr, (const uint8_t *)"abc", 3, &tok), 0);
+    struct fernet_key k = key_of(K1);
+    struct secret p = {0};
+    char err[ERRBUF_LEN];
+    assert_int_equal(fernet_decrypt(&k, tok, strlen(tok), 0, 0, &p, err, sizeof(err)), 0);
+    assert_string_equal(p.data, "abc");
+    secret_clear(&p);
+    free(tok);
+    keyring_unref(kr);
+}
+
+static void test_spec_vector_decrypts_with_loaded_key(void **state)
+{
+    struct fixture *f = *state;
+    write_text(f, K2 "\n" K1); /* spec key second, no final newline */
+    struct keyring *kr = load_ok(f, NULL);
+    const char *tok = "gAAAAAAdwJ6wAAECAwQFBgcICQoLDA0ODy021cpGVWKZ_eEwCGM4BLLF_5CV9dOPmrhuVUPgJobwOz7"
+                      "JcbmrR64jVmpU4IwqDA==";
+    struct secret p = {0};
+    size_t idx = 9;
+    char err[ERRBUF_LEN];
+    assert_int_equal(keyring_decrypt(kr, tok, strlen(tok), &p, &idx, err, sizeof(err)), 0);
+    assert_int_equal(idx, 1);
+    assert_string_equal(p.data, "hello");
+    secret_clear(&p);
+    keyring_unref(kr);
+}
+
+static void test_comments_blank_lines_whitespace_and_crlf_are_accepted(void **state)
+{
+    struct fixture *f = *state;
+    write_text(f, "# primary first\r\n"
+                  "\r\n"
+                  "   " K1 "   \r\n"
+                  "\t# an old key, still readable\n"
+                  "\n"
+                  "\t" K2 "\t\n"
+                  "   \n"
+                  "#" K3 "\n" /* commented out: not loaded */
+                  K3 "\r\n"
+                  "# trailing comment");
+    struct keyring *kr = load_ok(f, NULL);
+    assert_int_equal(keyring_count(kr), 3);
+    assert_key_at(kr, K1, 0);
+    assert_key_at(kr, K2, 1);
+    assert_key_at(kr, K3, 2);
+    keyring_unref(kr);
+}
+
+static void test_bad_key_is_reported_by_line_without_its_text(void **state)
+{
+    struct fixture *f = *state;
+    write_text(f, "# comment\n" K1 "\n\nnot-a-key\n" K2 "\n");
+    load_fails(f, "line 4: not a valid Fernet key (expected 44 characters of urlsafe base64");
+
+    /* One char short, one long, standard alphabet, unpadded, inline junk. */
+    write_text(f, K1 "\n" "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4\n");
+    load_fails(f, "line 2: not a valid Fernet key");
+    write_text(f, K1 "=\n");
+    load_fails(f, "line 1: not a valid Fernet key");
+    write_text(f, "cw/0x689RpI+jtRR7oE8h/eQsKImvJapLeSbXpwF4e4=\n");
+    load_fails(f, "line 1: not a valid Fernet key");
+    write_text(f, K1 " " K2 "\n");
+    load_fails(f, "line 1: not a valid Fernet key");
+    write_text(f, K1 " # primary\n");
+    load_fails(f, "line 1: not a valid Fernet key");
+    /* A 32-byte value in a different encoding (hex) is not a Fernet key. */
+    write_text(f, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n");
+    load_fails(f, "line 1: not a valid Fernet key");
+    /* High bytes inside a key (libsodium 1.0.18 would decode these). */
+    write_text(f, "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e\x80=\n");
+    load_fails(f, "line 1: not a valid Fernet key");
+}
+
+static void test_empty_and_comment_only_files_are_errors(void **state)
+{
+    struct fixture *f = *state;
+    write_text(f, "");
+    load_fails(f, "no keys found");
+    write_text(f, "# nothing here\n\n   \r\n");
+    load_fails(f, "no keys found");
+}
+
+static void test_nul_bytes_are_rejected(void **state)
+{
+    struct fixture *f = *state;
+    static const char data[] = K1 "\n\0" K2 "\n";
+    write_file(f, data, sizeof(data) - 1, 0600);
+    load_fails(f, "file contains NUL bytes");
+}
+
+static void test_missing_file_and_directory_are_errors(void **state)
+{
+    struct fixture *f = *state;
+    unlink(f->path);
+    load_fails(f, "cannot open: No such file or directory");
+    char err[ERRBUF_LEN] = "";
+    assert_null(keyring_load_file(f->dir, NULL, NULL, err, sizeof(err)));
+    assert_string_equal(err, "not a regular file");
+}
+
+static void test_unreadable_file_is_an_error(void **state)
+{
+    struct fixture *f = *state;
+    if (geteuid() == 0)
+        skip(); /* root reads mode 000 files */
+    write_file(f, K1 "\n", 45, 0000);
+    load_fails(f, "cannot open: Permission denied");
+}
+
+static void test_loose_mode_warns_and_strict_mode_does_not(void **state)
+{
+    struct fixture *f = *state;
+    static const struct {
+        mode_t mode;
+        int warns;
+        const char *who;
+    } cases[] = {
+        {0600, 0, NULL},    {0400, 0, NULL},           {0640, 1, "group"},
+        {0604, 1, "others"}, {0644, 1, "group and others"}, {0620, 0, NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        write_file(f, K1 "\n", 45, cases[i].mode);
+        struct warnings w = {0};
+        struct keyring *kr = load_ok(f, &w);
+        if (w.count != cases[i].warns)
+            fail_msg("mode %04o: expected %d warning(s), saw %d (\"%s\")", cases[i].mode,
+                     cases[i].warns, w.count, w.last);
+        if (cases[i].warns) {
+            char want[64];
+            snprintf(want, sizeof(want), "readable by %s (mode %04o)", cases[i].who,
+                     cases[i].mode);
+            if (strstr(w.last, want) == NULL || strstr(w.last, f->path) == NULL)
+                fail_msg("mode %04o: expected warning naming the path and \"%s\", saw \"%s\"",
+                         cases[i].mode, want, w.last);
+            assert_null(strstr(w.last, K1));
+        }
+        keyring_unref(kr);
+    }
+    /* warn may be NULL. */
+    write_file(f, K1 "\n", 45, 0644);
+    char err[ERRBUF_LEN];
+    struct keyring *kr = keyring_load_file(f->path, NULL, NULL, err, sizeof(err));
+    assert_non_null(kr);
+    keyring_unref(kr);
+}
+
+static void test_many_keys_load_in_order(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = 50 };
+    char keys[N][45];
+    char *text = malloc(N * 46 + 1);
+    text[0] = '\0';
+    for (int i = 0; i < N; i++) {
+        fernet_generate_key(keys[i]);
+        strcat(text, keys[i]);
+        strcat(text, "\n");
+    }
+    write_text(f, text);
+    struct keyring *kr = load_ok(f, NULL);
+    assert_int_equal(keyring_count(kr), N);
+    for (int i = 0; i < N; i += 7)
+        assert_key_at(kr, keys[i], (size_t)i);
+    assert_key_at(kr, keys[N - 1], N - 1);
+    keyring_unref(kr);
+    free(text);
+}
+
+static void test_references_keep_keys_alive_after_the_loader_lets_go(void **state)
+{
+    struct fixture *f = *state;
+    write_text(f, K1 "\n" K2 "\n");
+    struct keyring *kr = load_ok(f, NULL);
+    struct keyring *a = keyring_ref(kr), *b = keyring_ref(kr);
+    assert_ptr_equal(a, kr);
+    keyring_unref(kr);
+    keyring_unref(a);
+    /* Still usable: the region is read-only, not freed (ASan would object). */
+    assert_int_equal(keyring_count(b), 2);
+    assert_key_at(b, K2, 1);
+    keyring_unref(b);
+    keyring_unref(NULL);
+    assert_null(keyring_ref(NULL));
+    assert_int_equal(keyring_count(NULL), 0);
+}
+
+int main(void)
+{
+    if (sodium_init() < 0)
+        return 1;
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_single_key_loads_and_round_trips),
+        T(test_spec_vector_decrypts_with_loaded_key),
+        T(test_comments_blank_lines_whitespace_and_crlf_are_accepted),
+        T(test_bad_key_is_reported_by_line_without_its_text),
+        T(test_empty_and_comment_only_files_are_errors),
+        T(test_nul_bytes_are_rejected),
+        T(test_missing_file_and_directory_are_errors),
+        T(test_unreadable_file_is_an_error),
+        T(test_loose_mode_warns_and_strict_mode_does_not),
+        T(test_many_keys_load_in_order),
+        T(test_references_keep_keys_alive_after_the_loader_lets_go),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
