@@ -27,21 +27,21 @@ enum key_derivation {
 struct provider_config {
     enum provider_id id;
     char *client_id;
-    char *client_secret; /* secret: wiped on free */
-    char *tenant;        /* microsoft only; "common" by default */
-    char *token_url;     /* with {tenant} already substituted */
+    char *client_secret;    /* secret: wiped on free */
+    char *tenant;           /* microsoft only; "common" by default */
+    char *token_url;        /* with {tenant} already substituted */
     unsigned max_in_flight; /* default 128 */
     double max_rate;        /* requests per second; default 50; 0 = unlimited */
 };
 
 struct config {
     int refcount;
-    char *path; /* absolute path of the file it came from */
-    char *dir;  /* its directory */
+    char *path;          /* absolute path of the file it came from */
+    char *dir;           /* its directory */
     unsigned generation; /* set by the daemon on swap; 0 from config_load */
 
     /* [daemon] */
-    int log_level; /* syslog priority: LOG_ERR .. LOG_DEBUG; default LOG_INFO */
+    int log_level;         /* syslog priority: LOG_ERR .. LOG_DEBUG; default LOG_INFO */
     char *state_directory; /* resolved: key, else $STATE_DIRECTORY, else /var/lib/oauth-refreshd */
     int64_t shutdown_timeout_ms; /* default 20s */
 
@@ -53,14 +53,14 @@ struct config {
     enum key_derivation key_derivation;
 
     /* [refresh] */
-    int64_t lead_time_ms;     /* 5min */
-    int64_t jitter_ms;        /* 1min */
-    int64_t scan_interval_ms; /* 1min */
-    unsigned batch_size;      /* 500 */
-    unsigned max_in_flight;   /* 512 */
+    int64_t lead_time_ms;       /* 5min */
+    int64_t jitter_ms;          /* 1min */
+    int64_t scan_interval_ms;   /* 1min */
+    unsigned batch_size;        /* 500 */
+    unsigned max_in_flight;     /* 512 */
     int64_t request_timeout_ms; /* 30s */
-    int64_t retry_min_ms;     /* 5s */
-    int64_t retry_max_ms;     /* 1h */
+    int64_t retry_min_ms;       /* 5s */
+    int64_t retry_max_ms;       /* 1h */
 
     /* [http] */
     char *ca_file;    /* resolved against the config dir; NULL when unset */

@@ -46,11 +46,11 @@ void log_force_stderr(bool on);
 void log_event(int prio, const char *msgid, const struct log_ctx *ctx, const char *fmt, ...)
     PRINTF_LIKE(4, 5);
 
-#define log_debug(...) log_event(LOG_DEBUG, NULL, NULL, __VA_ARGS__)
-#define log_info(...) log_event(LOG_INFO, NULL, NULL, __VA_ARGS__)
-#define log_notice(...) log_event(LOG_NOTICE, NULL, NULL, __VA_ARGS__)
+#define log_debug(...)   log_event(LOG_DEBUG, NULL, NULL, __VA_ARGS__)
+#define log_info(...)    log_event(LOG_INFO, NULL, NULL, __VA_ARGS__)
+#define log_notice(...)  log_event(LOG_NOTICE, NULL, NULL, __VA_ARGS__)
 #define log_warning(...) log_event(LOG_WARNING, NULL, NULL, __VA_ARGS__)
-#define log_err(...) log_event(LOG_ERR, NULL, NULL, __VA_ARGS__)
+#define log_err(...)     log_event(LOG_ERR, NULL, NULL, __VA_ARGS__)
 
 /*
  * The formatting core, exposed for tests: renders one record as journald
