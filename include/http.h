@@ -17,28 +17,35 @@
 struct http;
 
 struct http_options {
-    const char *ca_file;     /* extra CA bundle or NULL */
+    const char *ca_file; /* extra CA bundle or NULL; added to the system CA directory
+                            (curl's CAPATH) when curl has one, else the only anchor */
     const char *user_agent;
-    bool allow_insecure_http;/* permit http:// (tests only) */
-    long max_connections;    /* total connection cap */
-    size_t max_body;         /* response cap in bytes */
+    bool allow_insecure_http; /* permit http:// (tests only) */
+    long max_connections;     /* total (and per-host) connection cap; <= 0: 64 */
+    size_t max_body;          /* response cap in bytes; 0: PROVIDER_MAX_RESPONSE_BYTES */
 };
 
 struct http_request {
     const char *url;
-    const char *body; /* POST body; copied by curl (COPYPOSTFIELDS) and wiped */
+    const char *body; /* POST body; copied into a buffer the adapter owns and wipes after
+                         the transfer, so the caller may wipe its own copy at once */
     size_t body_len;
     const char *const *headers; /* NULL-terminated, may be NULL */
-    int64_t timeout_ms;
-    int64_t connect_timeout_ms;
+    int64_t timeout_ms;         /* total; <= 0: 30 s */
+    int64_t connect_timeout_ms; /* <= 0: curl's default (bounded by timeout_ms) */
 };
 
 /* The answer handed to done(); valid only during the callback. */
 typedef void (*http_done_cb)(void *ud, const struct http_answer *ans, double elapsed_s);
 
-struct http *http_new(struct ev_loop *loop, const struct http_options *opt,
-                      char *err, size_t errlen) WUR;
-/* Starts a request. done is called exactly once, later, from the loop. */
+struct http *http_new(struct ev_loop *loop, const struct http_options *opt, char *err,
+                      size_t errlen) WUR;
+/*
+ * Starts a request. On 0, done is called exactly once, later, from the loop
+ * (never from inside http_submit or a curl callback); done may submit new
+ * requests or call http_abort_all, but must not call http_free. On -1 (out of
+ * memory, curl refused the handle) done is never called.
+ */
 int http_submit(struct http *h, const struct http_request *req, http_done_cb done, void *ud) WUR;
 /* Number of requests started and not yet completed. */
 unsigned http_in_flight(const struct http *h);
@@ -46,6 +53,7 @@ unsigned http_in_flight(const struct http *h);
 int http_set_options(struct http *h, const struct http_options *opt, char *err, size_t errlen) WUR;
 /* Aborts everything in flight: each done() gets transport_error CURLE_ABORTED_BY_CALLBACK. */
 void http_abort_all(struct http *h);
+/* Aborts what is still in flight (as http_abort_all) and frees everything. */
 void http_free(struct http *h);
 
 #endif

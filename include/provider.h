@@ -27,24 +27,24 @@ const char *refresh_outcome_name(enum refresh_outcome o);
 /* What to send. All members owned; free with provider_request_clear(). */
 struct provider_request {
     char *url;
-    struct secret body;       /* form-encoded; holds refresh token and client secret */
-    const char *headers[4];   /* static strings, NULL-terminated list */
+    struct secret body;     /* form-encoded; holds refresh token and client secret */
+    const char *headers[4]; /* static strings, NULL-terminated list */
 };
 void provider_request_clear(struct provider_request *req);
 
 /* What the transport saw: the input of classification. */
 struct http_answer {
-    int transport_error;   /* 0 = a complete HTTP answer; else a CURLcode */
+    int transport_error;          /* 0 = a complete HTTP answer; else a CURLcode */
     const char *transport_detail; /* curl's message, may be NULL */
     long status;
     const char *body;
     size_t body_len;
-    bool oversized;        /* body exceeded PROVIDER_MAX_RESPONSE_BYTES */
+    bool oversized;          /* body exceeded PROVIDER_MAX_RESPONSE_BYTES */
     const char *retry_after; /* header value or NULL */
     /* Added by the http adapter; zero when unknown (e.g. hand-built answers): */
-    long http_version;     /* 10, 11, 20, 30 (HTTP/1.0 .. HTTP/3) */
-    int64_t received_at;   /* wall clock (Unix seconds) when the answer arrived:
-                              Retry-After dates are relative to it; 0 = read the clock */
+    long http_version;   /* 10, 11, 20, 30 (HTTP/1.0 .. HTTP/3) */
+    int64_t received_at; /* wall clock (Unix seconds) when the answer arrived:
+                            Retry-After dates are relative to it; 0 = read the clock */
 };
 
 /*
@@ -56,17 +56,17 @@ struct http_answer {
  */
 struct token_result {
     enum refresh_outcome outcome;
-    char error[64];    /* machine code: "invalid_grant", "http_503", "timeout", "bad_json"... */
-    char detail[256];  /* for humans and logs: no token text, ever */
+    char error[64];   /* machine code: "invalid_grant", "http_503", "timeout", "bad_json"... */
+    char detail[256]; /* for humans and logs: no token text, ever */
     int64_t retry_after_ms; /* -1 when the provider gave none */
     /* SUCCESS only: */
     struct secret access_token;
     struct secret refresh_token; /* empty when not rotated */
     struct secret id_token;      /* empty when not returned */
     int64_t expires_in_s;
-    bool expires_in_defaulted;   /* missing/absurd: the documented default was used */
-    char *scope;      /* malloc()ed or NULL when the provider gave none */
-    char *token_type; /* malloc()ed or NULL */
+    bool expires_in_defaulted; /* missing/absurd: the documented default was used */
+    char *scope;               /* malloc()ed or NULL when the provider gave none */
+    char *token_type;          /* malloc()ed or NULL */
 };
 void token_result_clear(struct token_result *res);
 
@@ -79,8 +79,7 @@ struct provider_ops {
      * Returns -1 with a reason in err on failure (e.g. OOM).
      */
     int (*build_request)(const struct provider_config *pc, const char *refresh_token,
-                         const char *scope, struct provider_request *out, char *err,
-                         size_t errlen);
+                         const char *scope, struct provider_request *out, char *err, size_t errlen);
     /* Classifies an answer; always fills res (outcome, error, detail). */
     void (*read_answer)(const struct http_answer *ans, struct token_result *res);
 };

@@ -1,0 +1,58 @@
+/*
+ * provider_dialect.h — private to provider*.c: what a dialect adds to the
+ * shared RFC 6749 machinery of provider.c. A dialect names its extra error
+ * codes and may add a short, non-secret note (e.g. AADSTS numbers) to the
+ * detail; everything else (transport, status, JSON, success fields) is shared.
+ * Nothing outside the provider files includes this header.
+ */
+#ifndef OAUTH_PROVIDER_DIALECT_H
+#define OAUTH_PROVIDER_DIALECT_H
+
+#include <jansson.h>
+
+#include "provider.h"
+
+/* One dialect-specific error code and what it means. */
+struct provider_error_map {
+    const char *code;
+    enum refresh_outcome outcome;
+};
+
+struct provider_dialect {
+    int64_t default_lifetime_s;
+    /* Extra codes, consulted before the RFC 6749 ones; {NULL, 0}-terminated or NULL. */
+    const struct provider_error_map *errors;
+    /*
+     * Optional: writes a short note about an error answer into buf (e.g.
+     * "AADSTS70008" or "error_subtype=invalid_rapt"); only characters that
+     * cannot carry a token. root is the parsed answer object.
+     */
+    void (*error_note)(const json_t *root, char *buf, size_t buflen);
+};
+
+/* Transport, status and JSON classification with the dialect's additions. */
+void provider_read_answer_dialect(const struct http_answer *ans, const struct provider_dialect *d,
+                                  struct token_result *res);
+
+/* One field of a form body; value NULL means "omit this field". */
+struct provider_form_field {
+    const char *name;
+    const char *value;
+};
+
+/*
+ * Fills out with url = token_url, a percent-encoded form body (RFC 3986
+ * unreserved characters kept, everything else %XX) and the JSON/form headers.
+ * Returns -1 with a reason in err (OOM, missing client_id or token_url).
+ */
+int provider_build_form(const struct provider_config *pc, const struct provider_form_field *fields,
+                        size_t nfields, struct provider_request *out, char *err, size_t errlen) WUR;
+
+/* Copies s keeping only [A-Za-z0-9_.-], truncated to fit buf; "" when nothing is left. */
+void provider_sanitize_code(const char *s, char *buf, size_t buflen);
+
+extern const struct provider_ops provider_google_ops;
+extern const struct provider_ops provider_github_ops;
+extern const struct provider_ops provider_microsoft_ops;
+
+#endif

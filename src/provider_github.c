@@ -1,0 +1,59 @@
+/*
+ * provider_github.c — the GitHub dialect (GitHub App user-to-server tokens,
+ * github.com/login/oauth/access_token or a GHES host). Accept: application/json
+ * is required, or GitHub answers form-encoded. Every refresh rotates the
+ * refresh token. Errors arrive with HTTP 200 and an "error" member, which the
+ * shared reader treats as failure whatever the status: bad_refresh_token means
+ * revoked, incorrect_client_credentials a configuration error. Pure: no I/O.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "provider_dialect.h"
+
+#define GITHUB_DEFAULT_LIFETIME_S 28800
+
+static const struct provider_error_map github_errors[] = {
+    {"bad_refresh_token", OUTCOME_REVOKED},
+    {"incorrect_client_credentials", OUTCOME_CONFIG},
+    {"redirect_uri_mismatch", OUTCOME_CONFIG},
+    {NULL, OUTCOME_SUCCESS},
+};
+
+static const struct provider_dialect github_dialect = {
+    .default_lifetime_s = GITHUB_DEFAULT_LIFETIME_S,
+    .errors = github_errors,
+    .error_note = NULL,
+};
+
+static int github_build_request(const struct provider_config *pc, const char *refresh_token,
+                                const char *scope, struct provider_request *out, char *err,
+                                size_t errlen)
+{
+    (void)scope; /* GitHub App permissions are not requested per refresh */
+    if (!pc || !pc->client_id || !refresh_token) {
+        memset(out, 0, sizeof(*out));
+        snprintf(err, errlen, "github: client_id and refresh token are required");
+        return -1;
+    }
+    const struct provider_form_field fields[] = {
+        {"grant_type", "refresh_token"},
+        {"refresh_token", refresh_token},
+        {"client_id", pc->client_id},
+        {"client_secret", pc->client_secret && *pc->client_secret ? pc->client_secret : NULL},
+    };
+    return provider_build_form(pc, fields, ARRAY_LEN(fields), out, err, errlen);
+}
+
+static void github_read_answer(const struct http_answer *ans, struct token_result *res)
+{
+    provider_read_answer_dialect(ans, &github_dialect, res);
+}
+
+const struct provider_ops provider_github_ops = {
+    .id = PROVIDER_GITHUB,
+    .name = "github",
+    .default_lifetime_s = GITHUB_DEFAULT_LIFETIME_S,
+    .build_request = github_build_request,
+    .read_answer = github_read_answer,
+};

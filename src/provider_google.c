@@ -1,0 +1,69 @@
+/*
+ * provider_google.c — the Google dialect (oauth2.googleapis.com/token):
+ * a form POST with the client secret in the body; the answer usually has no
+ * refresh_token (the caller keeps the stored one). Extra error codes:
+ * admin_policy_enforced (an admin blocked the app: the user must act),
+ * internal_failure (retry), and invalid_grant's error_subtype (invalid_rapt),
+ * which is noted in the detail. Pure: no I/O, no logging.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "provider_dialect.h"
+
+#define GOOGLE_DEFAULT_LIFETIME_S 3600
+
+static const struct provider_error_map google_errors[] = {
+    {"admin_policy_enforced", OUTCOME_REVOKED},
+    {"internal_failure", OUTCOME_TRANSIENT},
+    {NULL, OUTCOME_SUCCESS},
+};
+
+static void google_error_note(const json_t *root, char *buf, size_t buflen)
+{
+    const json_t *sub = json_object_get(root, "error_subtype");
+    if (!json_is_string(sub))
+        return;
+    char code[48];
+    provider_sanitize_code(json_string_value(sub), code, sizeof(code));
+    if (code[0])
+        snprintf(buf, buflen, "error_subtype=%s", code);
+}
+
+static const struct provider_dialect google_dialect = {
+    .default_lifetime_s = GOOGLE_DEFAULT_LIFETIME_S,
+    .errors = google_errors,
+    .error_note = google_error_note,
+};
+
+static int google_build_request(const struct provider_config *pc, const char *refresh_token,
+                                const char *scope, struct provider_request *out, char *err,
+                                size_t errlen)
+{
+    (void)scope; /* Google refreshes keep the granted scopes */
+    if (!pc || !pc->client_id || !refresh_token) {
+        memset(out, 0, sizeof(*out));
+        snprintf(err, errlen, "google: client_id and refresh token are required");
+        return -1;
+    }
+    const struct provider_form_field fields[] = {
+        {"grant_type", "refresh_token"},
+        {"refresh_token", refresh_token},
+        {"client_id", pc->client_id},
+        {"client_secret", pc->client_secret && *pc->client_secret ? pc->client_secret : NULL},
+    };
+    return provider_build_form(pc, fields, ARRAY_LEN(fields), out, err, errlen);
+}
+
+static void google_read_answer(const struct http_answer *ans, struct token_result *res)
+{
+    provider_read_answer_dialect(ans, &google_dialect, res);
+}
+
+const struct provider_ops provider_google_ops = {
+    .id = PROVIDER_GOOGLE,
+    .name = "google",
+    .default_lifetime_s = GOOGLE_DEFAULT_LIFETIME_S,
+    .build_request = google_build_request,
+    .read_answer = google_read_answer,
+};
