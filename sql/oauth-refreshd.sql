@@ -7,10 +7,15 @@
 --
 -- This file is applied by `oauth-refreshctl migrate` in one transaction under
 -- an advisory lock. Every statement is idempotent, so it is safe to run again
--- and while the daemon and the application run (the trigger creation briefly
--- locks oauth_accounts against writes; reads go on).
+-- and while the daemon and the application run (migration briefly locks
+-- oauth_accounts against writes; reads go on).
 
 SELECT pg_advisory_xact_lock(hashtext('oauth_refreshd.migrate')) AS migrate_lock;
+
+-- Take the application's table first, in the mode CREATE TRIGGER needs, so
+-- the lock order is the same as an application write's (oauth_accounts, then
+-- account_state through the trigger): no deadlock, and reads go on.
+LOCK TABLE public.oauth_accounts IN SHARE ROW EXCLUSIVE MODE;
 
 CREATE SCHEMA IF NOT EXISTS oauth_refreshd;
 
@@ -53,7 +58,7 @@ CREATE INDEX IF NOT EXISTS account_state_revoked_idx
 -- jitter window without any randomness the database would have to remember.
 CREATE OR REPLACE FUNCTION oauth_refreshd.jitter_fraction(p_id bigint)
 RETURNS double precision LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT ((p_id * 2654435761) % 4294967296)::double precision / 4294967296.0
+    SELECT (((p_id & 2147483647) * 2654435761) % 4294967296)::double precision / 4294967296.0
 $$;
 
 CREATE OR REPLACE FUNCTION oauth_refreshd.utc_text(p_ts timestamptz)
@@ -92,8 +97,7 @@ BEGIN
 END
 $$;
 
-DROP TRIGGER IF EXISTS oauth_refreshd_account_change ON public.oauth_accounts;
-CREATE TRIGGER oauth_refreshd_account_change
+CREATE OR REPLACE TRIGGER oauth_refreshd_account_change
     AFTER INSERT OR UPDATE OF expires_at, refresh_token ON public.oauth_accounts
     FOR EACH ROW EXECUTE FUNCTION oauth_refreshd.on_account_change();
 
@@ -102,6 +106,7 @@ INSERT INTO oauth_refreshd.account_state (account_id, due_at)
 SELECT a.id, CASE WHEN a.refresh_token IS NOT NULL AND a.expires_at IS NOT NULL
                   THEN a.expires_at END
   FROM public.oauth_accounts a
+ WHERE NOT EXISTS (SELECT 1 FROM oauth_refreshd.account_state s WHERE s.account_id = a.id)
 ON CONFLICT (account_id) DO NOTHING;
 
 -- Signatures of pre-release builds: drop them so each function has one form.
@@ -128,6 +133,7 @@ LANGUAGE sql AS $$
            AND s.due_at - p_lead
                - p_jitter * oauth_refreshd.jitter_fraction(s.account_id) <= now()
            AND (s.lease_until IS NULL OR s.lease_until < now())
+           AND (s.retry_at IS NULL OR s.retry_at <= now())
            AND a.provider = ANY (p_providers)
            AND a.refresh_token IS NOT NULL
            -- --once: one attempt per account and run
@@ -178,8 +184,10 @@ CREATE OR REPLACE FUNCTION oauth_refreshd.next_wakeup(
     p_providers text[], p_lead interval, p_jitter interval)
 RETURNS timestamptz LANGUAGE sql STABLE AS $$
     SELECT LEAST(
-        (SELECT min(n.due_at - p_lead - p_jitter * oauth_refreshd.jitter_fraction(n.account_id))
-           FROM (SELECT s.account_id, s.due_at
+        (SELECT min(GREATEST(n.due_at - p_lead
+                             - p_jitter * oauth_refreshd.jitter_fraction(n.account_id),
+                             n.retry_at))
+           FROM (SELECT s.account_id, s.due_at, s.retry_at
                    FROM oauth_refreshd.account_state s
                    JOIN public.oauth_accounts a ON a.id = s.account_id
                   WHERE s.due_at IS NOT NULL

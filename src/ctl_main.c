@@ -24,7 +24,6 @@ static const struct ctl_command commands[] = {
     {"keygen", ctl_keygen, "print a new random Fernet key"},
     {"encrypt", ctl_encrypt, "encrypt stdin to stdout [--keys-file F]"},
     {"decrypt", ctl_decrypt, "decrypt stdin to stdout [--keys-file F]"},
-    {"rotate-keys", ctl_rotate_keys, "re-encrypt every stored token under the primary key"},
     {"status", ctl_status, "counts, next due time, last errors [--json]"},
     {"refresh", ctl_refresh, "ask the running daemon to refresh accounts now: refresh ID..."},
 };
