@@ -1,0 +1,58 @@
+# shellcheck shell=bash
+# deps.sh — the Debian 12 packages the build, the tests and try-it need, and the
+# one function that installs the missing ones. Sourced by scripts/test and
+# scripts/try-it; it never upgrades or removes anything, and as non-root it only
+# says what to install.
+
+OAUTH_DEB_PACKAGES=(
+    build-essential cmake pkg-config clang libclang-rt-14-dev
+    libev-dev libpq-dev libcurl4-openssl-dev libjansson-dev libsodium-dev libsystemd-dev
+    libssl-dev libinih-dev libcmocka-dev
+    postgresql-15 postgresql-client-15
+    python3 python3-pytest python3-cryptography python3-psycopg python3-aiohttp
+    openssl valgrind systemd curl ca-certificates
+)
+
+# Our fixtures run their own throwaway cluster: keep the packages from creating
+# and starting a system "main" cluster when postgresql-common is installed here.
+oauth_no_main_cluster() {
+    mkdir -p /etc/postgresql-common/createcluster.d
+    echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/oauth-refreshd-no-main-cluster.conf
+    if [ -f /etc/postgresql-common/createcluster.conf ]; then
+        sed -ri 's/^#?\s*(create_main_cluster)\s*=.*$/\1 = false/' /etc/postgresql-common/createcluster.conf
+    fi
+}
+
+oauth_missing_packages() {
+    local p status
+    for p in "${OAUTH_DEB_PACKAGES[@]}"; do
+        status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+        [ "$status" = "install ok installed" ] || echo "$p"
+    done
+}
+
+oauth_install_deps() {
+    local missing
+    mapfile -t missing < <(oauth_missing_packages)
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "Missing Debian packages: ${missing[*]}" >&2
+        echo "Install them with:  sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+        return 1
+    fi
+    echo "==> installing ${#missing[@]} missing package(s): ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    local apt_opts=(-y -q --no-install-recommends -o Dpkg::Options::=--force-confdef
+                    -o Dpkg::Options::=--force-confold)
+    apt-get update -qq
+    if ! dpkg-query -W -f='${Status}' postgresql-common 2>/dev/null | grep -q "install ok installed"; then
+        apt-get install "${apt_opts[@]}" postgresql-common >/dev/null
+    fi
+    oauth_no_main_cluster
+    apt-get install "${apt_opts[@]}" "${missing[@]}" >/dev/null
+    mapfile -t missing < <(oauth_missing_packages)
+    if [ "${#missing[@]}" -ne 0 ]; then
+        echo "Still missing after apt-get install: ${missing[*]}" >&2
+        return 1
+    fi
+}
