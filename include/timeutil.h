@@ -7,7 +7,7 @@
 
 #include "common.h"
 
-#define ISO8601_LEN 32
+#define ISO8601_LEN 64
 
 double time_now_wall(void);
 /* "2026-11-27T17:42:10Z", or with millis "2026-11-27T17:42:10.123Z". */

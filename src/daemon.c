@@ -69,9 +69,6 @@ static int ensure_state_directory(const char *dir, char *err, size_t errlen)
 static void format_status(struct daemon *d, char *buf, size_t len)
 {
     size_t held = store_pending(d->store);
-    uint64_t failing = 0;
-    for (int p = 0; p < PROVIDER_COUNT; p++)
-        failing += d->prov[p].last_error[0] != '\0';
     char due[64] = "nothing due";
     if (d->next_due > 0) {
         double in = d->next_due - time_now_wall();
@@ -88,7 +85,7 @@ static void format_status(struct daemon *d, char *buf, size_t len)
     }
     snprintf(buf, len,
              "%u in flight, %" PRIu64 " refreshed, %" PRIu64 " failed, %" PRIu64
-             " revoked, %zu results unwritten, %s%s%s",
+             " revoked, %zu results unwritten, %s%s%.100s",
              d->in_flight + engine_waiting(d), d->stats.refreshed, d->stats.failed,
              d->stats.revoked, held, due, d->reload_error[0] ? "; " : "", d->reload_error);
 }
@@ -252,7 +249,7 @@ static void reload(struct daemon *d)
     if (!cfg) {
         for (size_t i = 0; i < errs.count; i++)
             log_event(LOG_ERR, MSGID_RELOAD_FAILED, NULL, "reload rejected: %s", errs.msg[i]);
-        snprintf(d->reload_error, sizeof d->reload_error, "reload failed: %s",
+        snprintf(d->reload_error, sizeof d->reload_error, "reload failed: %.160s",
                  errs.count ? errs.msg[0] : "invalid configuration");
         log_event(LOG_ERR, MSGID_RELOAD_FAILED, NULL,
                   "configuration reload failed; the previous configuration stays in force");
@@ -262,7 +259,7 @@ static void reload(struct daemon *d)
         char err[ERRBUF_LEN];
         if (http_set_options(d->http, &ho, err, sizeof err) < 0) {
             log_event(LOG_ERR, MSGID_RELOAD_FAILED, NULL, "reload rejected: %s", err);
-            snprintf(d->reload_error, sizeof d->reload_error, "reload failed: %s", err);
+            snprintf(d->reload_error, sizeof d->reload_error, "reload failed: %.160s", err);
             config_unref(cfg);
         } else {
             bool conninfo_changed = strcmp(cfg->conninfo, d->cfg->conninfo) != 0;

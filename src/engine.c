@@ -461,12 +461,14 @@ static void claim_done_cb(void *ud, PGresult *res)
         if (ok)
             rows = start_claimed_rows(d, res);
     }
+    log_debug("claimed %d accounts", rows);
+    int provider = cc->provider;
     free(cc);
     if (!ok)
         return; /* reconnection (or the rescan) tries again */
-    bool more = false;
-    for (int p = 0; p < PROVIDER_COUNT; p++)
-        more |= d->prov[p].more;
+    /* Only this provider's full batch asks for another claim at once; other
+     * providers' backlogs are claimed when their capacity frees up. */
+    bool more = provider >= 0 ? d->prov[provider].more : false;
     if (more || d->nrequested)
         engine_kick(d);
     else if (!claims_outstanding(d))
@@ -511,6 +513,7 @@ static void claim_provider(struct daemon *d, enum provider_id p, unsigned limit)
              "%s FROM oauth_refreshd.claim_due($1, $2::text[], $3::interval, $4::interval, "
              "$5::interval, $6::integer, $7::timestamptz)",
              claim_columns);
+    log_debug("claiming up to %u %s accounts", limit, provider_id_name(p));
     if (!provs.oom && db_query(d->db, sql, 7, params, claim_done_cb, cc) == 0) {
         ps->claiming = true;
         ps->reserved = limit;
@@ -561,18 +564,31 @@ static void claim_more(struct daemon *d)
     }
     if (d->nrequested && !d->claiming_ids && !d->opt.once)
         claim_requested(d);
+    /* Share the global in-flight budget between the providers that may claim,
+     * so one provider's backlog cannot starve the others. */
+    unsigned global_free = global_free_slots(d);
+    unsigned sharing = 0;
+    for (int p = 0; p < PROVIDER_COUNT; p++)
+        sharing += !d->prov[p].claiming &&
+                   provider_free_slots(d, (enum provider_id)p, global_free) > 0;
+    unsigned share = sharing ? (global_free + sharing - 1) / sharing : 0;
     for (int p = 0; p < PROVIDER_COUNT; p++) {
         struct provider_state *ps = &d->prov[p];
         if (ps->claiming)
             continue;
-        unsigned free_slots = provider_free_slots(d, (enum provider_id)p, global_free_slots(d));
+        unsigned global_now = global_free_slots(d);
+        unsigned free_slots = provider_free_slots(d, (enum provider_id)p,
+                                                  share < global_now ? share : global_now);
         if (free_slots == 0)
             continue;
         unsigned limit = free_slots < d->cfg->batch_size ? free_slots : d->cfg->batch_size;
         claim_provider(d, (enum provider_id)p, limit);
     }
-    if (!claims_outstanding(d))
+    if (!claims_outstanding(d)) {
+        log_debug("nothing to claim now: %u in flight, %u waiting, %zu results unwritten",
+                  d->in_flight, engine_waiting(d), store_pending(d->store));
         query_next_wakeup(d);
+    }
 }
 
 /* ---- next wake-up ---------------------------------------------------------- */
@@ -645,8 +661,6 @@ static bool parse_account_id(const char *s, int64_t *out)
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    while (*end == ' ')
-        end++;
     if (errno || end == s || v <= 0)
         return false;
     *out = v;
@@ -656,6 +670,7 @@ static bool parse_account_id(const char *s, int64_t *out)
 void engine_on_notify(struct daemon *d, const char *channel, const char *payload)
 {
     int64_t id;
+    log_debug("notification on %s: %s", channel, payload);
     if (strcmp(channel, "oauth_refresh_request") == 0) {
         if (!parse_account_id(payload, &id) || strchr(payload, ' ')) {
             log_warning("ignoring oauth_refresh_request with payload that is not an account id");
@@ -728,6 +743,9 @@ void engine_store_done_cb(void *ud, const struct store_item *item, enum store_fa
         }
         break;
     }
+    /* The write released the claim: that account (after a failure) or others
+     * may be claimable now, and the next due time may have moved. */
+    engine_kick(d);
     engine_check_once_done(d);
 }
 
