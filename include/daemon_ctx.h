@@ -13,6 +13,7 @@
 #include "daemon.h"
 #include "db.h"
 #include "http.h"
+#include "metrics.h"
 #include "sdnotify.h"
 #include "store.h"
 
@@ -53,7 +54,10 @@ struct daemon {
     struct db *db;
     struct http *http;
     struct store *store;
+    struct spool *spool; /* durable rotated results under the state directory */
     struct sdnotify sn;
+    struct metrics metrics;                 /* counters and gauges for /metrics */
+    struct metrics_server *metrics_server;  /* NULL unless [metrics] listen is set */
 
     struct provider_state prov[PROVIDER_COUNT];
     unsigned in_flight; /* all providers, requests sent */

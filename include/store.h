@@ -62,6 +62,17 @@ struct store *store_new(struct ev_loop *loop, struct db *db, const char *owner,
                         const struct store_callbacks *cb) WUR;
 /* Parameters that come from the config (lead time for due_at arithmetic). */
 void store_set_lead(struct store *st, int64_t lead_ms);
+
+struct spool;
+struct keyring;
+/*
+ * Makes results that carry a rotated refresh token durable in sp (encrypted
+ * under kr's primary key) before they are sent. The store keeps a reference
+ * to kr; call again after a reload swapped the keys.
+ */
+void store_set_spool(struct store *st, struct spool *sp, struct keyring *kr);
+/* True when a result for this account waits to be written (do not refresh it again). */
+bool store_has_account(const struct store *st, int64_t account_id);
 /* Queues an item (takes ownership); it is sent within a few milliseconds. */
 void store_add(struct store *st, struct store_item *item);
 /* Sends what is queued now (e.g. after a reconnection). */

@@ -19,12 +19,15 @@
 
 #include "daemon_ctx.h"
 #include "log.h"
+#include "metrics_server.h"
 #include "schema_check.h"
+#include "spool.h"
 #include "timeutil.h"
 #include "version.h"
 
 #define STATUS_INTERVAL_S 2.0
 #define SUMMARY_INTERVAL_S 60.0
+#define STATUS_MAX         sizeof(((struct sdnotify *)0)->last_status)
 
 static const char *const listen_channels[] = {"oauth_refresh_request",
                                               "oauth_refreshd_account_changed", NULL};
@@ -66,9 +69,52 @@ static int ensure_state_directory(const char *dir, char *err, size_t errlen)
 
 /* ---- status ----------------------------------------------------------------- */
 
+static const char *plural(uint64_t n)
+{
+    return n == 1 ? "" : "s";
+}
+
+/* "; paused: google, github" for providers that are paused now (or "" ). */
+static void format_paused(struct daemon *d, char *buf, size_t len)
+{
+    size_t o = 0;
+    buf[0] = '\0';
+    for (int p = 0; p < PROVIDER_COUNT && o < len; p++) {
+        const struct provider_state *ps = &d->prov[p];
+        bool paused = ps->config_error ||
+                      (ps->paused_until != 0 && ev_now(d->loop) < ps->paused_until);
+        if (!paused)
+            continue;
+        o += (size_t)snprintf(buf + o, len - o, "%s%s%s", o ? ", " : "; paused: ",
+                              provider_id_name((enum provider_id)p),
+                              ps->config_error ? " (client credentials refused)" : "");
+    }
+}
+
+/* The human STATUS= line: what an operator asks first, in that order. */
 static void format_status(struct daemon *d, char *buf, size_t len)
 {
     size_t held = store_pending(d->store);
+    unsigned in_flight = d->in_flight + engine_waiting(d);
+    const char *stop = d->stopping ? "stopping: " : "";
+    if (!d->connected) {
+        if (!d->db_reason[0]) {
+            snprintf(buf, len, "%sconnecting to the database; %u in flight; %zu result%s held",
+                     stop, in_flight, held, plural(held));
+            return;
+        }
+        double retry = d->db_retry_at - ev_now(d->loop);
+        snprintf(buf, len,
+                 "%sdatabase unreachable, retrying in %.0fs; %zu result%s held; %u in flight; "
+                 "%.120s",
+                 stop, retry > 0 ? retry : 0, held, plural(held), in_flight, d->db_reason);
+        return;
+    }
+    if (!d->schema_ok) {
+        snprintf(buf, len, "%sdatabase connected, checking the schema; %zu result%s held", stop,
+                 held, plural(held));
+        return;
+    }
     char due[64] = "nothing due";
     if (d->next_due > 0) {
         double in = d->next_due - time_now_wall();
@@ -77,29 +123,34 @@ static void format_status(struct daemon *d, char *buf, size_t len)
         else
             snprintf(due, sizeof due, "next due in %.0fs", in);
     }
-    if (!d->connected) {
-        double retry = d->db_retry_at - ev_now(d->loop);
-        snprintf(buf, len, "database unreachable, retrying in %.0fs; %zu results held; %s",
-                 retry > 0 ? retry : 0, held, d->db_reason[0] ? d->db_reason : "connecting");
-        return;
-    }
+    char paused[96];
+    format_paused(d, paused, sizeof paused);
     snprintf(buf, len,
-             "%u in flight, %" PRIu64 " refreshed, %" PRIu64 " failed, %" PRIu64
-             " revoked, %zu results unwritten, %s%s%.100s",
-             d->in_flight + engine_waiting(d), d->stats.refreshed, d->stats.failed,
-             d->stats.revoked, held, due, d->reload_error[0] ? "; " : "", d->reload_error);
+             "%s%u in flight, %" PRIu64 " refreshed, %" PRIu64 " failed, %" PRIu64
+             " revoked; %s; database connected; %zu result%s held%s%s%s",
+             stop, in_flight, d->stats.refreshed, d->stats.failed, d->stats.revoked, due, held,
+             plural(held), paused, d->reload_error[0] ? "; " : "", d->reload_error);
+}
+
+/* Seconds between periodic summaries at info; $OAUTH_REFRESHD_SUMMARY_INTERVAL
+ * (seconds) shortens it for tests. */
+static double summary_interval(void)
+{
+    const char *env = getenv("OAUTH_REFRESHD_SUMMARY_INTERVAL");
+    double v = env ? strtod(env, NULL) : 0;
+    return v > 0 ? v : SUMMARY_INTERVAL_S;
 }
 
 static void status_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct daemon *d = w->data;
-    char status[256];
+    char status[STATUS_MAX];
     format_status(d, status, sizeof status);
     sdnotify_status(&d->sn, status);
     double now = ev_now(loop);
-    if (now - d->last_summary >= SUMMARY_INTERVAL_S) {
+    if (now - d->last_summary >= summary_interval()) {
         if (d->stats.window_refreshed || d->stats.window_failed)
-            log_info("last %.0fs: %" PRIu64 " refreshed, %" PRIu64 " failed; %s",
+            log_info("summary of the last %.0fs: %" PRIu64 " refreshed, %" PRIu64 " failed; %s",
                      now - d->last_summary, d->stats.window_refreshed, d->stats.window_failed,
                      status);
         d->stats.window_refreshed = d->stats.window_failed = 0;
@@ -172,7 +223,7 @@ static void schema_checked_cb(void *ud, PGresult *res)
     d->schema_ok = true;
     if (!d->ready) {
         d->ready = true;
-        char status[256];
+        char status[STATUS_MAX];
         format_status(d, status, sizeof status);
         sdnotify_ready(&d->sn, status);
         log_event(LOG_INFO, MSGID_READY, NULL, "ready: connected, listening, schema up to date");
@@ -210,7 +261,7 @@ static void db_disconnected_cb(void *ud, const char *reason, double retry_in_s)
                   reason, retry_in_s);
     if (d->opt.once && !d->ever_connected)
         daemon_request_exit(d, EXIT_UNAVAILABLE);
-    char status[256];
+    char status[STATUS_MAX];
     format_status(d, status, sizeof status);
     sdnotify_status(&d->sn, status);
 }
@@ -240,33 +291,56 @@ static void config_warn_cb(void *ud, const char *msg)
     log_warning("%s", msg);
 }
 
+/* STATUS= shows the first error without the config file's directory: the
+ * file name and line are what an operator needs there; the log has it all. */
+static void note_reload_error(struct daemon *d, const char *err)
+{
+    const char *path = d->opt.config_path;
+    size_t plen = strlen(path);
+    const char *base = strrchr(path, '/');
+    if (base && strncmp(err, path, plen) == 0)
+        snprintf(d->reload_error, sizeof d->reload_error, "reload failed: %s%s", base + 1,
+                 err + plen);
+    else
+        snprintf(d->reload_error, sizeof d->reload_error, "reload failed: %s", err);
+}
+
 static void reload(struct daemon *d)
 {
+    if (d->stopping) {
+        log_notice("SIGHUP ignored: stopping");
+        return;
+    }
     sdnotify_reloading(&d->sn);
     log_info("reloading %s", d->opt.config_path);
     struct config_errors errs = {0};
     struct config *cfg = config_load(d->opt.config_path, config_warn_cb, NULL, &errs);
     if (!cfg) {
-        for (size_t i = 0; i < errs.count; i++)
-            log_event(LOG_ERR, MSGID_RELOAD_FAILED, NULL, "reload rejected: %s", errs.msg[i]);
-        snprintf(d->reload_error, sizeof d->reload_error, "reload failed: %.160s",
-                 errs.count ? errs.msg[0] : "invalid configuration");
+        for (size_t i = 1; i < errs.count; i++)
+            log_err("reload rejected: %s", errs.msg[i]);
+        const char *first = errs.count ? errs.msg[0] : "invalid configuration";
+        note_reload_error(d, first);
         log_event(LOG_ERR, MSGID_RELOAD_FAILED, NULL,
-                  "configuration reload failed; the previous configuration stays in force");
+                  "configuration reload failed: %s; the previous configuration stays in force",
+                  first);
     } else {
         struct http_options ho;
         http_options_from(cfg, &ho);
         char err[ERRBUF_LEN];
         if (http_set_options(d->http, &ho, err, sizeof err) < 0) {
-            log_event(LOG_ERR, MSGID_RELOAD_FAILED, NULL, "reload rejected: %s", err);
-            snprintf(d->reload_error, sizeof d->reload_error, "reload failed: %.160s", err);
+            log_event(LOG_ERR, MSGID_RELOAD_FAILED, NULL,
+                      "configuration reload failed: %s; the previous configuration stays in force",
+                      err);
+            note_reload_error(d, err);
             config_unref(cfg);
         } else {
             bool conninfo_changed = strcmp(cfg->conninfo, d->cfg->conninfo) != 0;
             cfg->generation = d->cfg->generation + 1;
             config_unref(d->cfg);
             d->cfg = cfg;
+            store_set_spool(d->store, d->spool, cfg->keys);
             d->reload_error[0] = '\0';
+            metrics_server_check_listen(d->metrics_server, cfg->metrics_listen);
             log_set_level(cfg->log_level);
             engine_on_config(d);
             if (conninfo_changed) {
@@ -280,7 +354,8 @@ static void reload(struct daemon *d)
             engine_kick(d);
         }
     }
-    char status[256];
+    metrics_note_reload(&d->metrics, d->reload_error[0] == '\0', time_now_wall());
+    char status[STATUS_MAX];
     format_status(d, status, sizeof status);
     sdnotify_ready(&d->sn, status);
 }
@@ -362,10 +437,52 @@ static void start_signals(struct daemon *d)
     ev_signal_start(d->loop, &d->sig_hup);
 }
 
+static void spool_add_cb(void *ud, struct store_item *item)
+{
+    struct daemon *d = ud;
+    store_add(d->store, item);
+}
+
+static void spool_warn_cb(void *ud, const char *msg)
+{
+    log_event(LOG_ERR, NULL, NULL, "%s", msg);
+}
+
+/* Results an earlier run could not write: queued before any new claim. */
+static void replay_spool(struct daemon *d)
+{
+    struct spool_replay_stats st;
+    spool_replay(d->spool, d->cfg->keys, spool_add_cb, spool_warn_cb, d, &st);
+    if (st.items || st.bad_items)
+        log_event(st.bad_items ? LOG_WARNING : LOG_NOTICE, NULL, NULL,
+                  "replaying %zu spooled results from %zu segments (%zu damaged entries kept "
+                  "aside)",
+                  st.items, st.segments, st.bad_items);
+}
+
+/* Live gauges for a metrics scrape; returns the lead time that defines "due". */
+static int64_t metrics_collect_cb(void *ud, struct metrics *m)
+{
+    struct daemon *d = ud;
+    m->in_flight = d->in_flight;
+    m->waiting = engine_waiting(d);
+    m->held = store_pending(d->store);
+    m->db_connected = d->connected;
+    m->config_generation = d->cfg->generation;
+    for (int p = 0; p < PROVIDER_COUNT; p++)
+        m->paused[p] = d->prov[p].config_error || ev_now(d->loop) < d->prov[p].paused_until;
+    return d->cfg->lead_time_ms;
+}
+
 static int daemon_setup(struct daemon *d)
 {
     char err[ERRBUF_LEN];
     if (ensure_state_directory(d->cfg->state_directory, err, sizeof err) < 0) {
+        log_event(LOG_ERR, MSGID_CONFIG_ERROR, NULL, "%s", err);
+        return EXIT_CONFIG;
+    }
+    d->spool = spool_open(d->cfg->state_directory, err, sizeof err);
+    if (!d->spool) {
         log_event(LOG_ERR, MSGID_CONFIG_ERROR, NULL, "%s", err);
         return EXIT_CONFIG;
     }
@@ -395,6 +512,16 @@ static int daemon_setup(struct daemon *d)
         log_err("out of memory at startup");
         return EXIT_UNAVAILABLE;
     }
+    if (d->cfg->metrics_listen) {
+        d->metrics_server = metrics_server_new(d->loop, d->cfg->metrics_listen, &d->metrics,
+                                               d->db, metrics_collect_cb, d, err, sizeof err);
+        if (!d->metrics_server) {
+            log_event(LOG_ERR, MSGID_CONFIG_ERROR, NULL, "%s", err);
+            return EXIT_CONFIG;
+        }
+    }
+    store_set_spool(d->store, d->spool, d->cfg->keys);
+    replay_spool(d);
     return 0;
 }
 
@@ -412,8 +539,10 @@ static void daemon_teardown(struct daemon *d)
     /* db_free fails outstanding statements; their owners still exist here. */
     if (d->db)
         db_free(d->db);
+    metrics_server_free(d->metrics_server); /* after db_free: a count query may be pending */
     if (d->store)
-        store_free(d->store);
+        store_free(d->store); /* unwritten rotated results stay in the spool */
+    spool_close(d->spool);
     ev_signal_stop(d->loop, &d->sig_term);
     ev_signal_stop(d->loop, &d->sig_int);
     ev_signal_stop(d->loop, &d->sig_hup);
@@ -431,6 +560,7 @@ int daemon_run(struct config *cfg, const struct daemon_options *opt)
     d->cfg = cfg;
     d->opt = *opt;
     d->once_since = time_now_wall();
+    metrics_init(&d->metrics, d->once_since);
     make_owner_id(d->owner, sizeof d->owner);
     log_event(LOG_INFO, MSGID_STARTED, NULL, "oauth-refreshd %s starting (%s, owner %s)",
               OAUTH_VERSION, opt->once ? "once" : "continuous", d->owner);

@@ -254,6 +254,8 @@ static void job_http_done_cb(void *ud, const struct http_answer *ans, double ela
     memset(&res, 0, sizeof res);
     res.retry_after_ms = -1;
     job->ra.ops->read_answer(ans, &res);
+    metrics_observe_answer(&d->metrics, p, res.outcome, elapsed_s,
+                           job->ra.acct.expires_at - (time_now_wall() - elapsed_s));
     /* The request body held the refresh token and client secret. */
     provider_request_clear(&job->ra.req);
 
@@ -365,6 +367,7 @@ static void job_fail_early(struct daemon *d, struct job *job, const char *code,
     log_event(LOG_WARNING, MSGID_REFRESH_FAILED, &ctx, "account %" PRId64 ": %s (%s)",
               job->ra.acct.account_id, detail, code);
     d->once_failed = true;
+    metrics_count(&d->metrics, job->ra.acct.provider, METRICS_LOCAL_ERROR);
     /* Nothing will fix these by itself: wait the longest retry interval. */
     int64_t retry_after = d->cfg->retry_max_ms;
     struct store_item *item = refresh_failure_item(d->cfg, &job->ra.acct, code, retry_after,
@@ -374,8 +377,19 @@ static void job_fail_early(struct daemon *d, struct job *job, const char *code,
     job_free(job);
 }
 
+static void release_one(struct daemon *d, int64_t account_id);
+
 static void job_start(struct daemon *d, struct claimed_account *acct)
 {
+    if (store_pending(d->store) > 0 && store_has_account(d->store, acct->account_id)) {
+        /* Its last result is not written yet: refreshing again with the stored
+         * token could burn a rotated one. Give the claim back. */
+        log_debug("account %" PRId64 ": result still unwritten, not refreshing again",
+                  acct->account_id);
+        release_one(d, acct->account_id);
+        claimed_account_clear(acct);
+        return;
+    }
     struct job *job = calloc(1, sizeof *job);
     if (!job) {
         claimed_account_clear(acct);
@@ -703,6 +717,7 @@ void engine_store_done_cb(void *ud, const struct store_item *item, enum store_fa
     struct provider_state *ps = &d->prov[item->provider];
     const char *pname = provider_id_name(item->provider);
     struct log_ctx ctx = {.account_id = item->account_id, .provider = pname};
+    metrics_observe_store(&d->metrics, item->provider, item->kind, fate);
     switch (item->kind) {
     case STORE_REFRESHED:
         if (fate == STORE_WRITTEN) {
@@ -804,6 +819,20 @@ static void release_done_cb(void *ud, PGresult *res)
     struct daemon *d = ud;
     d->releases_outstanding = false;
     engine_check_once_done(d);
+}
+
+static void release_one_done_cb(void *ud, PGresult *res)
+{
+}
+
+static void release_one(struct daemon *d, int64_t account_id)
+{
+    char ids[32];
+    snprintf(ids, sizeof ids, "{%" PRId64 "}", account_id);
+    const char *params[] = {d->owner, ids};
+    if (db_query(d->db, "SELECT oauth_refreshd.release($1, $2::bigint[])", 2, params,
+                 release_one_done_cb, d) < 0)
+        log_debug("could not release account %" PRId64 "; its lease runs out", account_id);
 }
 
 void engine_stop_claiming(struct daemon *d)

@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keys.h"
 #include "log.h"
+#include "spool.h"
 #include "strbuf.h"
 #include "timeutil.h"
 
@@ -42,6 +44,8 @@ struct store {
     struct store_batch *inflight;
     size_t inflight_items;
     ev_timer flush_timer;
+    struct spool *spool;   /* not owned */
+    struct keyring *keys;  /* reference: the primary key encrypts the spool */
 };
 
 void store_item_free(struct store_item *item)
@@ -125,6 +129,58 @@ void store_set_lead(struct store *st, int64_t lead_ms)
     st->lead_ms = lead_ms;
 }
 
+void store_set_spool(struct store *st, struct spool *sp, struct keyring *kr)
+{
+    struct keyring *old = st->keys;
+    st->spool = sp;
+    st->keys = kr ? keyring_ref(kr) : NULL;
+    if (old)
+        keyring_unref(old);
+}
+
+bool store_has_account(const struct store *st, int64_t account_id)
+{
+    for (int k = 0; k < STORE_KINDS; k++)
+        for (const struct store_item *it = st->queued[k].head; it; it = it->next)
+            if (it->account_id == account_id)
+                return true;
+    for (const struct store_batch *b = st->inflight; b; b = b->next)
+        for (const struct store_item *it = b->items.head; it; it = it->next)
+            if (it->account_id == account_id)
+                return true;
+    return false;
+}
+
+/*
+ * Makes every queued rotated result durable before anything else happens to
+ * it: one segment (one fsync) for all of them. A failure is loud but does not
+ * stop the write to the database, which is the other way to keep the token.
+ */
+static void spool_queued(struct store *st)
+{
+    if (!st->spool || !st->keys)
+        return;
+    struct store_queue *q = &st->queued[STORE_REFRESHED];
+    size_t n = 0;
+    for (struct store_item *it = q->head; it; it = it->next)
+        n += it->rotated && it->spool_id == 0;
+    if (n == 0)
+        return;
+    struct store_item **items = malloc(n * sizeof *items);
+    if (!items) {
+        log_err("store: out of memory spooling %zu rotated results", n);
+        return;
+    }
+    size_t i = 0;
+    for (struct store_item *it = q->head; it; it = it->next)
+        if (it->rotated && it->spool_id == 0)
+            items[i++] = it;
+    char err[ERRBUF_LEN];
+    if (spool_write(st->spool, st->keys, items, n, err, sizeof err) < 0)
+        log_err("store: %zu rotated refresh tokens could not be made durable: %s", n, err);
+    free(items);
+}
+
 static void arm_flush(struct store *st, double delay)
 {
     if (ev_is_active(&st->flush_timer))
@@ -141,14 +197,15 @@ void store_add(struct store *st, struct store_item *item)
     queue_push_back(q, item);
     if (q->n >= STORE_MAX_BATCH)
         send_batch(st, item->kind);
-    else
-        arm_flush(st, STORE_FLUSH_DELAY_S);
+    if (q->n > 0)
+        arm_flush(st, STORE_FLUSH_DELAY_S); /* also spools while the database is away */
 }
 
 void store_flush(struct store *st)
 {
     if (ev_is_active(&st->flush_timer))
         ev_timer_stop(st->loop, &st->flush_timer);
+    spool_queued(st);
     for (int k = 0; k < STORE_KINDS; k++)
         while (st->queued[k].n > 0 && db_is_connected(st->db)) {
             size_t before = st->queued[k].n;
@@ -290,6 +347,8 @@ static void batch_done_cb(void *ud, PGresult *res)
             row++;
         }
         st->cb.done(st->cb.ud, it, fate);
+        if (it->spool_id && st->spool)
+            spool_release(st->spool, it->spool_id);
         store_item_free(it);
         it = next;
     }
@@ -300,6 +359,8 @@ static void send_batch(struct store *st, enum store_kind kind)
 {
     if (!db_is_connected(st->db))
         return;
+    if (kind == STORE_REFRESHED)
+        spool_queued(st);
     struct store_batch *b = calloc(1, sizeof *b);
     if (!b)
         return;
@@ -376,6 +437,8 @@ void store_free(struct store *st)
         }
         free(b);
     }
+    if (st->keys)
+        keyring_unref(st->keys);
     free(st->owner);
     free(st);
 }

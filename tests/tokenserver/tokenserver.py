@@ -170,6 +170,12 @@ class TokenServer:
         self._loop = None
         self._runner = None
         self._stopping = None             # asyncio.Event in the server loop
+        self._gate = None                 # asyncio.Event: set = answering, clear = held
+        # Crash tests: a request whose client hung up before the server acted on it is
+        # not acted on (the provider never saw it complete), so killing a daemon while
+        # its requests are held cannot burn a token. Real providers may act anyway; that
+        # window is the daemon's unavoidable crash window, measured separately.
+        self.skip_if_client_gone = False
         self._ready = threading.Event()
         self._start_error = None
         self._sock = None
@@ -294,6 +300,13 @@ class TokenServer:
             self._faults.append(f)
         return f
 
+    def hold(self):
+        """Stops answering: requests wait (recorded as in flight) until release()."""
+        self._loop.call_soon_threadsafe(self._gate.clear)
+
+    def release(self):
+        self._loop.call_soon_threadsafe(self._gate.set)
+
     def clear_faults(self):
         with self._lock:
             self._faults.clear()
@@ -384,6 +397,8 @@ class TokenServer:
     async def serve(self, sock):
         """Serves on sock in the current loop until _shutdown()."""
         self._stopping = asyncio.Event()
+        self._gate = asyncio.Event()
+        self._gate.set()
         self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.SockSite(self._runner, sock, ssl_context=self.ssl_context(), shutdown_timeout=0.2)
@@ -491,6 +506,12 @@ class TokenServer:
                 delay += fault.params.get("ms", 1000)
             if delay:
                 await asyncio.sleep(delay / 1000.0)
+            if not self._gate.is_set():
+                await self._gate.wait()
+            if self.skip_if_client_gone and (request.transport is None
+                                             or request.transport.is_closing()):
+                rec.outcome = "client_gone"
+                return web.Response(status=499)
             if fault is not None and fault.kind != "delay":
                 rec.fault = fault.kind
                 resp = await self._faulty_answer(request, provider, rec, form, fault)

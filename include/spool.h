@@ -1,0 +1,52 @@
+/*
+ * spool.h — the durable spool of results that carry a rotated refresh token
+ * (SPEC §6: never lose a rotated refresh token). Items are written as segment
+ * files under <state_directory>/spool/, one Fernet token (primary key) per
+ * line, fsync'd (file and directory) before they are sent to the database, and
+ * removed once every item of a segment is confirmed. At start the daemon
+ * replays what is left. A segment that cannot be read whole is reported, its
+ * readable items are replayed, and the file is kept aside (*.bad) for the
+ * operator: never fatal, never silently dropped.
+ */
+#ifndef OAUTH_SPOOL_H
+#define OAUTH_SPOOL_H
+
+#include "common.h"
+#include "keys.h"
+#include "store.h"
+
+struct spool;
+
+/* Opens (creating) <state_dir>/spool. NULL with a reason on failure. */
+struct spool *spool_open(const char *state_dir, char *err, size_t errlen) WUR;
+
+/*
+ * Writes the n items as one new segment and makes it durable; sets each
+ * item's spool_id. Returns -1 with a reason (items stay unspooled).
+ */
+int spool_write(struct spool *sp, const struct keyring *kr, struct store_item *const *items,
+                size_t n, char *err, size_t errlen) WUR;
+
+/* One item of segment id is settled (written or discarded); removes the file after the last. */
+void spool_release(struct spool *sp, int64_t id);
+
+/* What a replay found. */
+struct spool_replay_stats {
+    size_t segments, items, bad_items, bad_segments;
+};
+
+/*
+ * Reads every segment left by an earlier run and hands each item to add()
+ * (which takes ownership). Items keep their segment id, so releasing them
+ * removes the file. Corrupt entries are counted and reported through warn().
+ */
+void spool_replay(struct spool *sp, const struct keyring *kr,
+                  void (*add)(void *ud, struct store_item *item),
+                  void (*warn)(void *ud, const char *msg), void *ud,
+                  struct spool_replay_stats *stats);
+
+/* Segments written and not yet fully released. */
+size_t spool_open_segments(const struct spool *sp);
+void spool_close(struct spool *sp);
+
+#endif

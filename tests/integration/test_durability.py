@@ -1,0 +1,147 @@
+"""Never burn, never lose, never double (SPEC §6, issue 5): the durable spool across a
+database outage and a restart, several instances on one database, and the takeover of a
+killed instance's claims once (and only once) its leases run out."""
+
+import glob
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from lib.daemon import wait_until
+
+
+def spool_files(env, pattern="seg-*.spool"):
+    return glob.glob(os.path.join(env.state_dir, "spool", pattern))
+
+
+def assert_all_fresh(seeder, server, accts):
+    for a in accts:
+        row = seeder.read(a.id)
+        assert row["refresh_token"] == server.current_refresh_token(a.account_key), (
+            f"account {a.id}: the stored refresh token is not the one the provider holds valid")
+        assert row["access_token"] == server.issued_access_tokens(a.account_key)[-1]
+
+
+def test_rotated_results_survive_a_database_outage_and_a_restart(
+        migrated_env, seeder, token_server, pg_cluster, db):
+    accts = seeder.add_accounts(30, "github", expires_in=-60)
+    token_server.delay_ms = 1500
+    migrated_env.write_config({"refresh": {"max_in_flight": 64, "request_timeout": "10s"},
+                               "daemon": {"shutdown_timeout": "2s"}})
+    d = migrated_env.daemon("first")
+    d.start()
+    wait_until(lambda: token_server.in_flight() == 30, timeout=20, message="30 requests in flight")
+    pg_cluster.stop(mode="fast")
+    try:
+        # GitHub rotated every token; the database cannot take the results.
+        wait_until(lambda: all(token_server.refresh_count(a.account_key) == 1 for a in accts),
+                   timeout=20, message="every account rotated by the provider")
+        wait_until(lambda: len(spool_files(migrated_env)) >= 1, timeout=10,
+                   message="the rotated results spooled")
+        d.send_signal(signal.SIGTERM)
+        d.wait(timeout=30)
+        assert d.returncode == 0, d.log_tail()
+        assert spool_files(migrated_env), "the spool must survive the exit"
+    finally:
+        pg_cluster.start()
+
+    token_server.delay_ms = 0
+    rc, log = migrated_env.run_once()
+    assert rc == 0, log
+    assert "replaying 30 spooled results" in log, log
+    assert_all_fresh(seeder, token_server, accts)
+    for a in accts:
+        assert token_server.refresh_count(a.account_key) == 1, "no account refreshed twice"
+    assert token_server.violations() == [], token_server.violations()
+    assert spool_files(migrated_env) == [], "settled segments are removed"
+
+
+def test_damaged_spool_entries_are_reported_kept_aside_and_never_fatal(
+        migrated_env, seeder, token_server, pg_cluster, db):
+    accts = seeder.add_accounts(6, "microsoft", expires_in=-60)
+    token_server.delay_ms = 800
+    migrated_env.write_config({"daemon": {"shutdown_timeout": "1s"}})
+    d = migrated_env.daemon("first")
+    d.start()
+    wait_until(lambda: token_server.in_flight() == 6, timeout=20, message="requests in flight")
+    pg_cluster.stop(mode="fast")
+    try:
+        wait_until(lambda: len(spool_files(migrated_env)) >= 1, timeout=10, message="spooled")
+        d.send_signal(signal.SIGTERM)
+        d.wait(timeout=30)
+    finally:
+        pg_cluster.start()
+    seg = sorted(spool_files(migrated_env))[0]
+    with open(seg) as f:
+        lines = f.read().splitlines()
+    # Tamper with the first entry and cut the last one short.
+    lines[0] = lines[0][:40] + ("A" if lines[0][40] != "A" else "B") + lines[0][41:]
+    with open(seg, "w") as f:
+        f.write("\n".join(lines[:-1]) + "\n" + lines[-1][:30])
+
+    token_server.delay_ms = 0
+    rc, log = migrated_env.run_once()
+    assert "does not verify" in log and "kept as" in log, log
+    assert spool_files(migrated_env, "*.bad"), "the damaged segment is kept for the operator"
+    assert rc in (0, 1), log
+
+
+def test_several_instances_never_refresh_one_account_twice(
+        migrated_env, seeder, token_server, events):
+    accts = []
+    for p in ("github", "microsoft", "google"):
+        accts += seeder.add_accounts(200, p, expires_in=-60)
+    token_server.delay_ms = 15
+    migrated_env.write_config({"refresh": {"max_in_flight": 40, "batch_size": 50}})
+    daemons = [migrated_env.daemon(f"inst{i}") for i in range(3)]
+    for d in daemons:
+        d.start()
+    wait_until(lambda: len(events.events_for(event="refreshed")) >= len(accts), timeout=120,
+               message="every account refreshed")
+    for d in daemons:
+        d.terminate()
+        assert d.returncode == 0, d.log_tail()
+    assert token_server.violations() == [], token_server.violations()[:5]
+    for a in accts:
+        assert token_server.refresh_count(a.account_key) == 1, a
+    assert_all_fresh(seeder, token_server, accts)
+    per_instance = [d.log().count(" refreshed, expires ") for d in daemons]
+    assert sum(per_instance) == len(accts)
+    assert sum(1 for n in per_instance if n > 0) >= 2, f"work spreads: {per_instance}"
+
+
+def test_killed_instance_claims_are_taken_over_after_the_lease_and_not_before(
+        migrated_env, seeder, token_server, db):
+    accts = seeder.add_accounts(12, "github", expires_in=-60)
+    # The provider holds every request, and does not act on one whose client is gone:
+    # killing the first instance then cannot burn a token (the crash window after a
+    # provider acted is the daemon's unavoidable one; see the chaos test).
+    token_server.skip_if_client_gone = True
+    token_server.hold()
+    # request_timeout 3s -> lease 3*2+10 = 16s.
+    migrated_env.write_config({"refresh": {"request_timeout": "3s", "scan_interval": "1s"}})
+    first = migrated_env.daemon("first")
+    first.start()
+    wait_until(lambda: token_server.in_flight() == 12, timeout=20,
+               message="the first instance sent every request")
+    lease_until = float(db.scalar("SELECT extract(epoch FROM min(lease_until)) "
+                                  "FROM oauth_refreshd.account_state"))
+    first.kill()
+    time.sleep(0.3)
+    token_server.release()
+
+    second = migrated_env.daemon("second")
+    second.start()
+    wait_until(lambda: all(token_server.refresh_count(a.account_key) == 1 for a in accts),
+               timeout=60, message="the second instance took every account over")
+    taken = [r for r in token_server.requests if r.outcome == "refreshed"]
+    first_takeover = min(r.wall_start for r in taken)
+    assert first_takeover >= lease_until - 0.5, (
+        f"claims were taken over {lease_until - first_takeover:.1f}s before their lease ran out")
+    assert first_takeover <= lease_until + 5, "takeover must follow the lease promptly"
+    assert token_server.violations() == [], token_server.violations()
+    assert_all_fresh(seeder, token_server, accts)
+    second.terminate()

@@ -1,0 +1,340 @@
+/*
+ * test_spool.c — the durable spool of rotated results: what is written comes
+ * back whole after a "restart", settled segments disappear, and damaged files
+ * (truncated, tampered, foreign key) are reported and kept aside without
+ * losing their good entries.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "fernet.h"
+#include "keys.h"
+#include "spool.h"
+#include "store.h"
+
+struct fixture {
+    char dir[64];
+    struct keyring *kr;
+    struct store_item *replayed[64];
+    size_t nreplayed;
+    size_t warnings;
+};
+
+static struct keyring *make_keyring(void)
+{
+    uint8_t raw[1][FERNET_KEY_BYTES];
+    randombytes_buf(raw[0], sizeof raw[0]);
+    char err[ERRBUF_LEN];
+    struct keyring *kr = keyring_from_raw((const uint8_t(*)[FERNET_KEY_BYTES])raw, 1, err,
+                                          sizeof err);
+    assert_non_null(kr);
+    return kr;
+}
+
+static int setup(void **state)
+{
+    struct fixture *fx = calloc(1, sizeof *fx);
+    strcpy(fx->dir, "/tmp/test-spool-XXXXXX");
+    assert_non_null(mkdtemp(fx->dir));
+    fx->kr = make_keyring();
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    for (size_t i = 0; i < fx->nreplayed; i++)
+        store_item_free(fx->replayed[i]);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", fx->dir);
+    assert_int_equal(system(cmd), 0);
+    keyring_unref(fx->kr);
+    free(fx);
+    return 0;
+}
+
+static struct store_item *make_item(int64_t id, const char *rt)
+{
+    struct store_item *it = calloc(1, sizeof *it);
+    it->kind = STORE_REFRESHED;
+    it->account_id = id;
+    it->provider = PROVIDER_GITHUB;
+    it->old_refresh_ct = strdup("old-ciphertext");
+    it->access_ct = strdup("access-ciphertext");
+    it->refresh_ct = strdup(rt);
+    it->id_token_ct = NULL;
+    it->expires_at = 1795800000.5;
+    it->scope = strdup("repo user");
+    it->token_type = NULL;
+    it->rotated = true;
+    return it;
+}
+
+static void add_cb(void *ud, struct store_item *item)
+{
+    struct fixture *fx = ud;
+    assert_true(fx->nreplayed < 64);
+    fx->replayed[fx->nreplayed++] = item;
+}
+
+static void warn_cb(void *ud, const char *msg)
+{
+    struct fixture *fx = ud;
+    fx->warnings++;
+    /* A warning must never quote spooled content. */
+    assert_null(strstr(msg, "ciphertext"));
+}
+
+static size_t count_files(const char *dir, const char *suffix)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/spool", dir);
+    DIR *d = opendir(path);
+    assert_non_null(d);
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name), sl = strlen(suffix);
+        if (len > sl && strcmp(de->d_name + len - sl, suffix) == 0)
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static char *only_segment_path(const char *dir)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/spool", dir);
+    DIR *d = opendir(path);
+    struct dirent *de;
+    char *found = NULL;
+    while ((de = readdir(d)))
+        if (strstr(de->d_name, ".spool") && !strstr(de->d_name, ".bad")) {
+            assert_null(found);
+            assert_true(asprintf(&found, "%s/%s", path, de->d_name) > 0);
+        }
+    closedir(d);
+    assert_non_null(found);
+    return found;
+}
+
+static void write_three(struct fixture *fx, struct spool *sp, struct store_item **items)
+{
+    items[0] = make_item(1, "rt-one");
+    items[1] = make_item(2, "rt-two");
+    items[2] = make_item(3, "rt-three");
+    char err[ERRBUF_LEN];
+    assert_int_equal(spool_write(sp, fx->kr, items, 3, err, sizeof err), 0);
+    for (int i = 0; i < 3; i++)
+        assert_true(items[i]->spool_id != 0);
+}
+
+static void test_written_items_come_back_whole_after_restart(void **state)
+{
+    struct fixture *fx = *state;
+    char err[ERRBUF_LEN];
+    struct spool *sp = spool_open(fx->dir, err, sizeof err);
+    assert_non_null(sp);
+    struct store_item *items[3];
+    write_three(fx, sp, items);
+    assert_int_equal(count_files(fx->dir, ".spool"), 1);
+    for (int i = 0; i < 3; i++)
+        store_item_free(items[i]);
+    spool_close(sp); /* "crash": nothing was released */
+
+    sp = spool_open(fx->dir, err, sizeof err);
+    struct spool_replay_stats st;
+    spool_replay(sp, fx->kr, add_cb, warn_cb, fx, &st);
+    assert_int_equal(st.items, 3);
+    assert_int_equal(st.bad_items, 0);
+    assert_int_equal(fx->nreplayed, 3);
+    assert_int_equal(fx->replayed[1]->account_id, 2);
+    assert_string_equal(fx->replayed[1]->refresh_ct, "rt-two");
+    assert_string_equal(fx->replayed[1]->old_refresh_ct, "old-ciphertext");
+    assert_string_equal(fx->replayed[1]->scope, "repo user");
+    assert_null(fx->replayed[1]->id_token_ct);
+    assert_true(fx->replayed[1]->rotated);
+    assert_true(fx->replayed[1]->expires_at == 1795800000.5);
+
+    /* Settling every replayed item removes the segment. */
+    for (size_t i = 0; i < 3; i++)
+        spool_release(sp, fx->replayed[i]->spool_id);
+    assert_int_equal(count_files(fx->dir, ".spool"), 0);
+    assert_int_equal(spool_open_segments(sp), 0);
+    spool_close(sp);
+}
+
+static void test_segment_stays_until_its_last_item_is_released(void **state)
+{
+    struct fixture *fx = *state;
+    char err[ERRBUF_LEN];
+    struct spool *sp = spool_open(fx->dir, err, sizeof err);
+    struct store_item *items[3];
+    write_three(fx, sp, items);
+    spool_release(sp, items[0]->spool_id);
+    spool_release(sp, items[1]->spool_id);
+    assert_int_equal(count_files(fx->dir, ".spool"), 1);
+    spool_release(sp, items[2]->spool_id);
+    assert_int_equal(count_files(fx->dir, ".spool"), 0);
+    for (int i = 0; i < 3; i++)
+        store_item_free(items[i]);
+    spool_close(sp);
+}
+
+static void test_spool_holds_no_plaintext(void **state)
+{
+    struct fixture *fx = *state;
+    char err[ERRBUF_LEN];
+    struct spool *sp = spool_open(fx->dir, err, sizeof err);
+    struct store_item *items[3];
+    write_three(fx, sp, items);
+    char *path = only_segment_path(fx->dir);
+    FILE *f = fopen(path, "r");
+    char buf[65536];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    assert_null(strstr(buf, "rt-two"));
+    assert_null(strstr(buf, "ciphertext"));
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 077, 0);
+    free(path);
+    for (int i = 0; i < 3; i++)
+        store_item_free(items[i]);
+    spool_close(sp);
+}
+
+/* Damages the only segment with fn, then replays. */
+static void replay_damaged(struct fixture *fx, void (*fn)(const char *path),
+                           size_t expect_good, size_t expect_bad)
+{
+    char err[ERRBUF_LEN];
+    struct spool *sp = spool_open(fx->dir, err, sizeof err);
+    struct store_item *items[3];
+    write_three(fx, sp, items);
+    for (int i = 0; i < 3; i++)
+        store_item_free(items[i]);
+    spool_close(sp);
+    char *path = only_segment_path(fx->dir);
+    fn(path);
+    free(path);
+
+    sp = spool_open(fx->dir, err, sizeof err);
+    struct spool_replay_stats st;
+    spool_replay(sp, fx->kr, add_cb, warn_cb, fx, &st);
+    assert_int_equal(st.items, expect_good);
+    assert_int_equal(st.bad_items, expect_bad);
+    assert_true(fx->warnings >= 1);
+    assert_int_equal(count_files(fx->dir, ".bad"), 1); /* kept for the operator */
+    /* The good entries were re-spooled in a fresh segment: release removes it. */
+    for (size_t i = 0; i < fx->nreplayed; i++)
+        spool_release(sp, fx->replayed[i]->spool_id);
+    assert_int_equal(count_files(fx->dir, ".spool"), 0);
+    spool_close(sp);
+}
+
+static void truncate_mid_last_line(const char *path)
+{
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(truncate(path, sb.st_size - 30), 0);
+}
+
+static void flip_a_byte_in_line_two(const char *path)
+{
+    FILE *f = fopen(path, "r+");
+    char line[4096];
+    assert_non_null(fgets(line, sizeof line, f));
+    long at = ftell(f) + 60;
+    fseek(f, at, SEEK_SET);
+    int c = fgetc(f);
+    fseek(f, at, SEEK_SET);
+    fputc(c == 'A' ? 'B' : 'A', f);
+    fclose(f);
+}
+
+static void append_garbage(const char *path)
+{
+    FILE *f = fopen(path, "a");
+    fputs("this is not a fernet token\n", f);
+    fclose(f);
+}
+
+static void test_truncated_segment_keeps_good_entries(void **state)
+{
+    replay_damaged(*state, truncate_mid_last_line, 2, 1);
+}
+
+static void test_tampered_entry_is_detected_and_skipped(void **state)
+{
+    replay_damaged(*state, flip_a_byte_in_line_two, 2, 1);
+}
+
+static void test_garbage_line_is_reported(void **state)
+{
+    replay_damaged(*state, append_garbage, 3, 1);
+}
+
+static void test_segment_under_unknown_key_is_kept_aside(void **state)
+{
+    struct fixture *fx = *state;
+    char err[ERRBUF_LEN];
+    struct spool *sp = spool_open(fx->dir, err, sizeof err);
+    struct store_item *items[3];
+    write_three(fx, sp, items);
+    for (int i = 0; i < 3; i++)
+        store_item_free(items[i]);
+    spool_close(sp);
+
+    struct keyring *other = make_keyring();
+    sp = spool_open(fx->dir, err, sizeof err);
+    struct spool_replay_stats st;
+    spool_replay(sp, other, add_cb, warn_cb, fx, &st);
+    assert_int_equal(st.items, 0);
+    assert_int_equal(st.bad_items, 3);
+    assert_int_equal(count_files(fx->dir, ".bad"), 1);
+    spool_close(sp);
+    keyring_unref(other);
+}
+
+static void test_unwritable_state_directory_is_an_error(void **state)
+{
+    char err[ERRBUF_LEN] = "";
+    assert_null(spool_open("/proc/definitely/not/here", err, sizeof err));
+    assert_non_null(strstr(err, "spool"));
+}
+
+int main(void)
+{
+    assert_true(sodium_init() >= 0);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_written_items_come_back_whole_after_restart, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_segment_stays_until_its_last_item_is_released,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_holds_no_plaintext, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_truncated_segment_keeps_good_entries, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tampered_entry_is_detected_and_skipped, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_garbage_line_is_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_segment_under_unknown_key_is_kept_aside, setup,
+                                        teardown),
+        cmocka_unit_test(test_unwritable_state_directory_is_an_error),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
