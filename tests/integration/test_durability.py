@@ -145,3 +145,60 @@ def test_killed_instance_claims_are_taken_over_after_the_lease_and_not_before(
     assert token_server.violations() == [], token_server.violations()
     assert_all_fresh(seeder, token_server, accts)
     second.terminate()
+
+
+def test_lost_race_is_not_mistaken_for_a_revocation(
+        migrated_env, seeder, token_server, db, fernet_keys, events):
+    a = seeder.add_account("github", expires_in=-60)
+    token_server.hold()
+    d = migrated_env.daemon("racer")
+    d.start()
+    wait_until(lambda: token_server.in_flight() == 1, timeout=20, message="request held")
+    # The application re-authorizes the user meanwhile: the provider issues a new token
+    # (the one in flight dies) and the application stores it.
+    fresh = token_server.issue("github", a.account_key)
+    db.execute("UPDATE oauth_accounts SET refresh_token = %s WHERE id = %s",
+               (fernet_keys.encrypt(fresh), a.id))
+    token_server.release()
+    d.wait_for_log("lost race", timeout=20)
+    st = db.execute("SELECT revoked FROM oauth_refreshd.account_state WHERE account_id = %s",
+                    (a.id,))[0][0]
+    assert st is False, "a refusal of a token the application already replaced is no revocation"
+    assert not events.events_for(a.id, "revoked")
+    d.terminate()
+
+
+def test_failing_provider_is_paused_and_probed_while_others_carry_on(
+        migrated_env, seeder, token_server, db):
+    ms = seeder.add_accounts(40, "microsoft", expires_in=-60)
+    gh = seeder.add_accounts(40, "github", expires_in=-60)
+    token_server.inject("http503", provider="microsoft", count=None)
+    migrated_env.write_config({"refresh": {"retry_min": "2s", "retry_max": "30s",
+                                           "max_in_flight": 8}})
+    d = migrated_env.daemon("breaker")
+    d.start()
+    d.wait_for_log("provider microsoft paused", timeout=30)
+    wait_until(lambda: all(token_server.refresh_count(a.account_key) == 1 for a in gh),
+               timeout=30, message="github carries on while microsoft is paused")
+    t_pause = time.time()
+    before = len([r for r in token_server.requests if r.provider == "microsoft"])
+    time.sleep(3)
+    during = len([r for r in token_server.requests if r.provider == "microsoft"]) - before
+    assert during <= 2, f"a paused provider is probed, not hammered: {during} requests in 3 s"
+    token_server.clear_faults()
+    wait_until(lambda: all(token_server.refresh_count(a.account_key) == 1 for a in ms),
+               timeout=90, message="microsoft recovers after the pause")
+    assert "provider microsoft resumed" in d.log()
+    d.terminate()
+
+
+def test_most_urgent_accounts_go_first_under_overload(migrated_env, seeder, token_server):
+    # 60 accounts, one in flight at a time: they must be refreshed in expiry order.
+    accts = seeder.add_accounts(60, "google", expires_in=-3000, spread=10)
+    rnd_order = list(reversed(accts))
+    migrated_env.write_config({"refresh": {"max_in_flight": 1, "batch_size": 1}})
+    rc, log = migrated_env.run_once()
+    assert rc == 0, log
+    order = [r.account for r in token_server.requests if r.outcome == "refreshed"]
+    assert order == [a.account_key for a in accts], "earliest expiry first"
+    assert rnd_order[0].account_key == order[-1]
