@@ -287,6 +287,9 @@ def test_once_refreshes_ten_thousand_due_accounts(migrated_env, seeder, token_se
     for p in ("google", "github", "microsoft"):
         accts += seeder.add_accounts(per + (n - 3 * per if p == "microsoft" else 0), p,
                                      expires_in=-60)
+    # The default max_rate (50/s per provider) would make this a test of the rate limit.
+    migrated_env.write_config({f"provider.{p}": {"max_rate": "0", "max_in_flight": 256}
+                               for p in ("google", "github", "microsoft")})
     t0 = time.monotonic()
     rc, log = migrated_env.run_once(timeout=600)
     elapsed = time.monotonic() - t0
@@ -295,3 +298,19 @@ def test_once_refreshes_ten_thousand_due_accounts(migrated_env, seeder, token_se
     assert fresh == n, f"expected {n} refreshed rows, saw {fresh}"
     assert token_server.violations() == []
     print(f"--once refreshed {n} accounts in {elapsed:.1f}s ({n / elapsed:.0f}/s)")
+
+
+def test_per_provider_rate_and_in_flight_caps_hold(migrated_env, seeder, token_server):
+    slow = seeder.add_accounts(20, "google", expires_in=-60)
+    fast = seeder.add_accounts(20, "github", expires_in=-60)
+    token_server.delay_ms = 100
+    migrated_env.write_config({"provider.google": {"max_rate": "5"},
+                               "provider.github": {"max_rate": "0", "max_in_flight": 3}})
+    rc, log = migrated_env.run_once()
+    assert rc == 0, log
+    g = sorted(r.wall_start for r in token_server.requests if r.provider == "google")
+    # 20 requests at 5/s (after the bucket's initial burst) take at least ~2.5 s.
+    assert g[-1] - g[0] >= 2.0, f"google's max_rate 5/s not honoured: {g[-1] - g[0]:.2f}s"
+    gh = [r for r in token_server.requests if r.provider == "github"]
+    peak = max(sum(1 for o in gh if o.start <= r.start < o.end) for r in gh)
+    assert peak <= 3, f"github's max_in_flight 3 exceeded: {peak} at once"
