@@ -348,3 +348,113 @@ $$;
 INSERT INTO oauth_refreshd.meta (singleton, schema_version) VALUES (true, 1)
 ON CONFLICT (singleton) DO UPDATE SET schema_version = GREATEST(oauth_refreshd.meta.schema_version, 1),
                                       migrated_at = now();
+
+-- ---- Key rotation (oauth-refreshctl rotate-keys; appended by the operator-tools work) ----
+--
+-- rotate-keys re-encrypts every token column under the primary Fernet key, in
+-- batches, online. Its progress is kept per primary key so an interrupted run
+-- resumes where it stopped. A primary key is identified by key_check, a Fernet
+-- token of a fixed text made with that key: only a holder of the key can
+-- recognise it, and nothing derived from the key itself is stored. pending
+-- holds the ids a batch could not write (in use by a refresh, locked, or
+-- changed meanwhile), to be looked at again before the pass finishes.
+CREATE TABLE IF NOT EXISTS oauth_refreshd.rotation_progress (
+    key_check   text PRIMARY KEY,
+    last_id     bigint NOT NULL DEFAULT 0,
+    pending     bigint[] NOT NULL DEFAULT '{}',
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);
+
+-- Writes one batch of re-encrypted tokens with a compare-and-swap on all three
+-- old ciphertexts, so a concurrent refresh or application write is never
+-- overwritten. It never waits for a lock (SKIP LOCKED, and in the same order as
+-- the application's writes: oauth_accounts, then account_state), and leaves
+-- alone rows a daemon has claimed: the daemon's own write-back compares the
+-- refresh token ciphertext it read. The trigger takes the new ciphertext of the
+-- same refresh token for a new token and would clear a revocation and the
+-- failure backoff; the rows' state is put back as it was. Each row written is
+-- also leased to rotate-keys for 10 s: a claim whose snapshot predates this
+-- commit would otherwise pass its re-check of the state row and return the old
+-- refresh token ciphertext, and the daemon's write-back would then be
+-- discarded after the provider had already rotated the token. The short lease
+-- makes that claim skip the row; the daemon wakes when the lease runs out.
+-- Returns the ids written. With p_key_check, advances that rotation's progress in the same
+-- transaction: last_id, and the ids not written appended to pending.
+CREATE OR REPLACE FUNCTION oauth_refreshd.rotate_batch(
+    p_key_check text, p_last_id bigint, p_ids bigint[],
+    p_old_access text[], p_old_refresh text[], p_old_id text[],
+    p_new_access text[], p_new_refresh text[], p_new_id text[])
+RETURNS SETOF bigint LANGUAGE plpgsql AS $$
+DECLARE
+    v_locked   bigint[];
+    v_ids      bigint[];
+    v_revoked  boolean[];
+    v_rev_at   timestamptz[];
+    v_attempts integer[];
+    v_retry    timestamptz[];
+    v_error    text[];
+    v_due      timestamptz[];
+    v_free     bigint[];
+    v_done     bigint[];
+BEGIN
+    PERFORM set_config('oauth_refreshd.writer', 'daemon', true);
+
+    SELECT COALESCE(array_agg(x.id), '{}') INTO v_locked
+      FROM (SELECT a.id FROM public.oauth_accounts a
+             WHERE a.id = ANY (p_ids) ORDER BY a.id
+               FOR NO KEY UPDATE SKIP LOCKED) x;
+
+    SELECT COALESCE(array_agg(x.account_id), '{}'), array_agg(x.revoked),
+           array_agg(x.revoked_at), array_agg(x.attempts), array_agg(x.retry_at),
+           array_agg(x.last_error), array_agg(x.due_at)
+      INTO v_ids, v_revoked, v_rev_at, v_attempts, v_retry, v_error, v_due
+      FROM (SELECT s.account_id, s.revoked, s.revoked_at, s.attempts, s.retry_at,
+                   s.last_error, s.due_at
+              FROM oauth_refreshd.account_state s
+             WHERE s.account_id = ANY (v_locked)
+               AND (s.lease_until IS NULL OR s.lease_until < now()
+                    OR s.lease_owner = 'oauth-refreshctl rotate-keys')
+             ORDER BY s.account_id
+               FOR UPDATE SKIP LOCKED) x;
+
+    -- Rows the trigger has not seen yet (no state row) are free too.
+    v_free := v_ids || ARRAY(SELECT l FROM unnest(v_locked) AS l
+                              WHERE NOT EXISTS (SELECT 1 FROM oauth_refreshd.account_state s
+                                                 WHERE s.account_id = l));
+
+    WITH upd AS (
+        UPDATE public.oauth_accounts a
+           SET access_token = u.na, refresh_token = u.nr, id_token = u.ni
+          FROM unnest(p_ids, p_old_access, p_old_refresh, p_old_id,
+                      p_new_access, p_new_refresh, p_new_id)
+               AS u(id, oa, orf, oi, na, nr, ni)
+         WHERE a.id = u.id AND u.id = ANY (v_free)
+           AND a.access_token IS NOT DISTINCT FROM u.oa
+           AND a.refresh_token IS NOT DISTINCT FROM u.orf
+           AND a.id_token IS NOT DISTINCT FROM u.oi
+        RETURNING a.id)
+    SELECT COALESCE(array_agg(upd.id), '{}') INTO v_done FROM upd;
+
+    UPDATE oauth_refreshd.account_state s
+       SET revoked = o.revoked, revoked_at = o.revoked_at, attempts = o.attempts,
+           retry_at = o.retry_at, last_error = o.last_error, due_at = o.due_at,
+           lease_owner = 'oauth-refreshctl rotate-keys',
+           lease_until = now() + interval '10 seconds'
+      FROM unnest(v_ids, v_revoked, v_rev_at, v_attempts, v_retry, v_error, v_due)
+           AS o(id, revoked, revoked_at, attempts, retry_at, last_error, due_at)
+     WHERE s.account_id = o.id AND o.id = ANY (v_done);
+
+    IF p_key_check IS NOT NULL THEN
+        UPDATE oauth_refreshd.rotation_progress r
+           SET last_id = GREATEST(r.last_id, p_last_id),
+               pending = r.pending || ARRAY(SELECT i FROM unnest(p_ids) AS i
+                                             WHERE NOT (i = ANY (v_done))),
+               updated_at = now()
+         WHERE r.key_check = p_key_check;
+    END IF;
+
+    RETURN QUERY SELECT unnest(v_done);
+END
+$$;

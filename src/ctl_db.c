@@ -25,6 +25,7 @@
 
 #include "config.h"
 #include "ctl.h"
+#include "ctl_rotate.h"
 #include "db.h"
 #include "schema_check.h"
 #include "schema_sql.h"
@@ -36,6 +37,7 @@
 struct ctl_db_args {
     const char *conninfo; /* NULL: from the configuration */
     bool json;
+    bool keys; /* status --keys: count tokens per key (decrypts every token) */
     int first; /* index of the first operand in argv */
 };
 
@@ -54,7 +56,9 @@ static void ctl_db_usage(FILE *out, const char *cmd)
     if (strcmp(cmd, "migrate") == 0)
         fprintf(out, "Usage: " PROG " [-c FILE] migrate [--conninfo CONNINFO]\n");
     else if (strcmp(cmd, "status") == 0)
-        fprintf(out, "Usage: " PROG " [-c FILE] status [--json] [--conninfo CONNINFO]\n");
+        fprintf(out, "Usage: " PROG " [-c FILE] status [--json] [--keys] [--conninfo CONNINFO]\n"
+                     "  --keys                   also count the stored tokens each key opens\n"
+                     "                           (decrypts every token: slower on big tables)\n");
     else
         fprintf(out, "Usage: " PROG " [-c FILE] refresh [--conninfo CONNINFO] ID...\n");
     fprintf(out, "  -d, --conninfo CONNINFO  libpq conninfo or URI (\"\" = PG* environment);\n"
@@ -67,6 +71,7 @@ static int ctl_db_parse(int argc, char **argv, bool allow_json, struct ctl_db_ar
     static const struct option opts[] = {
         {"conninfo", required_argument, NULL, 'd'},
         {"json", no_argument, NULL, 'j'},
+        {"keys", no_argument, NULL, 'k'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -78,6 +83,13 @@ static int ctl_db_parse(int argc, char **argv, bool allow_json, struct ctl_db_ar
         switch (c) {
         case 'd':
             a->conninfo = optarg;
+            break;
+        case 'k':
+            if (!allow_json) {
+                fprintf(stderr, PROG " %s: --keys is not an option of %s\n", cmd, cmd);
+                return EXIT_USAGE;
+            }
+            a->keys = true;
             break;
         case 'j':
             if (!allow_json) {
@@ -572,6 +584,19 @@ int ctl_status(const struct ctl_ctx *ctx, int argc, char **argv)
                                               ctl_db_int(r, i, 5)));
     }
     json_object_set_new(st, "last_errors", errors);
+    if (a.keys) {
+        if (conf.cfg == NULL) {
+            fprintf(stderr, PROG " %s: --keys needs the key list of a configuration (-c FILE)\n",
+                    cmd);
+            rc = EXIT_USAGE;
+            goto out;
+        }
+        if (ctl_rotate_census(conn, conf.cfg->keys, st, err, sizeof(err)) < 0) {
+            fprintf(stderr, PROG " %s: cannot count the tokens per key: %s\n", cmd, err);
+            rc = ctl_db_fail_code(conn, EXIT_WORK_FAILED);
+            goto out;
+        }
+    }
 
     if (a.json) {
         char *s = json_dumps(st, JSON_COMPACT | JSON_ENSURE_ASCII);
@@ -584,6 +609,7 @@ int ctl_status(const struct ctl_ctx *ctx, int argc, char **argv)
         free(s);
     } else {
         ctl_db_print_status(st);
+        ctl_rotate_print_census(st);
     }
     rc = 0;
 out:

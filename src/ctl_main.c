@@ -26,6 +26,8 @@ static const struct ctl_command commands[] = {
     {"decrypt", ctl_decrypt, "decrypt stdin to stdout [--keys-file F]"},
     {"status", ctl_status, "counts, next due time, last errors [--json]"},
     {"refresh", ctl_refresh, "ask the running daemon to refresh accounts now: refresh ID..."},
+    {"rotate-keys", ctl_rotate_keys,
+     "re-encrypt every stored token under the primary key (online, resumable)"},
 };
 
 static void print_usage(FILE *out)

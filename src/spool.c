@@ -261,6 +261,7 @@ static size_t replay_segment(struct spool *sp, const struct keyring *kr, int64_t
                              struct spool_replay_stats *st)
 {
     char path[4096], msg[8192];
+    msg[0] = '\0'; /* tested with strncmp below before any line has written it */
     segment_path(sp, id, path, sizeof path);
     FILE *f = fopen(path, "re");
     if (!f) {
@@ -382,8 +383,10 @@ void spool_replay(struct spool *sp, const struct keyring *kr,
         ids[n++] = id;
     }
     closedir(dir);
-    /* Oldest first: a later segment may hold a newer result for the same account. */
-    qsort(ids, n, sizeof *ids, cmp_int64);
+    /* Oldest first: a later segment may hold a newer result for the same account.
+     * (qsort's base must not be NULL, even for n == 0: an empty spool has no ids.) */
+    if (n > 1)
+        qsort(ids, n, sizeof *ids, cmp_int64);
     for (size_t i = 0; i < n; i++) {
         stats->segments++;
         stats->items += replay_segment(sp, kr, ids[i], add, warn, ud, stats);

@@ -1,0 +1,291 @@
+/*
+ * metrics.c — the numbers behind GET /metrics and their rendering in the
+ * Prometheus text exposition format 0.0.4. It owns the metric names, help
+ * texts, bucket bounds and what each outcome counts; the engine and daemon
+ * only call the small observe/set functions. Rendering is pure (no clock, no
+ * I/O) so it is unit-tested byte for byte and checked with promtool.
+ * It must never put an account id, token or secret into a label, and never
+ * block: everything here is arithmetic on a struct.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics.h"
+
+#define NS "oauth_refreshd_"
+
+const double metrics_latency_bounds[METRICS_LATENCY_BUCKETS] = {
+    0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+};
+/* A refresh at or after expiry lands in le="0": the lead time was not enough. */
+const double metrics_margin_bounds[METRICS_MARGIN_BUCKETS] = {
+    0, 30, 60, 120, 180, 300, 600, 1800, 3600,
+};
+
+static const char *const outcome_names[METRICS_OUTCOME_COUNT] = {
+    [METRICS_REFRESHED] = "refreshed",       [METRICS_REVOKED] = "revoked",
+    [METRICS_TRANSIENT] = "transient",       [METRICS_BAD_RESPONSE] = "bad_response",
+    [METRICS_CONFIG_ERROR] = "config_error", [METRICS_DISCARDED] = "discarded",
+    [METRICS_LOCAL_ERROR] = "local_error",
+};
+
+const char *metrics_outcome_name(enum metrics_outcome o)
+{
+    return (unsigned)o < METRICS_OUTCOME_COUNT ? outcome_names[o] : "unknown";
+}
+
+void metrics_init(struct metrics *m, double now)
+{
+    memset(m, 0, sizeof *m);
+    m->start_time = now;
+    m->last_reload_ok = true;
+    m->last_reload_at = now;
+    m->last_reload_ok_at = now;
+}
+
+static bool provider_ok(int provider)
+{
+    return provider >= 0 && provider < PROVIDER_COUNT;
+}
+
+static void histogram_observe(struct metrics_histogram *h, const double *bounds, size_t n, double v)
+{
+    if (!isfinite(v))
+        return;
+    size_t i = 0;
+    while (i < n && v > bounds[i])
+        i++;
+    h->counts[i]++; /* i == n: the +Inf bucket */
+    h->sum += v;
+    h->count++;
+}
+
+void metrics_count(struct metrics *m, int provider, enum metrics_outcome outcome)
+{
+    if (provider_ok(provider) && (unsigned)outcome < METRICS_OUTCOME_COUNT)
+        m->outcomes[provider][outcome]++;
+}
+
+void metrics_observe_answer(struct metrics *m, int provider, enum refresh_outcome outcome,
+                            double latency_s, double seconds_left)
+{
+    if (!provider_ok(provider))
+        return;
+    if (latency_s >= 0)
+        histogram_observe(&m->latency[provider], metrics_latency_bounds, METRICS_LATENCY_BUCKETS,
+                          latency_s);
+    histogram_observe(&m->margin[provider], metrics_margin_bounds, METRICS_MARGIN_BUCKETS,
+                      seconds_left);
+    switch (outcome) {
+    case OUTCOME_TRANSIENT:
+        metrics_count(m, provider, METRICS_TRANSIENT);
+        break;
+    case OUTCOME_BAD_RESPONSE:
+        metrics_count(m, provider, METRICS_BAD_RESPONSE);
+        break;
+    case OUTCOME_CONFIG:
+        metrics_count(m, provider, METRICS_CONFIG_ERROR);
+        break;
+    case OUTCOME_SUCCESS:
+    case OUTCOME_REVOKED:
+        break; /* counted when written */
+    }
+}
+
+void metrics_observe_store(struct metrics *m, int provider, enum store_kind kind,
+                           enum store_fate fate)
+{
+    switch (kind) {
+    case STORE_REFRESHED:
+        metrics_count(m, provider, fate == STORE_WRITTEN ? METRICS_REFRESHED : METRICS_DISCARDED);
+        break;
+    case STORE_REVOKED:
+        metrics_count(m, provider, fate == STORE_WRITTEN ? METRICS_REVOKED : METRICS_DISCARDED);
+        break;
+    case STORE_FAILED:
+        break; /* classified when the answer arrived */
+    }
+}
+
+void metrics_note_reload(struct metrics *m, bool ok, double now)
+{
+    m->last_reload_ok = ok;
+    m->last_reload_at = now;
+    if (ok)
+        m->last_reload_ok_at = now;
+}
+
+void metrics_set_counts(struct metrics *m, int64_t due, int64_t failing, int64_t revoked,
+                        double now)
+{
+    m->due = due;
+    m->failing = failing;
+    m->revoked = revoked;
+    m->counts_at = now;
+}
+
+/* ---- rendering ------------------------------------------------------------------ */
+
+/* The shortest decimal that reads back as v ("0.05", not "0.050000000000000003"). */
+static void put_double(struct strbuf *out, double v)
+{
+    if (isnan(v)) {
+        strbuf_puts(out, "NaN");
+        return;
+    }
+    if (isinf(v)) {
+        strbuf_puts(out, v > 0 ? "+Inf" : "-Inf");
+        return;
+    }
+    char buf[40];
+    if (v == floor(v) && fabs(v) < 1e15) {
+        strbuf_printf(out, "%.0f", v);
+        return;
+    }
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            break;
+    }
+    strbuf_puts(out, buf);
+}
+
+static void header(struct strbuf *out, const char *name, const char *type, const char *help)
+{
+    strbuf_printf(out, "# HELP " NS "%s %s\n# TYPE " NS "%s %s\n", name, help, name, type);
+}
+
+static void gauge_u(struct strbuf *out, const char *name, const char *help, uint64_t v)
+{
+    header(out, name, "gauge", help);
+    strbuf_printf(out, NS "%s %" PRIu64 "\n", name, v);
+}
+
+static void gauge_d(struct strbuf *out, const char *name, const char *help, double v)
+{
+    header(out, name, "gauge", help);
+    strbuf_printf(out, NS "%s ", name);
+    put_double(out, v);
+    strbuf_puts(out, "\n");
+}
+
+/* Label values here are fixed names, but escape them as the format requires anyway. */
+static void put_label_value(struct strbuf *out, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\')
+            strbuf_puts(out, "\\\\");
+        else if (*v == '"')
+            strbuf_puts(out, "\\\"");
+        else if (*v == '\n')
+            strbuf_puts(out, "\\n");
+        else
+            strbuf_append(out, v, 1);
+    }
+}
+
+static void histogram(struct strbuf *out, const char *name, const char *help,
+                      const struct metrics_histogram *h, const double *bounds, size_t n)
+{
+    header(out, name, "histogram", help);
+    for (int p = 0; p < PROVIDER_COUNT; p++) {
+        const char *prov = provider_id_name((enum provider_id)p);
+        uint64_t cum = 0;
+        for (size_t i = 0; i <= n; i++) {
+            cum += h[p].counts[i];
+            strbuf_printf(out, NS "%s_bucket{provider=\"", name);
+            put_label_value(out, prov);
+            strbuf_puts(out, "\",le=\"");
+            if (i < n)
+                put_double(out, bounds[i]);
+            else
+                strbuf_puts(out, "+Inf");
+            strbuf_printf(out, "\"} %" PRIu64 "\n", cum);
+        }
+        strbuf_printf(out, NS "%s_sum{provider=\"", name);
+        put_label_value(out, prov);
+        strbuf_puts(out, "\"} ");
+        put_double(out, h[p].sum);
+        strbuf_printf(out, "\n" NS "%s_count{provider=\"", name);
+        put_label_value(out, prov);
+        strbuf_printf(out, "\"} %" PRIu64 "\n", h[p].count);
+    }
+}
+
+void metrics_render(const struct metrics *m, const char *version, struct strbuf *out)
+{
+    header(out, "build_info", "gauge", "Always 1; the version label names the running build.");
+    strbuf_puts(out, NS "build_info{version=\"");
+    put_label_value(out, version);
+    strbuf_puts(out, "\"} 1\n");
+    gauge_d(out, "start_time_seconds", "Unix time the daemon started.", m->start_time);
+
+    header(out, "refreshes_total", "counter",
+           "Refresh attempts by provider and final outcome (refreshed and revoked count "
+           "results written; discarded counts answers dropped because the row changed "
+           "meanwhile; local_error counts attempts never sent).");
+    for (int p = 0; p < PROVIDER_COUNT; p++) {
+        for (int o = 0; o < METRICS_OUTCOME_COUNT; o++) {
+            strbuf_puts(out, NS "refreshes_total{provider=\"");
+            put_label_value(out, provider_id_name((enum provider_id)p));
+            strbuf_puts(out, "\",outcome=\"");
+            put_label_value(out, outcome_names[o]);
+            strbuf_printf(out, "\"} %" PRIu64 "\n", m->outcomes[p][o]);
+        }
+    }
+
+    histogram(out, "provider_request_duration_seconds",
+              "Time from sending a refresh request to the provider's complete answer (or the "
+              "transport's failure).",
+              m->latency, metrics_latency_bounds, METRICS_LATENCY_BUCKETS);
+    histogram(out, "expiry_margin_seconds",
+              "Seconds the stored access token had left before expiry when it was refreshed "
+              "(negative: already expired).",
+              m->margin, metrics_margin_bounds, METRICS_MARGIN_BUCKETS);
+
+    gauge_u(out, "requests_in_flight", "Refresh requests sent and not yet answered.", m->in_flight);
+    gauge_u(out, "requests_waiting", "Claimed accounts waiting for a provider's rate limit.",
+            m->waiting);
+    gauge_u(out, "results_held",
+            "Refresh results not yet written to the database (held through an outage).", m->held);
+    gauge_u(out, "database_connected", "1 while the database connection is up.",
+            m->db_connected ? 1 : 0);
+    header(out, "provider_paused", "gauge",
+           "1 while requests to the provider are paused (repeated failures or refused client "
+           "credentials).");
+    for (int p = 0; p < PROVIDER_COUNT; p++) {
+        strbuf_puts(out, NS "provider_paused{provider=\"");
+        put_label_value(out, provider_id_name((enum provider_id)p));
+        strbuf_printf(out, "\"} %d\n", m->paused[p] ? 1 : 0);
+    }
+
+    if (m->counts_at > 0) {
+        gauge_u(out, "accounts_due",
+                "Refreshable accounts whose token expires within the lead time (periodic count).",
+                (uint64_t)(m->due > 0 ? m->due : 0));
+        gauge_u(out, "accounts_failing",
+                "Accounts whose last attempt failed, revoked ones excluded (periodic count).",
+                (uint64_t)(m->failing > 0 ? m->failing : 0));
+        gauge_u(out, "accounts_revoked",
+                "Accounts whose refresh token was refused; they wait for the user to reconnect "
+                "(periodic count).",
+                (uint64_t)(m->revoked > 0 ? m->revoked : 0));
+        gauge_d(out, "account_counts_timestamp_seconds",
+                "Unix time the account counts were read from the database.", m->counts_at);
+    }
+
+    gauge_u(out, "config_generation",
+            "Configuration generation: 0 at start, +1 for every reload that took effect.",
+            m->config_generation);
+    gauge_u(out, "config_last_reload_successful",
+            "1 when the last reload (or the start) loaded the configuration, 0 when the last "
+            "reload was rejected.",
+            m->last_reload_ok ? 1 : 0);
+    gauge_d(out, "config_last_reload_timestamp_seconds",
+            "Unix time of the last reload attempt (the start time before any).", m->last_reload_at);
+    gauge_d(out, "config_last_reload_success_timestamp_seconds",
+            "Unix time the configuration in force was loaded.", m->last_reload_ok_at);
+}
