@@ -7,10 +7,13 @@
 OAUTH_DEB_PACKAGES=(
     build-essential cmake pkg-config clang libclang-rt-14-dev
     libev-dev libpq-dev libcurl4-openssl-dev libjansson-dev libsodium-dev libsystemd-dev
-    libssl-dev libinih-dev libcmocka-dev
+    libssl-dev libinih-dev libcmocka-dev libmicrohttpd-dev
     postgresql-15 postgresql-client-15
     python3 python3-pytest python3-cryptography python3-psycopg python3-aiohttp
     openssl valgrind systemd curl ca-certificates
+    systemd-container debootstrap  # tests/integration/test_nspawn.py boots a container
+    scdoc groff-base debhelper lintian rpm
+    prometheus  # promtool, to check the metrics exposition in a test
 )
 
 # Our fixtures run their own throwaway cluster: keep the packages from creating
