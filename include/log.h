@@ -13,19 +13,20 @@
 
 #include "common.h"
 
-/* MESSAGE_IDs of key events (generated once with systemd-id128 new). */
-#define MSGID_STARTED          "6f0b3c5e1d8a4f2c9b7e0a1d2c3b4a51"
-#define MSGID_READY            "a1c4e7f0b2d54e8a9c6f1b3d5e7a9c02"
-#define MSGID_RELOADED         "3d9e1f7a5b2c4d6e8f0a1b2c3d4e5f63"
-#define MSGID_RELOAD_FAILED    "c8b7a6f5e4d34c2b1a0f9e8d7c6b5a74"
-#define MSGID_DB_LOST          "5e4d3c2b1a0f4e9d8c7b6a5f4e3d2c85"
-#define MSGID_DB_RESTORED      "9a8b7c6d5e4f4a3b2c1d0e9f8a7b6c96"
-#define MSGID_PROVIDER_PAUSED  "2b3c4d5e6f7a4b8c9d0e1f2a3b4c5da7"
-#define MSGID_PROVIDER_RESUMED "e1f2a3b4c5d64e7f8a9b0c1d2e3f4ab8"
-#define MSGID_REVOKED          "7c6b5a4f3e2d4c1b0a9f8e7d6c5b4ac9"
-#define MSGID_REFRESH_FAILED   "4f5e6d7c8b9a4f0e1d2c3b4a5f6e7dda"
-#define MSGID_STOPPING         "b0c1d2e3f4a54b6c7d8e9f0a1b2c3deb"
-#define MSGID_CONFIG_ERROR     "d2e3f4a5b6c74d8e9f0a1b2c3d4e5ffc"
+/* MESSAGE_IDs of key events (generated once with systemd-id128 new; listed in
+ * docs/journal-message-ids.md, which a test keeps in step with this list). */
+#define MSGID_STARTED          "2ddc8e8776f5445fa348b1da5fd5d0e4"
+#define MSGID_READY            "20f6817bbdbb4462a14909916ef92f57"
+#define MSGID_RELOADED         "8b29e27d2a984fe18a8e2fefa43bc9e3"
+#define MSGID_RELOAD_FAILED    "432f717f5f4c4392b7a6587506f776ee"
+#define MSGID_DB_LOST          "624c8374aafe4e0ea5590e5ee0e8c876"
+#define MSGID_DB_RESTORED      "e724fb39fd254fcaa00821320c321a46"
+#define MSGID_PROVIDER_PAUSED  "095e5df5d7814b3288e4f2cabbdf1c12"
+#define MSGID_PROVIDER_RESUMED "cd102e4dfc754568ac2be9fe948d1884"
+#define MSGID_REVOKED          "b17aee900d3b4d67a75067eb0cb175cc"
+#define MSGID_REFRESH_FAILED   "863118a2eed649c5addc24c698dadd51"
+#define MSGID_STOPPING         "4e544bbaee5c4dafa4456c69107aa4c6"
+#define MSGID_CONFIG_ERROR     "15ab70c92f3e4e03a0b5e2290a6d1dd5"
 
 /* Optional structured context of a record; zero/NULL members are omitted. */
 struct log_ctx {

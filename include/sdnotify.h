@@ -17,7 +17,7 @@ struct sdnotify {
     uint64_t watchdog_usec; /* 0 = disabled */
     bool (*healthy)(void *ud);
     void *ud;
-    char last_status[256];
+    char last_status[512];
 };
 
 /* Starts the watchdog timer when systemd asked for one. healthy may be NULL. */

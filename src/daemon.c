@@ -81,12 +81,12 @@ static void format_paused(struct daemon *d, char *buf, size_t len)
     buf[0] = '\0';
     for (int p = 0; p < PROVIDER_COUNT && o < len; p++) {
         const struct provider_state *ps = &d->prov[p];
-        bool paused = ps->config_error ||
-                      (ps->paused_until != 0 && ev_now(d->loop) < ps->paused_until);
+        bool paused =
+            ps->config_error || (ps->paused_until != 0 && ev_now(d->loop) < ps->paused_until);
         if (!paused)
             continue;
-        o += (size_t)snprintf(buf + o, len - o, "%s%s%s", o ? ", " : "; paused: ",
-                              provider_id_name((enum provider_id)p),
+        o += (size_t)snprintf(buf + o, len - o, "%s%s%s",
+                              o ? ", " : "; paused: ", provider_id_name((enum provider_id)p),
                               ps->config_error ? " (client credentials refused)" : "");
     }
 }
@@ -585,6 +585,10 @@ int daemon_run(struct config *cfg, const struct daemon_options *opt)
         log_info("exiting: %" PRIu64 " refreshed, %" PRIu64 " failed, %" PRIu64
                  " revoked, %" PRIu64 " discarded",
                  d->stats.refreshed, d->stats.failed, d->stats.revoked, d->stats.discarded);
+        char lat[160];
+        engine_latency_summary(d, lat, sizeof lat);
+        if (lat[0])
+            log_info("%s", lat);
     }
     daemon_teardown(d);
     free(d);

@@ -22,6 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Every record is sent from journal_send(): its CODE_FILE/LINE would say nothing. */
+#define SD_JOURNAL_SUPPRESS_LOCATION
 #include <systemd/sd-journal.h>
 
 #define LOG_MESSAGE_MAX 2048
