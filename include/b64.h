@@ -19,4 +19,14 @@ void b64url_encode(const uint8_t *bin, size_t binlen, char *out, size_t outlen);
  */
 int b64url_decode(const char *s, size_t len, uint8_t *out, size_t outcap, size_t *outlen) WUR;
 
+/*
+ * The same encoding and the same strictness for public data only (Fernet
+ * ciphertext, never keys or plaintext): OpenSSL's table-driven codec, about ten
+ * times faster than libsodium's constant-time one, whose running time does
+ * depend on the data.
+ */
+void b64url_encode_public(const uint8_t *bin, size_t binlen, char *out, size_t outlen);
+int b64url_decode_public(const char *s, size_t len, uint8_t *out, size_t outcap,
+                         size_t *outlen) WUR;
+
 #endif

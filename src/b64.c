@@ -2,12 +2,17 @@
  * b64.c — urlsafe base64 exactly as Python's base64.urlsafe_b64encode writes it
  * (alphabet A-Z a-z 0-9 - _, '=' padding to a multiple of 4). It owns only the
  * mapping between bytes and that text, on top of libsodium's constant-time
- * codec. It must never be lenient: whitespace, the standard alphabet's '+' and
+ * codec (secrets: keys) or OpenSSL's faster one (public data: ciphertext). It
+ * must never be lenient: whitespace, the standard alphabet's '+' and
  * '/', missing or extra padding and non-canonical trailing bits are all
  * rejected, so one byte string has exactly one accepted encoding.
  */
+#include <limits.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
 #include <sodium.h>
 
 #include "b64.h"
@@ -65,4 +70,106 @@ int b64url_decode(const char *s, size_t len, uint8_t *out, size_t outcap, size_t
         return -1;
     *outlen = got;
     return 0;
+}
+
+/* ---- public data: OpenSSL's codec ------------------------------------------
+ * Tokens are ciphertext: nothing is learnt from how long decoding them takes,
+ * and libsodium's constant-time codec was the largest single cost of a
+ * refresh. OpenSSL's EVP_EncodeBlock/EVP_DecodeBlock do the coding (standard
+ * alphabet, so '-'/'_' are mapped to '+'/'/' around them); EVP_DecodeBlock is
+ * lenient (a '=' inside the text, non-canonical bits), so the strict rules are
+ * checked here first, exactly as the constant-time path enforces them. */
+
+#define B64_CHUNK 4096 /* characters translated and decoded per EVP_DecodeBlock call */
+
+/* Urlsafe character -> the standard alphabet's character, 0 for anything else. */
+static const unsigned char URLSAFE_TO_STD[256] = {
+    ['A'] = 'A', ['B'] = 'B', ['C'] = 'C', ['D'] = 'D', ['E'] = 'E', ['F'] = 'F', ['G'] = 'G',
+    ['H'] = 'H', ['I'] = 'I', ['J'] = 'J', ['K'] = 'K', ['L'] = 'L', ['M'] = 'M', ['N'] = 'N',
+    ['O'] = 'O', ['P'] = 'P', ['Q'] = 'Q', ['R'] = 'R', ['S'] = 'S', ['T'] = 'T', ['U'] = 'U',
+    ['V'] = 'V', ['W'] = 'W', ['X'] = 'X', ['Y'] = 'Y', ['Z'] = 'Z', ['a'] = 'a', ['b'] = 'b',
+    ['c'] = 'c', ['d'] = 'd', ['e'] = 'e', ['f'] = 'f', ['g'] = 'g', ['h'] = 'h', ['i'] = 'i',
+    ['j'] = 'j', ['k'] = 'k', ['l'] = 'l', ['m'] = 'm', ['n'] = 'n', ['o'] = 'o', ['p'] = 'p',
+    ['q'] = 'q', ['r'] = 'r', ['s'] = 's', ['t'] = 't', ['u'] = 'u', ['v'] = 'v', ['w'] = 'w',
+    ['x'] = 'x', ['y'] = 'y', ['z'] = 'z', ['0'] = '0', ['1'] = '1', ['2'] = '2', ['3'] = '3',
+    ['4'] = '4', ['5'] = '5', ['6'] = '6', ['7'] = '7', ['8'] = '8', ['9'] = '9', ['-'] = '+',
+    ['_'] = '/',
+};
+
+/* The 6-bit value of an urlsafe character (valid characters only). */
+static int b64url_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '-' ? 62 : 63;
+}
+
+void b64url_encode_public(const uint8_t *bin, size_t binlen, char *out, size_t outlen)
+{
+    size_t need = b64url_encoded_len(binlen) + 1;
+    if (outlen < need || binlen > (size_t)INT_MAX / 2)
+        abort(); /* the caller's contract, as with sodium_bin2base64 */
+    int n = EVP_EncodeBlock((unsigned char *)out, bin, (int)binlen);
+    for (int i = 0; i < n; i++) {
+        /* Branch-free: '+' (0x2b) -> '-' (0x2d), '/' (0x2f) -> '_' (0x5f). */
+        unsigned char c = (unsigned char)out[i];
+        c = (unsigned char)(c + 2 * (c == '+') + 0x30 * (c == '/'));
+        out[i] = (char)c;
+    }
+    out[n] = '\0';
+}
+
+int b64url_decode_public(const char *s, size_t len, uint8_t *out, size_t outcap, size_t *outlen)
+{
+    *outlen = 0;
+    if (len % 4 != 0 || len > (size_t)INT_MAX / 2)
+        return -1;
+    if (len == 0)
+        return 0;
+    size_t pad = (s[len - 1] == '=') + (s[len - 1] == '=' && s[len - 2] == '=');
+    /* Canonical: the bits the padding leaves over must be zero (the characters
+     * are vetted below; an invalid one here fails there). */
+    if (pad == 1 && (b64url_value((unsigned char)s[len - 2]) & 0x3) != 0)
+        return -1;
+    if (pad == 2 && (b64url_value((unsigned char)s[len - 3]) & 0xf) != 0)
+        return -1;
+    size_t got = len / 4 * 3 - pad;
+    if (got > outcap)
+        return -1;
+    unsigned char buf[B64_CHUNK];
+    uint8_t tail[3];
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += B64_CHUNK) {
+        size_t n = len - i < B64_CHUNK ? len - i : B64_CHUNK;
+        bool last = i + n == len;
+        size_t data = last ? n - pad : n;
+        unsigned char bad = 0;
+        for (size_t k = 0; k < data; k++) {
+            unsigned char c = URLSAFE_TO_STD[(unsigned char)s[i + k]];
+            bad |= (unsigned char)(c == 0);
+            buf[k] = c;
+        }
+        if (bad)
+            return -1; /* wrong alphabet, whitespace, NUL or a '=' inside the text */
+        for (size_t k = data; k < n; k++)
+            buf[k] = '=';
+        /* EVP_DecodeBlock writes whole quanta, padding included: the last one
+         * goes through a small buffer so out needs room for got bytes only. */
+        size_t body = last ? n - 4 : n;
+        if (body > 0 && EVP_DecodeBlock(out + o, buf, (int)body) != (int)(body / 4 * 3))
+            return -1;
+        o += body / 4 * 3;
+        if (last) {
+            if (EVP_DecodeBlock(tail, buf + body, 4) != 3)
+                return -1;
+            memcpy(out + o, tail, 3 - pad);
+            o += 3 - pad;
+        }
+    }
+    *outlen = o;
+    return o == got ? 0 : -1;
 }

@@ -22,8 +22,10 @@
 #include "strbuf.h"
 #include "timeutil.h"
 
-/* Stop claiming while this many results wait for the database (bounded memory). */
-#define HOLD_LIMIT 20000
+/* Stop claiming while this many results wait for the database: memory then
+ * follows max_in_flight, not the backlog (the benchmark's 100k --once held up
+ * to 20,000 results, ~5 kB each, while PostgreSQL was the slower side). */
+#define HOLD_MIN 1000
 /* Consecutive transient failures that pause a provider. */
 #define BREAKER_THRESHOLD 8
 /* Claim at most this many seconds' worth of a rate-limited provider's budget. */
@@ -264,7 +266,10 @@ static void job_http_done_cb(void *ud, const struct http_answer *ans, double ela
     if (res.outcome != OUTCOME_SUCCESS && res.outcome != OUTCOME_REVOKED)
         d->once_failed = true;
 
-    struct store_item *item = refresh_conclude(&job->ra, &res, time_now_wall(), random_unit());
+    /* Encrypt under the current primary key: a reload may have retired the
+     * one this job started with. */
+    struct store_item *item =
+        refresh_conclude(&job->ra, &res, d->cfg->keys, time_now_wall(), random_unit());
     token_result_clear(&res);
     if (item)
         store_add(d->store, item);
@@ -429,8 +434,15 @@ static int start_claimed_rows(struct daemon *d, PGresult *res)
     double now = time_now_wall();
     for (int i = 0; i < rows; i++) {
         struct claimed_account acct;
-        if (parse_claim_row(res, i, &acct, now))
-            job_start(d, &acct);
+        if (!parse_claim_row(res, i, &acct, now))
+            continue;
+        if (d->stopping) {
+            /* The claim crossed SIGTERM: give it back for another instance now. */
+            release_one(d, acct.account_id);
+            claimed_account_clear(&acct);
+            continue;
+        }
+        job_start(d, &acct);
     }
     drain_waiting(d);
     return rows;
@@ -572,7 +584,10 @@ static void claim_more(struct daemon *d)
 {
     if (d->stopping || !d->connected || !d->schema_ok)
         return;
-    if (store_pending(d->store) >= HOLD_LIMIT) {
+    size_t hold = 2 * (size_t)d->cfg->max_in_flight;
+    if (hold < HOLD_MIN)
+        hold = HOLD_MIN;
+    if (store_pending(d->store) >= hold) {
         log_debug("not claiming: %zu results wait for the database", store_pending(d->store));
         return;
     }
@@ -711,9 +726,73 @@ void engine_on_notify(struct daemon *d, const char *channel, const char *payload
 
 /* ---- store outcomes ------------------------------------------------------------ */
 
+/* ---- claim-to-written latency --------------------------------------------------- */
+
+static size_t latency_bucket(double s)
+{
+    if (s < 0)
+        s = 0;
+    if (s < 1.0)
+        return (size_t)(s * 1000.0);
+    if (s < 10.0)
+        return 1000 + (size_t)((s - 1.0) * 100.0);
+    if (s < 300.0)
+        return 1900 + (size_t)(s - 10.0);
+    return LATENCY_BUCKETS - 1;
+}
+
+/* Upper bound of a bucket, in seconds. */
+static double latency_bucket_top(size_t i)
+{
+    if (i < 1000)
+        return (double)(i + 1) / 1000.0;
+    if (i < 1900)
+        return 1.0 + (double)(i - 1000 + 1) / 100.0;
+    if (i < 2190)
+        return 10.0 + (double)(i - 1900 + 1);
+    return 1e9;
+}
+
+static void latency_record(struct latency_hist *h, double s)
+{
+    h->bucket[latency_bucket(s)]++;
+    h->count++;
+    if (s > h->max_s)
+        h->max_s = s;
+}
+
+static double latency_quantile(const struct latency_hist *h, double q)
+{
+    uint64_t want = (uint64_t)(q * (double)h->count + 0.5), seen = 0;
+    if (want < 1)
+        want = 1;
+    for (size_t i = 0; i < LATENCY_BUCKETS; i++) {
+        seen += h->bucket[i];
+        if (seen >= want)
+            return latency_bucket_top(i) < h->max_s ? latency_bucket_top(i) : h->max_s;
+    }
+    return h->max_s;
+}
+
+void engine_latency_summary(const struct daemon *d, char *buf, size_t len)
+{
+    const struct latency_hist *h = &d->stats.claim_to_written;
+    if (h->count == 0) {
+        buf[0] = '\0';
+        return;
+    }
+    snprintf(buf, len,
+             "claim to written: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms (%" PRIu64
+             " results)",
+             latency_quantile(h, 0.5) * 1000.0, latency_quantile(h, 0.9) * 1000.0,
+             latency_quantile(h, 0.99) * 1000.0, h->max_s * 1000.0, h->count);
+}
+
 void engine_store_done_cb(void *ud, const struct store_item *item, enum store_fate fate)
 {
     struct daemon *d = ud;
+    if (item->claimed_at > 0)
+        latency_record(&d->stats.claim_to_written, time_now_wall() - item->claimed_at);
     struct provider_state *ps = &d->prov[item->provider];
     const char *pname = provider_id_name(item->provider);
     struct log_ctx ctx = {.account_id = item->account_id, .provider = pname};
@@ -817,13 +896,11 @@ void engine_on_connected(struct daemon *d)
 static void release_done_cb(void *ud, PGresult *res)
 {
     struct daemon *d = ud;
-    d->releases_outstanding = false;
+    d->releases_outstanding--;
     engine_check_once_done(d);
 }
 
-static void release_one_done_cb(void *ud, PGresult *res)
-{
-}
+static void release_done_cb(void *ud, PGresult *res);
 
 static void release_one(struct daemon *d, int64_t account_id)
 {
@@ -831,8 +908,10 @@ static void release_one(struct daemon *d, int64_t account_id)
     snprintf(ids, sizeof ids, "{%" PRId64 "}", account_id);
     const char *params[] = {d->owner, ids};
     if (db_query(d->db, "SELECT oauth_refreshd.release($1, $2::bigint[])", 2, params,
-                 release_one_done_cb, d) < 0)
+                 release_done_cb, d) < 0)
         log_debug("could not release account %" PRId64 "; its lease runs out", account_id);
+    else
+        d->releases_outstanding++;
 }
 
 void engine_stop_claiming(struct daemon *d)
@@ -860,7 +939,7 @@ void engine_stop_claiming(struct daemon *d)
         const char *params[] = {d->owner, ids.data};
         if (db_query(d->db, "SELECT oauth_refreshd.release($1, $2::bigint[])", 2, params,
                      release_done_cb, d) == 0)
-            d->releases_outstanding = true;
+            d->releases_outstanding++;
         log_info("released %zu claimed accounts that were not sent yet", n);
     }
     strbuf_free(&ids);
@@ -877,7 +956,7 @@ unsigned engine_waiting(const struct daemon *d)
 bool engine_idle(const struct daemon *d)
 {
     return d->in_flight == 0 && engine_waiting(d) == 0 && !claims_outstanding(d) &&
-           store_pending(d->store) == 0 && !d->releases_outstanding;
+           store_pending(d->store) == 0 && d->releases_outstanding == 0;
 }
 
 void engine_check_once_done(struct daemon *d)

@@ -100,27 +100,28 @@ struct store_item *refresh_failure_item(const struct config *cfg,
     return it;
 }
 
-static int encrypt_secret(const struct config *cfg, const struct secret *s, char **out)
+static int encrypt_secret(const struct keyring *kr, const struct secret *s, char **out)
 {
-    return keyring_encrypt(cfg->keys, (const uint8_t *)s->data, s->len, out);
+    return keyring_encrypt(kr, (const uint8_t *)s->data, s->len, out);
 }
 
 static struct store_item *success_item(struct refresh_attempt *ra, const struct token_result *res,
-                                       double now)
+                                       const struct keyring *kr, double now)
 {
     struct store_item *it = item_new(&ra->acct, STORE_REFRESHED);
     if (!it)
         return NULL;
-    bool ok = encrypt_secret(ra->cfg, &res->access_token, &it->access_ct) == 0;
+    bool ok = encrypt_secret(kr, &res->access_token, &it->access_ct) == 0;
     if (ok && res->refresh_token.len > 0) {
-        ok = encrypt_secret(ra->cfg, &res->refresh_token, &it->refresh_ct) == 0;
+        ok = encrypt_secret(kr, &res->refresh_token, &it->refresh_ct) == 0;
         it->rotated = true;
-    } else if (ok && ra->key_index != 0) {
-        /* Not rotated, but stored under an older key: move it to the primary. */
-        ok = encrypt_secret(ra->cfg, &ra->refresh_plain, &it->refresh_ct) == 0;
+    } else if (ok && (ra->key_index != 0 || kr != ra->cfg->keys)) {
+        /* Not rotated, but stored under an older key (or the key list changed
+         * since the attempt began): move it to the current primary. */
+        ok = encrypt_secret(kr, &ra->refresh_plain, &it->refresh_ct) == 0;
     }
     if (ok && res->id_token.len > 0)
-        ok = encrypt_secret(ra->cfg, &res->id_token, &it->id_token_ct) == 0;
+        ok = encrypt_secret(kr, &res->id_token, &it->id_token_ct) == 0;
     it->expires_at = now + (double)res->expires_in_s;
     it->scope = dup_or_null(res->scope);
     it->token_type = dup_or_null(res->token_type);
@@ -132,12 +133,12 @@ static struct store_item *success_item(struct refresh_attempt *ra, const struct 
 }
 
 struct store_item *refresh_conclude(struct refresh_attempt *ra, const struct token_result *res,
-                                    double now, double u)
+                                    const struct keyring *kr, double now, double u)
 {
     struct store_item *it = NULL;
     switch (res->outcome) {
     case OUTCOME_SUCCESS:
-        it = success_item(ra, res, now);
+        it = success_item(ra, res, kr, now);
         break;
     case OUTCOME_REVOKED:
         it = item_new(&ra->acct, STORE_REVOKED);

@@ -34,6 +34,115 @@ struct store_batch {
     struct store_batch *prev, *next; /* in st->inflight */
 };
 
+/*
+ * A multiset of account ids (open addressing, linear probing, deletion by
+ * backward shift): store_has_account() is asked once per claimed account, and
+ * walking every held item made a claim of 500 cost 500 x (items held).
+ */
+struct idset {
+    int64_t *key;
+    uint32_t *count; /* 0 = empty slot */
+    size_t cap, used;
+};
+
+static size_t idset_slot(const struct idset *s, int64_t id)
+{
+    uint64_t x = (uint64_t)id;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (size_t)x & (s->cap - 1);
+}
+
+static bool idset_grow(struct idset *s)
+{
+    size_t ncap = s->cap ? s->cap * 2 : 1024;
+    struct idset n = {.key = calloc(ncap, sizeof *n.key), .count = calloc(ncap, sizeof *n.count),
+                      .cap = ncap};
+    if (!n.key || !n.count) {
+        free(n.key);
+        free(n.count);
+        return false;
+    }
+    for (size_t i = 0; i < s->cap; i++) {
+        if (!s->count[i])
+            continue;
+        size_t j = idset_slot(&n, s->key[i]);
+        while (n.count[j])
+            j = (j + 1) & (ncap - 1);
+        n.key[j] = s->key[i];
+        n.count[j] = s->count[i];
+        n.used++;
+    }
+    free(s->key);
+    free(s->count);
+    *s = n;
+    return true;
+}
+
+/* On OOM the id is not recorded: store_has_account() then says no, which is what
+ * it said before the store held the item (the lease still protects the account). */
+static void idset_add(struct idset *s, int64_t id)
+{
+    if ((s->used + 1) * 2 > s->cap && !idset_grow(s))
+        return;
+    size_t i = idset_slot(s, id);
+    while (s->count[i] && s->key[i] != id)
+        i = (i + 1) & (s->cap - 1);
+    if (!s->count[i]) {
+        s->key[i] = id;
+        s->used++;
+    }
+    s->count[i]++;
+}
+
+static bool idset_find(const struct idset *s, int64_t id, size_t *at)
+{
+    if (!s->cap)
+        return false;
+    size_t i = idset_slot(s, id);
+    while (s->count[i]) {
+        if (s->key[i] == id) {
+            *at = i;
+            return true;
+        }
+        i = (i + 1) & (s->cap - 1);
+    }
+    return false;
+}
+
+static void idset_remove(struct idset *s, int64_t id)
+{
+    size_t i;
+    if (!idset_find(s, id, &i))
+        return;
+    if (--s->count[i])
+        return;
+    s->used--;
+    /* Backward shift: move later members of the probe run into the hole. */
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & (s->cap - 1);
+        if (!s->count[j])
+            break;
+        size_t home = idset_slot(s, s->key[j]);
+        bool movable = i <= j ? (home <= i || home > j) : (home <= i && home > j);
+        if (movable) {
+            s->key[i] = s->key[j];
+            s->count[i] = s->count[j];
+            s->count[j] = 0;
+            i = j;
+        }
+    }
+}
+
+static void idset_free(struct idset *s)
+{
+    free(s->key);
+    free(s->count);
+    memset(s, 0, sizeof *s);
+}
+
 struct store {
     struct ev_loop *loop;
     struct db *db;
@@ -43,6 +152,8 @@ struct store {
     struct store_queue queued[STORE_KINDS];
     struct store_batch *inflight;
     size_t inflight_items;
+    unsigned inflight_batches[STORE_KINDS];
+    struct idset pending_ids; /* account ids of every item the store holds */
     ev_timer flush_timer;
     struct spool *spool;   /* not owned */
     struct keyring *keys;  /* reference: the primary key encrypts the spool */
@@ -140,15 +251,8 @@ void store_set_spool(struct store *st, struct spool *sp, struct keyring *kr)
 
 bool store_has_account(const struct store *st, int64_t account_id)
 {
-    for (int k = 0; k < STORE_KINDS; k++)
-        for (const struct store_item *it = st->queued[k].head; it; it = it->next)
-            if (it->account_id == account_id)
-                return true;
-    for (const struct store_batch *b = st->inflight; b; b = b->next)
-        for (const struct store_item *it = b->items.head; it; it = it->next)
-            if (it->account_id == account_id)
-                return true;
-    return false;
+    size_t at;
+    return idset_find(&st->pending_ids, account_id, &at);
 }
 
 /*
@@ -194,6 +298,7 @@ static void send_batch(struct store *st, enum store_kind kind);
 void store_add(struct store *st, struct store_item *item)
 {
     struct store_queue *q = &st->queued[item->kind];
+    idset_add(&st->pending_ids, item->account_id);
     queue_push_back(q, item);
     if (q->n >= STORE_MAX_BATCH)
         send_batch(st, item->kind);
@@ -208,6 +313,11 @@ void store_flush(struct store *st)
     spool_queued(st);
     for (int k = 0; k < STORE_KINDS; k++)
         while (st->queued[k].n > 0 && db_is_connected(st->db)) {
+            /* While a batch of this kind is being written, let the next one fill
+             * up (it is sent when that one is done): one statement for many rows
+             * costs the database far less than many statements for few. */
+            if (st->inflight_batches[k] > 0 && st->queued[k].n < STORE_MAX_BATCH)
+                break;
             size_t before = st->queued[k].n;
             send_batch(st, (enum store_kind)k);
             if (st->queued[k].n >= before)
@@ -293,6 +403,7 @@ static void inflight_unlink(struct store *st, struct store_batch *b)
     if (b->next)
         b->next->prev = b->prev;
     st->inflight_items -= b->items.n;
+    st->inflight_batches[b->kind]--;
 }
 
 static void batch_hold(struct store *st, struct store_batch *b, double delay)
@@ -346,13 +457,17 @@ static void batch_done_cb(void *ud, PGresult *res)
                 fate = row_fate(b, res, row);
             row++;
         }
+        idset_remove(&st->pending_ids, it->account_id);
         st->cb.done(st->cb.ud, it, fate);
         if (it->spool_id && st->spool)
             spool_release(st->spool, it->spool_id);
         store_item_free(it);
         it = next;
     }
+    enum store_kind kind = b->kind;
     free(b);
+    if (st->queued[kind].n > 0)
+        arm_flush(st, 0); /* what gathered while this batch was being written */
 }
 
 static void send_batch(struct store *st, enum store_kind kind)
@@ -398,6 +513,7 @@ static void send_batch(struct store *st, enum store_kind kind)
         st->inflight->prev = b;
     st->inflight = b;
     st->inflight_items += b->items.n;
+    st->inflight_batches[kind]++;
 }
 
 struct store_item *store_take_all(struct store *st)
@@ -405,6 +521,8 @@ struct store_item *store_take_all(struct store *st)
     struct store_queue all = {0};
     for (int k = 0; k < STORE_KINDS; k++) {
         struct store_queue q = queue_take(&st->queued[k], SIZE_MAX);
+        for (struct store_item *it = q.head; it; it = it->next)
+            idset_remove(&st->pending_ids, it->account_id);
         queue_push_front_list(&all, &q);
     }
     /* In-flight batches stay owned by their callbacks (db_free fails them with
@@ -439,6 +557,7 @@ void store_free(struct store *st)
     }
     if (st->keys)
         keyring_unref(st->keys);
+    idset_free(&st->pending_ids);
     free(st->owner);
     free(st);
 }

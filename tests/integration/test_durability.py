@@ -137,6 +137,9 @@ def test_killed_instance_claims_are_taken_over_after_the_lease_and_not_before(
     second.start()
     wait_until(lambda: all(token_server.refresh_count(a.account_key) == 1 for a in accts),
                timeout=60, message="the second instance took every account over")
+    wait_until(lambda: db.scalar("SELECT count(*) FROM oauth_refreshd.account_state "
+                                 "WHERE last_refreshed_at IS NOT NULL") == len(accts),
+               timeout=20, message="every result written")
     taken = [r for r in token_server.requests if r.outcome == "refreshed"]
     first_takeover = min(r.wall_start for r in taken)
     assert first_takeover >= lease_until - 0.5, (
