@@ -309,9 +309,16 @@ def test_claim_completing_after_sigterm_is_released_not_sent(
     try:
         locker.execute("LOCK TABLE oauth_refreshd.account_state IN ACCESS EXCLUSIVE MODE")
         db.execute("SELECT pg_notify('oauth_refresh_request', %s)", (str(a.id),))
-        wait_until(lambda: any(r[1] == "oauth-refreshd" and "claim_ids" in (r[3] or "")
-                               for r in db.cluster.backends(db.name)), timeout=10,
-                   message="the daemon's claim statement waiting on the lock")
+        # In pipeline mode another of the daemon's statements (a wake-up query, a
+        # metrics count) may be the one waiting on the lock, with the claim queued
+        # behind it: what matters is that the claim was sent before SIGTERM.
+        d.wait_for_log(rf"refresh of account {a.id} requested", timeout=10)
+        wait_until(lambda: db.cluster.admin(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND "
+            "application_name = 'oauth-refreshd' AND wait_event_type = 'Lock'",
+            (db.name,))[0][0] >= 1, timeout=20,
+            message="the daemon's statements waiting on the lock")
+        time.sleep(0.3)
         d.send_signal(signal.SIGTERM)
         d.wait_for_log(r"SIGTERM: stopping", timeout=5)
     finally:
