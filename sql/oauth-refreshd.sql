@@ -129,7 +129,16 @@ CREATE OR REPLACE FUNCTION oauth_refreshd.claim_due(
     p_lease interval, p_limit integer, p_since timestamptz DEFAULT NULL)
 RETURNS TABLE (account_id bigint, provider text, refresh_token text, scope text,
                expires_at timestamptz, attempts integer)
-LANGUAGE sql AS $$
+LANGUAGE sql
+-- Walk account_state_due_idx in due order and stop after p_limit rows. The
+-- planner's row estimate for "due_at <= now() + lead" comes from the last
+-- ANALYZE and lags behind (refreshed rows move an hour ahead): it then picks a
+-- bitmap scan of the whole range plus a sort, which also visits every dead
+-- tuple left by recent refreshes. Benchmark (2,800/s continuous): 52 ms per
+-- claim with the bitmap plan.
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+AS $$
     WITH picked AS (
         SELECT s.account_id
           FROM oauth_refreshd.account_state s

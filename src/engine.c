@@ -126,10 +126,15 @@ static void provider_resume(struct daemon *d, enum provider_id p)
 
 /* ---- kicking and timers -------------------------------------------------- */
 
+/* Kicks within this long are served by one look for work: every finished
+ * request kicks, and at 2,800 refreshes/s a claim per kick meant thousands of
+ * claims of a few rows each (benchmark: 6,455 claims of 26 rows in 60 s). */
+#define KICK_COALESCE_S 0.02
+
 void engine_kick(struct daemon *d)
 {
     if (!ev_is_active(&d->kick_timer)) {
-        ev_timer_set(&d->kick_timer, 0., 0.);
+        ev_timer_set(&d->kick_timer, KICK_COALESCE_S, 0.);
         ev_timer_start(d->loop, &d->kick_timer);
     }
 }

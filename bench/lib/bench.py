@@ -1,0 +1,521 @@
+#!/usr/bin/python3
+"""The oauth-refreshd benchmark (bench/run is the one command; see bench/README.md).
+
+Owns the phases and the report: `once` (seed N due accounts, measure the token
+endpoint's and PostgreSQL's ceilings, print the claim and due-query plans, run
+`oauth-refreshd --once` and print refreshes/s, CPU µs per refresh, peak RSS and
+claim-to-written latency), `memory` (peak RSS of --once with 10k and with 1M
+accounts in the table), `continuous` (accounts becoming due at a steady rate,
+answers after 200 ms, lateness of the refreshes against their due time) and
+`profile` (perf, else callgrind, on a --once run). Each phase builds its own
+throwaway world (bench/lib/world.py) and removes it.
+Must never: touch anything outside its temporary directory and loopback, or
+print a token.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+from psycopg import sql as psycopg_sql
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import ceilings  # noqa: E402
+import procstat  # noqa: E402
+import runner  # noqa: E402
+from world import LEAD_S, ROOT, World  # noqa: E402
+
+TARGET_RATE = 10000        # refreshes per second, --once 100k
+TARGET_CPU_US = 60         # daemon CPU per refresh
+TARGET_RSS_MB = 48
+TARGET_LATE_P99_S = 1.0
+
+
+def out(line=""):
+    print(line, flush=True)
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def verdict(ok):
+    return "MET" if ok else "NOT MET"
+
+
+def machine_text():
+    lines = [f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
+             f"nproc: {os.cpu_count()}"]
+    try:
+        ls = subprocess.run(["lscpu"], stdout=subprocess.PIPE, text=True).stdout
+        for key in ("Model name", "CPU(s)", "Thread(s) per core", "Hypervisor vendor"):
+            m = re.search(rf"^{re.escape(key)}:\s+(.*)$", ls, re.M)
+            if m:
+                lines.append(f"{key}: {m.group(1)}")
+    except OSError:
+        pass
+    with open("/proc/meminfo") as f:
+        kb = int(f.readline().split()[1])
+    lines.append(f"memory: {kb / 1024 / 1024:.1f} GiB")
+    lines.append(f"kernel: {platform.release()}")
+    for cmd in (["nginx", "-v"], ["psql", "--version"], ["curl", "--version"]):
+        try:
+            p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            lines.append(p.stdout.splitlines()[0].strip())
+        except OSError:
+            pass
+    return lines
+
+
+# ---- plans ---------------------------------------------------------------------------------
+
+def function_body_plan(db, fname, argtypes, args):
+    """EXPLAIN ANALYZE of a SQL function's body with its parameters bound (inside a
+    transaction that is rolled back: the claim really claims)."""
+    src = db.scalar("SELECT prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                    "WHERE n.nspname = 'oauth_refreshd' AND p.proname = %s", (fname,))
+    names = re.findall(r"\b(p_[a-z_]+)\b", db.scalar(
+        "SELECT pg_get_function_arguments(p.oid) FROM pg_proc p JOIN pg_namespace n "
+        "ON n.oid = p.pronamespace WHERE n.nspname = 'oauth_refreshd' AND p.proname = %s",
+        (fname,)))
+    names = list(dict.fromkeys(names))
+    body = src
+    for i, n in enumerate(names, 1):
+        body = re.sub(rf"\b{n}\b", f"${i}", body)
+    config = db.scalar("SELECT proconfig FROM pg_proc p JOIN pg_namespace n "
+                       "ON n.oid = p.pronamespace WHERE n.nspname = 'oauth_refreshd' "
+                       "AND p.proname = %s", (fname,)) or []
+    conn = db.conn(autocommit=False)
+    try:
+        for setting in config:  # the function's own SET clauses (planner settings)
+            name, _, value = setting.partition("=")
+            conn.execute(psycopg_sql.SQL("SELECT set_config({}, {}, true)").format(
+                psycopg_sql.Literal(name), psycopg_sql.Literal(value)))
+        conn.execute(f"PREPARE bench_plan ({', '.join(argtypes)}) AS {body}")
+        q = psycopg_sql.SQL("EXPLAIN (ANALYZE, COSTS OFF, TIMING ON, SUMMARY ON) "
+                            "EXECUTE bench_plan ({})").format(
+            psycopg_sql.SQL(", ").join(psycopg_sql.Literal(a) for a in args))
+        rows = conn.execute(q).fetchall()
+        return [r[0] for r in rows]
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def print_plans(db):
+    provs = "{google,github,microsoft}"
+    out("EXPLAIN ANALYZE of the claim (oauth_refreshd.claim_due body, limit 500, rolled back; "
+        "after the run, nothing due):")
+    for line in function_body_plan(
+            db, "claim_due",
+            ["text", "text[]", "interval", "interval", "interval", "integer", "timestamptz"],
+            ["bench-explain", provs, f"{LEAD_S} s", "0 s", "70 s", 500, None]):
+        out("    " + line)
+    out("EXPLAIN ANALYZE of the due query (oauth_refreshd.next_wakeup body):")
+    for line in function_body_plan(db, "next_wakeup", ["text[]", "interval", "interval"],
+                                   [provs, f"{LEAD_S} s", "0 s"]):
+        out("    " + line)
+
+
+def plans_use_indexes(db):
+    """The claim and the due query find due accounts through account_state_due_idx and
+    read no table sequentially. (next_wakeup's search for the earliest running lease
+    is reported separately: it has no index of its own.)"""
+    claim = "\n".join(function_body_plan(
+        db, "claim_due", ["text", "text[]", "interval", "interval", "interval", "integer",
+                          "timestamptz"],
+        ["bench-explain", "{google,github,microsoft}", f"{LEAD_S} s", "0 s", "70 s", 500, None]))
+    due = "\n".join(function_body_plan(db, "next_wakeup", ["text[]", "interval", "interval"],
+                                       ["{google,github,microsoft}", f"{LEAD_S} s", "0 s"]))
+    due_first = due.split("InitPlan 2")[0]
+    return ("account_state_due_idx" in claim and "Seq Scan" not in claim
+            and "account_state_due_idx" in due_first and "Seq Scan" not in due_first)
+
+
+# ---- phases ------------------------------------------------------------------------------------
+
+def daemon_paths(build_dir):
+    return os.path.join(build_dir, "oauth-refreshd"), os.path.join(build_dir, "oauth-refreshctl")
+
+
+def make_world(args, delay_s=0.2):
+    os.environ["OAUTH_BUILD_DIR"] = args.build_dir
+    return World(keep=args.keep, nginx_workers=args.nginx_workers, delay_s=delay_s)
+
+
+def seed_due(world, n, name, in_flight=1000):
+    world.new_database(name)
+    env = world.make_env(kind="h2", max_in_flight=in_flight)
+    # Every account expired up to 10 minutes ago or expires within the lead time: all due.
+    secs = world.seed(n, "now() - ((g % 900) - 240) * interval '1 second'")
+    mig = world.migrate()
+    out(f"seeded {n:,} accounts (google/github/microsoft in turn, all due) in {secs:.1f}s; "
+        f"migrate + VACUUM ANALYZE {mig:.1f}s")
+    return env
+
+
+def run_once(world, env, args, wrapper=(), log_name="once.log"):
+    daemon, _ = daemon_paths(args.build_dir)
+    postmaster = world.postmaster_pid()
+    return runner.run_daemon(daemon, env.config_path, os.path.join(world.dir, log_name),
+                             args=["--once"], wrapper=wrapper,
+                             watch_pids=lambda: procstat.children(postmaster),
+                             nginx=world.nginx, timeout=args.timeout)
+
+
+def report_once(r, n, label):
+    cnt = r.refreshed or {}
+    done = cnt.get("refreshed", 0)
+    rate = done / r.wall if r.wall > 0 else 0
+    cpu = r.user + r.sys
+    us = cpu / done * 1e6 if done else float("nan")
+    out(f"{label}: exit {r.rc}; {done:,} refreshed, {cnt.get('failed', '?')} failed, "
+        f"{cnt.get('revoked', '?')} revoked of {n:,} in {r.wall:.2f}s")
+    out(f"  throughput            {rate:,.0f} refreshes/s")
+    out(f"  daemon CPU            {r.user:.2f}s user + {r.sys:.2f}s sys = {us:.1f} µs per refresh "
+        f"({cpu / r.wall * 100:.0f}% of one core)")
+    out(f"  daemon peak RSS       {r.maxrss_kb / 1024:.1f} MB")
+    out(f"  PostgreSQL CPU        {r.pg_cpu:.2f}s ({r.pg_cpu / max(done, 1) * 1e6:.1f} µs per refresh, "
+        f"{r.pg_cpu / r.wall * 100:.0f}% of one core)")
+    out(f"  nginx CPU             {r.nginx_cpu:.2f}s ({r.nginx_cpu / max(done, 1) * 1e6:.1f} µs per "
+        f"refresh, {r.nginx_cpu / r.wall * 100:.0f}% of one core)")
+    if r.latency:
+        lat = r.latency
+        out(f"  claim to written      p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, "
+            f"p99 {lat['p99']:.1f} ms, max {lat['max']:.1f} ms (reported by the daemon)")
+    else:
+        out("  claim to written      not reported by this build (the daemon logs no latency "
+            "summary)")
+    if r.rc != 0 or done != n:
+        tail = "\n".join(r.log.splitlines()[-15:])
+        out(f"  WARNING: not every account was refreshed; log tail:\n{tail}")
+    return rate, us
+
+
+def report_function_stats(db, rows):
+    """How the daemon batched its database work (pg_stat_user_functions)."""
+    stats = db.execute("SELECT funcname, calls, total_time FROM pg_stat_user_functions "
+                       "WHERE schemaname = 'oauth_refreshd' AND funcname IN "
+                       "('claim_due', 'store_refreshed', 'store_failed', 'store_revoked', "
+                       "'next_wakeup', 'release', 'claim_ids') ORDER BY funcname")
+    for name, calls, total_ms in stats:
+        out(f"  {name + '()':21s} {calls:,} calls, {rows / max(calls, 1):.0f} accounts per call, "
+            f"{total_ms / max(calls, 1):.1f} ms per call, {total_ms * 1000 / max(rows, 1):.1f} µs "
+            f"per account in the function")
+
+
+def phase_once(args):
+    n = args.accounts
+    out(f"== --once, {n:,} accounts, max_in_flight {args.in_flight}, HTTP/2 ==")
+    out(f"load average before: {loadavg()}")
+    w = make_world(args)
+    try:
+        env = seed_due(w, n, "bench", args.in_flight)
+        ceil = {}
+        if not args.skip_ceilings:
+            out("ceilings (each measured alone, in this run, on this machine):")
+            rps, note = ceilings.h2load(w.nginx.token_url("google", "h2"), seconds=args.ceiling_s,
+                                        workdir=w.dir)
+            ceil["h2"] = rps
+            out(f"  nginx alone, HTTP/2 (h2load, {note}): "
+                + (f"{rps:,.0f} requests/s" if rps else "n/a"))
+            rps, note = ceilings.wrk(w.nginx.token_url("google", "h1"), seconds=args.ceiling_s,
+                                     workdir=w.dir)
+            ceil["h1"] = rps
+            out(f"  nginx alone, HTTP/1.1 (wrk, {note}): "
+                + (f"{rps:,.0f} requests/s" if rps else "n/a"))
+            w.db.close()  # CREATE DATABASE ... TEMPLATE needs it alone
+            pgc = ceilings.pg_ceilings(w.cluster, w.db.name, n, w.dir)
+            for name, (rows, note) in pgc.items():
+                out(f"  PostgreSQL alone, {name}: "
+                    + (f"{rows:,.0f} accounts/s" if rows else f"n/a {note[-300:]}"))
+                if "1 connection" in name and name.startswith("claim_due"):
+                    ceil["pg"] = rows
+        r = run_once(w, env, args)
+        rate, us = report_once(r, n, "oauth-refreshd --once")
+        if ceil:
+            parts = []
+            if ceil.get("h2"):
+                parts.append(f"{rate / ceil['h2'] * 100:.0f}% of nginx's HTTP/2 ceiling")
+            if ceil.get("pg"):
+                parts.append(f"{rate / ceil['pg'] * 100:.0f}% of PostgreSQL's claim+write "
+                             f"ceiling on one connection")
+            out("  ratio                 " + "; ".join(parts))
+        rows = w.db.scalar("SELECT count(*) FROM oauth_refreshd.account_state "
+                           "WHERE last_refreshed_at IS NOT NULL")
+        out(f"  rows marked refreshed {rows:,} (database check)")
+        report_function_stats(w.db, rows)
+        # The plans in the state a real system is in (a small part of the table due),
+        # here: right after the run, every account fresh again.
+        w.db.execute("ANALYZE")
+        print_plans(w.db)
+        idx_ok = plans_use_indexes(w.db)
+        return {"rate": rate, "us": us, "rss_mb": r.maxrss_kb / 1024, "indexes": idx_ok,
+                "n": n, "rc": r.rc, "complete": (r.refreshed or {}).get("refreshed") == n}
+    finally:
+        w.destroy()
+
+
+def phase_memory(args):
+    res = {}
+    for n in args.memory_sizes:
+        out(f"== memory: --once with {n:,} accounts in the table, max_in_flight "
+            f"{args.in_flight} ==")
+        out(f"load average before: {loadavg()}")
+        w = make_world(args)
+        try:
+            env = seed_due(w, n, "bench_mem", args.in_flight)
+            r = run_once(w, env, args, log_name=f"mem-{n}.log")
+            report_once(r, n, f"oauth-refreshd --once ({n:,} accounts)")
+            res[n] = r.maxrss_kb / 1024
+        finally:
+            w.destroy()
+    return res
+
+
+def phase_continuous(args):
+    rate, dur = args.rate, args.duration
+    n = int(rate * dur)
+    delay = args.delay_ms / 1000.0
+    out(f"== continuous: {rate:,}/s become due for {dur}s ({n:,} accounts), answers after "
+        f"{args.delay_ms} ms, HTTP/2 ==")
+    out(f"load average before: {loadavg()}")
+    w = make_world(args, delay_s=delay)
+    try:
+        if w.nginx.slow_port is None:
+            out("nginx's echo module is missing (Debian: libnginx-mod-http-echo): skipped")
+            return None
+        w.new_database("bench_cont")
+        env = w.make_env(kind="slow", max_in_flight=args.in_flight)
+        # Placeholder expiry in 2100 (not due); shifted to real times just before the run.
+        t = time.monotonic()
+        w.seed(n, f"'2100-01-01'::timestamptz + (g - 1) * interval '1 microsecond' * "
+                  f"{1e6 / rate:.6f}")
+        out(f"seeded {n:,} accounts in {time.monotonic() - t:.1f}s")
+        margin = 25 + n / 50000.0
+        w.db.execute("UPDATE oauth_accounts SET expires_at = expires_at - '2100-01-01'::timestamptz "
+                     "+ now() + %s * interval '1 second'", (margin + LEAD_S,))
+        w.db.execute("CREATE TABLE bench_due AS SELECT id, expires_at - %s * interval '1 second' "
+                     "AS due FROM oauth_accounts", (LEAD_S,))
+        w.db.execute("ALTER TABLE bench_due ADD PRIMARY KEY (id)")
+        w.migrate()
+        first_due, last_due = w.db.execute("SELECT min(due), max(due) FROM bench_due")[0]
+        now_db = w.db.scalar("SELECT now()")
+        start_in = (first_due - now_db).total_seconds()
+        out(f"the first account becomes due in {start_in:.1f}s; the stream lasts {dur}s")
+        daemon, _ = daemon_paths(args.build_dir)
+        postmaster = w.postmaster_pid()
+        stop_after = start_in + dur + 5
+        r = runner.run_daemon(daemon, env.config_path, os.path.join(w.dir, "continuous.log"),
+                              watch_pids=lambda: procstat.children(postmaster), nginx=w.nginx,
+                              stop_after=stop_after, rss_interval=1.0, timeout=stop_after + 120)
+        warm = 10.0
+        rows = w.db.execute(
+            """
+            WITH m AS (
+                SELECT d.due,
+                       CASE WHEN s.last_refreshed_at IS NOT NULL
+                            THEN extract(epoch FROM a.updated_at - d.due) END AS late
+                  FROM bench_due d JOIN oauth_accounts a USING (id)
+                  JOIN oauth_refreshd.account_state s ON s.account_id = d.id
+                 WHERE d.due >= %(lo)s AND d.due <= %(hi)s)
+            SELECT count(*), count(late),
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY COALESCE(late, 1e9)),
+                   percentile_cont(0.9) WITHIN GROUP (ORDER BY COALESCE(late, 1e9)),
+                   percentile_cont(0.99) WITHIN GROUP (ORDER BY COALESCE(late, 1e9)),
+                   max(late), min(late)
+              FROM m""",
+            {"lo": first_due + datetime.timedelta(seconds=warm), "hi": last_due})
+        total, done, p50, p90, p99, mx, mn = rows[0]
+        cnt = r.refreshed or {}
+        cpu = r.user + r.sys
+        out(f"oauth-refreshd (continuous, SIGTERM after {stop_after:.0f}s): exit {r.rc}; "
+            f"{cnt.get('refreshed', '?')} refreshed, {cnt.get('failed', '?')} failed")
+        out(f"  lateness vs due time  (accounts due in the window after a {warm:.0f}s warm-up: "
+            f"{total:,}, refreshed {done:,})")
+        fmt = lambda v: "never" if v is None or v >= 1e8 else f"{v * 1000:.0f} ms"  # noqa: E731
+        windows = w.db.execute(
+            """
+            SELECT floor(extract(epoch FROM d.due - %(t0)s) / 10) * 10 AS w, count(*),
+                   count(s.last_refreshed_at),
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY CASE WHEN
+                       s.last_refreshed_at IS NOT NULL THEN extract(epoch FROM
+                       a.updated_at - d.due) ELSE 1e9 END),
+                   percentile_cont(0.99) WITHIN GROUP (ORDER BY CASE WHEN
+                       s.last_refreshed_at IS NOT NULL THEN extract(epoch FROM
+                       a.updated_at - d.due) ELSE 1e9 END)
+              FROM bench_due d JOIN oauth_accounts a USING (id)
+              JOIN oauth_refreshd.account_state s ON s.account_id = d.id
+             GROUP BY 1 ORDER BY 1""", {"t0": first_due})
+        out("  lateness by due time  (never = some accounts of that window were not "
+            "refreshed before the stop)")
+        for wn, cnt_w, done_w, a50, a99 in windows:
+            out(f"    due {int(wn):4d}-{int(wn) + 10:4d}s: {done_w:,}/{cnt_w:,} refreshed, "
+                f"p50 {fmt(a50)}, p99 {fmt(a99)}")
+        out(f"                        p50 {fmt(p50)}, p90 {fmt(p90)}, p99 {fmt(p99)}, "
+            f"max {fmt(mx)}, min {fmt(mn)}")
+        out("                        (lateness = updated_at of the write minus expires_at - "
+            "lead_time; it includes the 200 ms answer)")
+        samples = getattr(r, "rss_samples", [])
+        steady = [kb for (t, kb) in samples if start_in + warm <= t <= start_in + dur]
+        out(f"  daemon peak RSS       {r.maxrss_kb / 1024:.1f} MB; steady state VmRSS "
+            + (f"{min(steady) / 1024:.1f}-{max(steady) / 1024:.1f} MB" if steady else "n/a"))
+        busy = max(dur, 1)
+        out(f"  daemon CPU            {cpu:.2f}s over {r.wall:.0f}s ({cpu / busy * 100:.0f}% of one core "
+            f"while the stream ran; {cpu / max(cnt.get('refreshed', 1), 1) * 1e6:.0f} µs per refresh)")
+        out(f"  PostgreSQL CPU        {r.pg_cpu:.2f}s; nginx CPU {r.nginx_cpu:.2f}s")
+        if r.latency:
+            lat = r.latency
+            out(f"  claim to written      p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, "
+                f"p99 {lat['p99']:.1f} ms, max {lat['max']:.1f} ms (reported by the daemon)")
+        report_function_stats(w.db, cnt.get("refreshed", 0) or 1)
+        return {"p50": p50, "p99": p99, "done": done, "total": total,
+                "rss_mb": r.maxrss_kb / 1024}
+    finally:
+        w.destroy()
+
+
+def phase_profile(args):
+    n = args.profile_accounts
+    perf = shutil.which("perf")
+    use_perf = False
+    if perf:
+        p = subprocess.run([perf, "record", "-e", "cpu-clock", "-o", "/dev/null", "true"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        use_perf = p.returncode == 0
+    tool = "perf record -e cpu-clock" if use_perf else "valgrind --tool=callgrind"
+    out(f"== profile: --once, {n:,} accounts, under {tool} ==")
+    w = make_world(args)
+    try:
+        env = seed_due(w, n, "bench_prof", args.in_flight)
+        if use_perf:
+            data = os.path.join(w.dir, "perf.data")
+            wrapper = [perf, "record", "-e", "cpu-clock", "-F", "2000", "-g", "--call-graph",
+                       "dwarf,16384", "-o", data, "--"]
+        else:
+            data = os.path.join(w.dir, "callgrind.out")
+            wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={data}"]
+        r = run_once(w, env, args, wrapper=wrapper, log_name="profile.log")
+        out(f"profiled run: exit {r.rc}, {(r.refreshed or {}).get('refreshed', '?')} refreshed in "
+            f"{r.wall:.1f}s (slowed down by the profiler)")
+        if use_perf:
+            rep = subprocess.run([perf, "report", "-i", data, "--stdio", "--no-children",
+                                  "--sort", "dso,symbol", "-g", "none", "--percent-limit", "0.7",
+                                  "--comm", "oauth-refreshd"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            lines = [ln for ln in rep.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+            out("top self-time symbols of the daemon (perf, % of the daemon's samples):")
+            for ln in lines[:40]:
+                out("    " + ln.strip())
+            rep = subprocess.run([perf, "report", "-i", data, "--stdio", "--children",
+                                  "--sort", "symbol", "-g", "none", "--percent-limit", "3",
+                                  "--comm", "oauth-refreshd"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            lines = [ln for ln in rep.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+            out("inclusive time (callee trees), top entries:")
+            for ln in lines[:40]:
+                out("    " + ln.strip())
+            if args.keep:
+                out(f"perf data kept in {data}")
+        else:
+            rep = subprocess.run(["callgrind_annotate", "--inclusive=no", data],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            for ln in rep.stdout.splitlines()[:60]:
+                out("    " + ln)
+    finally:
+        w.destroy()
+
+
+# ---- main ----------------------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("phases", nargs="*", default=[],
+                    help="once, memory, continuous, profile (default: all four)")
+    ap.add_argument("--build-dir", default=os.environ.get("OAUTH_BUILD_DIR",
+                                                          os.path.join(ROOT, "build-bench")))
+    ap.add_argument("--accounts", type=int, default=100000, help="--once: accounts (default 100000)")
+    ap.add_argument("--in-flight", type=int, default=1000)
+    ap.add_argument("--skip-ceilings", action="store_true")
+    ap.add_argument("--ceiling-seconds", dest="ceiling_s", type=int, default=5)
+    ap.add_argument("--memory-sizes", type=lambda s: [int(x) for x in s.split(",")],
+                    default=[10000, 1000000])
+    ap.add_argument("--rate", type=int, default=2800, help="continuous: accounts due per second")
+    ap.add_argument("--duration", type=int, default=120, help="continuous: seconds")
+    ap.add_argument("--delay-ms", type=int, default=200, help="continuous: answer delay")
+    ap.add_argument("--profile-accounts", type=int, default=30000)
+    ap.add_argument("--nginx-workers", type=int, default=2)
+    ap.add_argument("--timeout", type=int, default=3600)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = ap.parse_args()
+    phases = args.phases or ["once", "memory", "continuous", "profile"]
+    for p in phases:
+        if p not in ("once", "memory", "continuous", "profile"):
+            ap.error(f"unknown phase {p}")
+    if args.in_flight < 1 or args.accounts < 1:
+        ap.error("--accounts and --in-flight must be positive")
+    daemon, _ = daemon_paths(args.build_dir)
+    if not os.access(daemon, os.X_OK):
+        ap.error(f"{daemon} is not built")
+
+    out("oauth-refreshd benchmark")
+    for line in machine_text():
+        out("  " + line)
+    out(f"  build: {args.build_dir}")
+    out()
+    summary = {}
+    t = time.monotonic()
+    if "once" in phases:
+        summary["once"] = phase_once(args)
+        out()
+    if "memory" in phases:
+        summary["memory"] = phase_memory(args)
+        out()
+    if "continuous" in phases:
+        summary["continuous"] = phase_continuous(args)
+        out()
+    if "profile" in phases:
+        phase_profile(args)
+        out()
+
+    out("== targets ==")
+    o = summary.get("once")
+    if o:
+        label = f"--once {o['n']:,}"
+        out(f"  {label}: >= {TARGET_RATE:,} refreshes/s: {o['rate']:,.0f} -> "
+            f"{verdict(o['rate'] >= TARGET_RATE)}")
+        out(f"  {label}: <= {TARGET_CPU_US} µs CPU per refresh: {o['us']:.1f} -> "
+            f"{verdict(o['us'] <= TARGET_CPU_US)}")
+        out(f"  {label}: peak RSS <= {TARGET_RSS_MB} MB: {o['rss_mb']:.1f} -> "
+            f"{verdict(o['rss_mb'] <= TARGET_RSS_MB)}")
+        out(f"  claim and due query use indexes: {verdict(o['indexes'])}")
+    m = summary.get("memory")
+    if m:
+        sizes = sorted(m)
+        flat = max(m.values()) - min(m.values())
+        out("  peak RSS by table size: " + ", ".join(f"{s:,}: {m[s]:.1f} MB" for s in sizes)
+            + f" -> <= {TARGET_RSS_MB} MB {verdict(max(m.values()) <= TARGET_RSS_MB)}, "
+              f"flat (spread {flat:.1f} MB <= 4 MB) {verdict(flat <= 4)}")
+    c = summary.get("continuous")
+    if c:
+        ok = c["p99"] is not None and c["p99"] < TARGET_LATE_P99_S
+        out(f"  continuous {args.rate:,}/s, {args.delay_ms} ms answers: p99 lateness < "
+            f"{TARGET_LATE_P99_S:.0f} s: "
+            + (f"{c['p99'] * 1000:.0f} ms" if c['p99'] is not None and c['p99'] < 1e8 else "never")
+            + f" -> {verdict(ok)}")
+    out(f"(benchmark took {time.monotonic() - t:.0f}s)")
+    failed = o and (o["rc"] != 0 or not o["complete"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
