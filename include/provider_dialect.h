@@ -48,6 +48,14 @@ struct provider_form_field {
 int provider_build_form(const struct provider_config *pc, const struct provider_form_field *fields,
                         size_t nfields, struct provider_request *out, char *err, size_t errlen) WUR;
 
+/*
+ * The plain RFC 6749 refresh request (grant_type, refresh_token, client_id,
+ * client_secret) that Google and GitHub take; dialect names it in errors.
+ */
+int provider_build_refresh_form(const char *dialect, const struct provider_config *pc,
+                                const char *refresh_token, struct provider_request *out,
+                                char *err, size_t errlen) WUR;
+
 /* Copies s keeping only [A-Za-z0-9_.-], truncated to fit buf; "" when nothing is left. */
 void provider_sanitize_code(const char *s, char *buf, size_t buflen);
 

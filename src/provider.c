@@ -642,3 +642,21 @@ int provider_build_form(const struct provider_config *pc, const struct provider_
     out->headers[3] = NULL;
     return 0;
 }
+
+int provider_build_refresh_form(const char *dialect, const struct provider_config *pc,
+                                const char *refresh_token, struct provider_request *out,
+                                char *err, size_t errlen)
+{
+    if (!pc || !pc->client_id || !refresh_token) {
+        memset(out, 0, sizeof(*out));
+        snprintf(err, errlen, "%s: client_id and refresh token are required", dialect);
+        return -1;
+    }
+    const struct provider_form_field fields[] = {
+        {"grant_type", "refresh_token"},
+        {"refresh_token", refresh_token},
+        {"client_id", pc->client_id},
+        {"client_secret", pc->client_secret && *pc->client_secret ? pc->client_secret : NULL},
+    };
+    return provider_build_form(pc, fields, ARRAY_LEN(fields), out, err, errlen);
+}

@@ -31,18 +31,7 @@ static int github_build_request(const struct provider_config *pc, const char *re
                                 size_t errlen)
 {
     (void)scope; /* GitHub App permissions are not requested per refresh */
-    if (!pc || !pc->client_id || !refresh_token) {
-        memset(out, 0, sizeof(*out));
-        snprintf(err, errlen, "github: client_id and refresh token are required");
-        return -1;
-    }
-    const struct provider_form_field fields[] = {
-        {"grant_type", "refresh_token"},
-        {"refresh_token", refresh_token},
-        {"client_id", pc->client_id},
-        {"client_secret", pc->client_secret && *pc->client_secret ? pc->client_secret : NULL},
-    };
-    return provider_build_form(pc, fields, ARRAY_LEN(fields), out, err, errlen);
+    return provider_build_refresh_form("github", pc, refresh_token, out, err, errlen);
 }
 
 static void github_read_answer(const struct http_answer *ans, struct token_result *res)
