@@ -15,7 +15,7 @@ set -euo pipefail
 
 CACHE_DIR=${1:-/var/cache/oauth-refreshd-tests}
 SUITE=bookworm
-PACKAGES="systemd,systemd-sysv,dbus,procps,libev4,libpq5,libcurl4,libjansson4,libsodium23,libinih1,libsystemd0,libssl3,libmicrohttpd12"
+PACKAGES="systemd,systemd-sysv,dbus,procps,libev4,libpq5,libcurl4,libjansson4,libsodium23,libinih1,libsystemd0,libssl3,libmicrohttpd12,adduser,libnss-systemd"
 
 mirror_from_sources() {
     # deb822 files: the URIs of a stanza whose Suites name the suite exactly;
