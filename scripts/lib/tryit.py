@@ -130,6 +130,45 @@ def report(db, keys, port, ca_file):
         f"(the revoked demo account cannot)")
 
 
+LIVE_SQL = """
+SELECT a.provider,
+       count(*) FILTER (WHERE a.expires_at > now() + interval '5 minutes' AND NOT s.revoked),
+       count(*) FILTER (WHERE s.last_error IS NOT NULL AND NOT s.revoked),
+       count(*) FILTER (WHERE s.revoked),
+       count(*),
+       min(s.due_at) FILTER (WHERE s.due_at IS NOT NULL AND NOT s.revoked)
+  FROM oauth_accounts a JOIN oauth_refreshd.account_state s ON s.account_id = a.id
+ WHERE a.refresh_token IS NOT NULL AND a.expires_at IS NOT NULL
+ GROUP BY a.provider ORDER BY a.provider"""
+
+
+def live_line(db, lead_s=300):
+    """One readable line of what the daemon has done so far, straight from the database."""
+    try:
+        rows = db.execute(LIVE_SQL)
+    except Exception as e:
+        return f"(live view unavailable: {e.__class__.__name__})"
+    now = datetime.datetime.now(datetime.timezone.utc)
+    parts = []
+    next_due = None
+    for provider, fresh, failing, revoked, total, due in rows:
+        part = f"{provider} {fresh}/{total} fresh"
+        if failing:
+            part += f", {failing} failing"
+        if revoked:
+            part += f", {revoked} revoked"
+        parts.append(part)
+        if due is not None:
+            at = due - datetime.timedelta(seconds=lead_s)
+            next_due = at if next_due is None or at < next_due else next_due
+    if next_due is None:
+        nxt = "nothing due"
+    else:
+        secs = (next_due - now).total_seconds()
+        nxt = "accounts due now" if secs <= 0 else f"next due in {secs:.0f}s"
+    return "live: " + "; ".join(parts) + f"; {nxt}"
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C so that clean-up runs."""
 
@@ -219,12 +258,23 @@ def main():
         proc = subprocess.Popen([daemon_bin, "-c", env.config_path], env=clean_env())
         stopped_by_us = False
         try:
-            if args.seconds:
+            # Every few seconds a line of what has happened so far, between the
+            # daemon's own log lines.
+            deadline = time.monotonic() + args.seconds if args.seconds else None
+            while proc.poll() is None:
+                step = 4.0
+                if deadline is not None:
+                    step = min(step, max(0.0, deadline - time.monotonic()))
                 try:
-                    proc.wait(args.seconds)
+                    proc.wait(step)
+                    break
                 except subprocess.TimeoutExpired:
+                    pass
+                say(live_line(db))
+                if deadline is not None and time.monotonic() >= deadline:
                     stopped_by_us = True
                     proc.send_signal(signal.SIGTERM)
+                    break
             rc = proc.wait()
         except KeyboardInterrupt as e:
             stopped_by_us = True
