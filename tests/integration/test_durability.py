@@ -4,6 +4,7 @@ killed instance's claims once (and only once) its leases run out."""
 
 import glob
 import os
+import re
 import signal
 import threading
 import time
@@ -205,3 +206,27 @@ def test_most_urgent_accounts_go_first_under_overload(migrated_env, seeder, toke
     order = [r.account for r in token_server.requests if r.outcome == "refreshed"]
     assert order == [a.account_key for a in accts], "earliest expiry first"
     assert rnd_order[0].account_key == order[-1]
+
+
+def test_unwritable_state_directory_exits_78_saying_so(migrated_env, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o500)
+    # root ignores directory modes: use a path under a regular file instead.
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("x")
+    migrated_env.write_config({"daemon": {"state_directory": str(blocker / "state")}})
+    rc, log = migrated_env.run_once()
+    assert rc == 78, f"expected exit 78 for an unusable state directory, saw {rc}\n{log}"
+    assert "state directory" in log and str(blocker) in log, log
+
+
+def test_state_directory_defaults_to_systemd_state_directory(migrated_env, seeder, tmp_path):
+    a = seeder.add_account("github", expires_in=-60)
+    state = tmp_path / "from-systemd"
+    state.mkdir(mode=0o700)
+    text = re.sub(r"(?m)^state_directory\s*=.*$", "", migrated_env.config_text())
+    migrated_env.write_config(text=text)
+    rc, log = migrated_env.run_once(env={"STATE_DIRECTORY": str(state)})
+    assert rc == 0, log
+    assert (state / "spool").is_dir(), "the spool lives under $STATE_DIRECTORY"
