@@ -311,6 +311,9 @@ def test_stopping_is_sent_at_shutdown_then_exit_0(migrated_env, notify, sig):
     d.send_signal(sig)
     rc = d.wait(30)
     assert rc == 0, f"expected exit 0 after {sig.name}, saw {rc}\n{d.log_tail()}"
+    # The datagram is in the socket before the exit, but the reader thread may not
+    # have taken it yet: wait for it rather than read a snapshot at once.
+    notify.wait_for(lambda m: m.get("STOPPING") == "1", timeout=10)
     stopping = [m for m in notify.snapshot() if m.get("STOPPING") == "1"]
     assert len(stopping) == 1 and stopping[0].t >= since, notify.snapshot()
     assert stopping[0].pid == d.pid and "STATUS" in stopping[0], stopping[0]
