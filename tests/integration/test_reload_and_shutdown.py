@@ -305,6 +305,14 @@ def test_claim_completing_after_sigterm_is_released_not_sent(
         migrated_env, seeder, token_server, db):
     a = seeder.add_account("google", expires_in=7200)  # not due: only a request claims it
     d = continuous(migrated_env, {"refresh": {"scan_interval": "1h"}})
+    # The daemon's session must be idle before the lock is taken: a statement of its
+    # start-up still running would block on the lock, and PostgreSQL delivers a NOTIFY
+    # to a session only between statements.
+    wait_until(lambda: db.cluster.admin(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND "
+        "application_name = 'oauth-refreshd' AND state = 'idle'", (db.name,))[0][0] >= 1,
+        timeout=20, message="the daemon's session idle")
+    time.sleep(0.5)
     locker = db.conn(autocommit=False)
     try:
         locker.execute("LOCK TABLE oauth_refreshd.account_state IN ACCESS EXCLUSIVE MODE")
