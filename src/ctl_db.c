@@ -209,19 +209,39 @@ static int ctl_db_fail_code(PGconn *conn, int other)
 
 /* ---- migrate ------------------------------------------------------------------------ */
 
+/*
+ * The common start of a subcommand that takes options only: parses them,
+ * refuses positional arguments and loads what it connects with. Returns true
+ * with conf loaded, or false with the exit code to return in *exit_code.
+ */
+static bool ctl_db_begin(const struct ctl_ctx *ctx, const char *cmd, int argc, char **argv,
+                         bool json_ok, struct ctl_db_args *a, struct ctl_db_conf *conf,
+                         int *exit_code)
+{
+    int rc = ctl_db_parse(argc, argv, json_ok, a);
+    if (rc != 0) {
+        *exit_code = rc < 0 ? 0 : rc; /* < 0: --help was printed */
+        return false;
+    }
+    if (a->first < argc) {
+        fprintf(stderr, PROG " %s: unexpected argument '%s'\n", cmd, argv[a->first]);
+        *exit_code = EXIT_USAGE;
+        return false;
+    }
+    if ((rc = ctl_db_conf_load(ctx, cmd, a, conf)) != 0) {
+        *exit_code = rc;
+        return false;
+    }
+    return true;
+}
+
 int ctl_migrate(const struct ctl_ctx *ctx, int argc, char **argv)
 {
     const char *cmd = "migrate";
     struct ctl_db_args a;
-    int rc = ctl_db_parse(argc, argv, false, &a);
-    if (rc != 0)
-        return rc < 0 ? 0 : rc;
-    if (a.first < argc) {
-        fprintf(stderr, PROG " %s: unexpected argument '%s'\n", cmd, argv[a.first]);
-        return EXIT_USAGE;
-    }
     struct ctl_db_conf conf;
-    if ((rc = ctl_db_conf_load(ctx, cmd, &a, &conf)) != 0)
+    int rc;
+    if (!ctl_db_begin(ctx, cmd, argc, argv, false, &a, &conf, &rc))
         return rc;
     PGconn *conn = ctl_db_connect(cmd, conf.conninfo);
     ctl_db_conf_free(&conf);
@@ -461,15 +481,9 @@ int ctl_status(const struct ctl_ctx *ctx, int argc, char **argv)
 {
     const char *cmd = "status";
     struct ctl_db_args a;
-    int rc = ctl_db_parse(argc, argv, true, &a);
-    if (rc != 0)
-        return rc < 0 ? 0 : rc;
-    if (a.first < argc) {
-        fprintf(stderr, PROG " %s: unexpected argument '%s'\n", cmd, argv[a.first]);
-        return EXIT_USAGE;
-    }
     struct ctl_db_conf conf;
-    if ((rc = ctl_db_conf_load(ctx, cmd, &a, &conf)) != 0)
+    int rc;
+    if (!ctl_db_begin(ctx, cmd, argc, argv, true, &a, &conf, &rc))
         return rc;
     int64_t lead_ms = conf.cfg != NULL ? conf.cfg->lead_time_ms : DEFAULT_LEAD_MS;
     PGconn *conn = ctl_db_connect(cmd, conf.conninfo);
