@@ -42,4 +42,22 @@ int keyring_encrypt(const struct keyring *kr, const uint8_t *plain, size_t len,
 int keyring_decrypt(const struct keyring *kr, const char *token, size_t token_len,
                     struct secret *plain, size_t *key_index, char *err, size_t errlen) WUR;
 
+/*
+ * Keyed tags (BLAKE2b-256 keyed with a Fernet key, domain-separated by a
+ * 16-byte personalisation string such as "oauthrd-spool-v2"): integrity and
+ * origin of data the daemon writes for itself to disk, where the data is
+ * already ciphertext and a second encryption layer would buy nothing.
+ * keyring_tag uses the primary key; keyring_tag_verify tries every key in
+ * order (a reload may have demoted the key a tag was made with) and compares
+ * in constant time, setting *key_index (may be NULL) on success.
+ */
+#define KEYRING_TAG_BYTES 32
+#define KEYRING_TAG_PERSONAL_BYTES 16
+
+int keyring_tag(const struct keyring *kr, const char personal[KEYRING_TAG_PERSONAL_BYTES],
+                const void *msg, size_t len, uint8_t tag[KEYRING_TAG_BYTES]) WUR;
+bool keyring_tag_verify(const struct keyring *kr,
+                        const char personal[KEYRING_TAG_PERSONAL_BYTES], const void *msg,
+                        size_t len, const uint8_t tag[KEYRING_TAG_BYTES], size_t *key_index);
+
 #endif

@@ -289,3 +289,45 @@ int keyring_decrypt(const struct keyring *kr, const char *token, size_t token_le
     return fernet_decrypt_keys(kr->keys, kr->n, token, token_len, 0, 0, plain, key_index, err,
                                errlen);
 }
+
+/* The tag key is the whole 32-byte Fernet key; the personalisation keeps its
+ * outputs apart from every other use of that key. */
+static void tag_with(const struct fernet_key *k, const char *personal, const void *msg,
+                     size_t len, uint8_t tag[KEYRING_TAG_BYTES])
+{
+    uint8_t key[sizeof k->signing + sizeof k->encryption];
+    memcpy(key, k->signing, sizeof k->signing);
+    memcpy(key + sizeof k->signing, k->encryption, sizeof k->encryption);
+    crypto_generichash_blake2b_salt_personal(tag, KEYRING_TAG_BYTES, msg, len, key, sizeof key,
+                                             NULL, (const unsigned char *)personal);
+    sodium_memzero(key, sizeof key);
+}
+
+int keyring_tag(const struct keyring *kr, const char personal[KEYRING_TAG_PERSONAL_BYTES],
+                const void *msg, size_t len, uint8_t tag[KEYRING_TAG_BYTES])
+{
+    if (kr == NULL || kr->n == 0)
+        return -1;
+    tag_with(&kr->keys[0], personal, msg, len, tag);
+    return 0;
+}
+
+bool keyring_tag_verify(const struct keyring *kr,
+                        const char personal[KEYRING_TAG_PERSONAL_BYTES], const void *msg,
+                        size_t len, const uint8_t tag[KEYRING_TAG_BYTES], size_t *key_index)
+{
+    if (kr == NULL)
+        return false;
+    for (size_t i = 0; i < kr->n; i++) {
+        uint8_t want[KEYRING_TAG_BYTES];
+        tag_with(&kr->keys[i], personal, msg, len, want);
+        bool same = crypto_verify_32(want, tag) == 0;
+        sodium_memzero(want, sizeof want);
+        if (same) {
+            if (key_index)
+                *key_index = i;
+            return true;
+        }
+    }
+    return false;
+}

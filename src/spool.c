@@ -2,9 +2,18 @@
  * spool.c — durable segments of results that carry a rotated refresh token
  * (spool.h). It owns the files under <state_directory>/spool and the count of
  * unsettled items per segment; it never talks to the database and never
- * decides what a result means. Each line of a segment is one item serialised
- * as JSON (jansson) and encrypted as a Fernet token under the primary key, so
- * the spool holds no plaintext and any damage is detected by the MAC.
+ * decides what a result means.
+ *
+ * Each line of a segment is one item: "S2", the account id, provider, expiry
+ * (microseconds), the four token ciphertexts exactly as the database will hold
+ * them, scope and token type (urlsafe base64), and a keyed BLAKE2b tag of all
+ * that under the primary Fernet key (keyring_tag). The tokens are already
+ * Fernet ciphertext, so the spool holds no plaintext token without encrypting
+ * them a second time (which cost a quarter of the daemon's CPU); the tag
+ * detects damage and stops anyone without the key from writing a line the
+ * daemon would replay (say, one account's token stored under another).
+ * Lines of the first format (a Fernet token over the item's JSON) are still
+ * read, so an upgrade replays what an older daemon left.
  */
 #include "spool.h"
 
@@ -12,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,10 +31,23 @@
 
 #include <jansson.h>
 
+#include "b64.h"
 #include "secret.h"
+#include "strbuf.h"
 
 #define SEGMENT_PREFIX "seg-"
 #define SEGMENT_SUFFIX ".spool"
+
+#define SPOOL_LINE_MAGIC "S2 "
+#define SPOOL_TAG_PERSONAL "oauthrd-spool-v2" /* exactly KEYRING_TAG_PERSONAL_BYTES */
+#define SPOOL_TAG_CHARS 44                    /* urlsafe base64 of 32 bytes, padded */
+#define SPOOL_FIELDS 9                        /* between the magic and the tag */
+/* Expiries beyond year 9999 are not real (and would not fit microseconds in a
+ * double exactly). */
+#define SPOOL_MAX_EXPIRY_S 253402300800.0
+
+_Static_assert(sizeof SPOOL_TAG_PERSONAL - 1 == KEYRING_TAG_PERSONAL_BYTES,
+               "the tag's personalisation is exactly 16 bytes");
 
 struct segment {
     int64_t id;
@@ -37,6 +60,7 @@ struct spool {
     int64_t next_id;
     struct segment *segs;
     size_t nsegs, capsegs;
+    struct strbuf buf; /* the segment being written; kept to reuse its memory */
 };
 
 static void segment_path(const struct spool *sp, int64_t id, char *buf, size_t len)
@@ -89,40 +113,107 @@ static int track_segment(struct spool *sp, int64_t id, size_t n)
     return 0;
 }
 
-static json_t *item_to_json(const struct store_item *it)
+/* Ciphertext (Fernet tokens, urlsafe base64) never holds a space or newline,
+ * so it goes into a line as it is; anything else would break the format. */
+static bool is_ciphertext(const char *s)
 {
-    json_t *o = json_object();
-    if (!o)
-        return NULL;
-    json_object_set_new(o, "account_id", json_integer(it->account_id));
-    json_object_set_new(o, "provider", json_integer(it->provider));
-    json_object_set_new(o, "old_refresh", json_string(it->old_refresh_ct));
-    json_object_set_new(o, "access", it->access_ct ? json_string(it->access_ct) : json_null());
-    json_object_set_new(o, "refresh", it->refresh_ct ? json_string(it->refresh_ct) : json_null());
-    json_object_set_new(o, "id_token",
-                        it->id_token_ct ? json_string(it->id_token_ct) : json_null());
-    json_object_set_new(o, "expires_at", json_real(it->expires_at));
-    json_object_set_new(o, "scope", it->scope ? json_string(it->scope) : json_null());
-    json_object_set_new(o, "token_type", it->token_type ? json_string(it->token_type) : json_null());
-    return o;
+    if (s == NULL || *s == '\0')
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ||
+              *s == '-' || *s == '_' || *s == '='))
+            return false;
+    return true;
 }
 
-/* Appends one encrypted line for it to f. */
-static int write_item(FILE *f, const struct keyring *kr, const struct store_item *it)
+/* Microseconds since the epoch, the spool's exact representation of an expiry. */
+static bool expiry_to_usec(double t, int64_t *usec)
 {
-    json_t *o = item_to_json(it);
-    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (!text)
+    if (!(t >= 0 && t < SPOOL_MAX_EXPIRY_S))
+        return false;
+    *usec = llround(t * 1e6);
+    return true;
+}
+
+static void put_ciphertext(struct strbuf *sb, const char *ct)
+{
+    strbuf_append(sb, " ", 1);
+    if (ct)
+        strbuf_puts(sb, ct);
+    else
+        strbuf_append(sb, "-", 1);
+}
+
+/* Text that is not a secret (scope, token type) but may hold any byte but NUL:
+ * "-" for none, else ':' and its urlsafe base64 (so "" stays distinct). */
+static void put_text(struct strbuf *sb, const char *text)
+{
+    if (!text) {
+        strbuf_append(sb, " -", 2);
+        return;
+    }
+    size_t len = strlen(text);
+    size_t enc = b64url_encoded_len(len);
+    char *b = malloc(enc + 1);
+    if (!b) {
+        sb->oom = true;
+        return;
+    }
+    b64url_encode_public((const uint8_t *)text, len, b, enc + 1);
+    strbuf_append(sb, " :", 2);
+    strbuf_append(sb, b, enc);
+    free(b);
+}
+
+/*
+ * Appends one line for it: "S2 id provider expiry_usec old access refresh
+ * id_token scope token_type tag". The tokens are the Fernet ciphertext the
+ * database will hold (already encrypted and authenticated, so not encrypted
+ * again); the keyed tag binds them to this account and detects any damage.
+ */
+static int append_item(struct strbuf *sb, const struct keyring *kr, const struct store_item *it)
+{
+    int64_t usec;
+    if (!is_ciphertext(it->old_refresh_ct) || !is_ciphertext(it->access_ct) ||
+        !is_ciphertext(it->refresh_ct) || (it->id_token_ct && !is_ciphertext(it->id_token_ct)) ||
+        it->provider < 0 || it->provider >= PROVIDER_COUNT ||
+        !expiry_to_usec(it->expires_at, &usec))
         return -1;
-    char *token = NULL;
-    int rc = keyring_encrypt(kr, (const uint8_t *)text, strlen(text), &token);
-    secure_free_str(text);
-    if (rc < 0)
+    size_t start = sb->len;
+    strbuf_printf(sb, SPOOL_LINE_MAGIC "%" PRId64 " %d %" PRId64, it->account_id,
+                  (int)it->provider, usec);
+    put_ciphertext(sb, it->old_refresh_ct);
+    put_ciphertext(sb, it->access_ct);
+    put_ciphertext(sb, it->refresh_ct);
+    put_ciphertext(sb, it->id_token_ct);
+    put_text(sb, it->scope);
+    put_text(sb, it->token_type);
+    strbuf_append(sb, " ", 1);
+    if (sb->oom)
         return -1;
-    rc = fprintf(f, "%s\n", token) < 0 ? -1 : 0;
-    free(token);
-    return rc;
+    uint8_t tag[KEYRING_TAG_BYTES];
+    if (keyring_tag(kr, SPOOL_TAG_PERSONAL, sb->data + start, sb->len - start, tag) < 0)
+        return -1;
+    char tag64[SPOOL_TAG_CHARS + 1];
+    b64url_encode_public(tag, sizeof tag, tag64, sizeof tag64);
+    strbuf_append(sb, tag64, SPOOL_TAG_CHARS);
+    strbuf_append(sb, "\n", 1);
+    return sb->oom ? -1 : 0;
+}
+
+static int write_all(int fd, const char *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(fd, data, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        data += w;
+        len -= (size_t)w;
+    }
+    return 0;
 }
 
 int spool_write(struct spool *sp, const struct keyring *kr, struct store_item *const *items,
@@ -130,26 +221,26 @@ int spool_write(struct spool *sp, const struct keyring *kr, struct store_item *c
 {
     if (n == 0)
         return 0;
+    strbuf_reset(&sp->buf);
+    for (size_t i = 0; i < n; i++)
+        if (append_item(&sp->buf, kr, items[i]) < 0) {
+            snprintf(err, errlen, "%s", sp->buf.oom ? "out of memory building a spool segment"
+                                                    : "a result cannot be spooled (not ciphertext, "
+                                                      "or no key)");
+            return -1;
+        }
     int64_t id = sp->next_id++;
     char path[4096], tmp[4200];
     segment_path(sp, id, path, sizeof path);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (!f) {
+    if (fd < 0) {
         snprintf(err, errlen, "cannot create spool segment %s: %s", tmp, strerror(errno));
-        if (fd >= 0)
-            close(fd);
         return -1;
     }
-    bool ok = true;
-    for (size_t i = 0; i < n && ok; i++)
-        ok = write_item(f, kr, items[i]) == 0;
-    int saved = errno;
-    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    if (!ok)
-        saved = errno;
-    ok = (fclose(f) == 0) && ok;
+    bool ok = write_all(fd, sp->buf.data, sp->buf.len) == 0 && fsync(fd) == 0;
+    int saved = ok ? 0 : errno;
+    ok = close(fd) == 0 && ok;
     /* rename + directory fsync: the segment appears whole or not at all. */
     ok = ok && rename(tmp, path) == 0 && fsync(sp->dirfd) == 0;
     if (!ok) {
@@ -202,6 +293,8 @@ static char *json_str_dup(json_t *o, const char *key, bool *ok)
     return s;
 }
 
+/* A line written by version 0.1.0 (one Fernet token over the item's JSON):
+ * read so that an upgrade never strands what an older daemon spooled. */
 static struct store_item *item_from_json(const char *text, size_t len)
 {
     json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
@@ -219,10 +312,12 @@ static struct store_item *item_from_json(const char *text, size_t len)
         json_t *exp = json_object_get(o, "expires_at");
         ok = json_is_integer(id) && json_is_integer(prov) && json_is_number(exp) &&
              json_integer_value(prov) >= 0 && json_integer_value(prov) < PROVIDER_COUNT;
+        int64_t usec = 0;
+        ok = ok && expiry_to_usec(json_number_value(exp), &usec);
         if (ok) {
             it->account_id = json_integer_value(id);
             it->provider = (enum provider_id)json_integer_value(prov);
-            it->expires_at = json_number_value(exp);
+            it->expires_at = (double)usec / 1e6;
         }
         it->old_refresh_ct = json_str_dup(o, "old_refresh", &ok);
         it->access_ct = json_str_dup(o, "access", &ok);
@@ -230,13 +325,167 @@ static struct store_item *item_from_json(const char *text, size_t len)
         it->id_token_ct = json_str_dup(o, "id_token", &ok);
         it->scope = json_str_dup(o, "scope", &ok);
         it->token_type = json_str_dup(o, "token_type", &ok);
-        ok = ok && it->old_refresh_ct && it->access_ct && it->refresh_ct;
+        /* What a replay hands over must be writable again as a v2 line. */
+        ok = ok && is_ciphertext(it->old_refresh_ct) && is_ciphertext(it->access_ct) &&
+             is_ciphertext(it->refresh_ct) &&
+             (it->id_token_ct == NULL || is_ciphertext(it->id_token_ct));
     }
     json_decref(o);
     if (!ok) {
         store_item_free(it);
         return NULL;
     }
+    return it;
+}
+
+/* Splits line[0..len) at single spaces into at most max fields (NUL-terminating
+ * them in place); returns the count, or max + 1 when there are more. */
+static size_t split_fields(char *line, size_t len, char **fields, size_t max)
+{
+    size_t n = 0;
+    char *p = line, *end = line + len;
+    while (p <= end) {
+        char *sp = memchr(p, ' ', (size_t)(end - p));
+        if (n == max)
+            return max + 1;
+        fields[n++] = p;
+        if (!sp) {
+            *end = '\0';
+            break;
+        }
+        *sp = '\0';
+        p = sp + 1;
+    }
+    return n;
+}
+
+/* A decimal integer exactly as "%" PRId64 prints it (no '+', no leading zeros,
+ * no "-0"), within [min, max]. */
+static bool parse_int64(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+    bool neg = *s == '-';
+    s += neg;
+    if (*s == '\0' || (*s == '0' && (s[1] != '\0' || neg)))
+        return false;
+    uint64_t limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, v = 0;
+    for (; *s; s++) {
+        unsigned d = (unsigned)(*s - '0');
+        if (d > 9 || v > (limit - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    int64_t r = neg ? (v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v) : (int64_t)v;
+    if (r < min || r > max)
+        return false;
+    *out = r;
+    return true;
+}
+
+/* "-" -> NULL (*ok untouched); else a copy, or *ok = false. */
+static char *dup_ciphertext(const char *f, bool may_be_null, bool *ok)
+{
+    if (may_be_null && strcmp(f, "-") == 0)
+        return NULL;
+    char *s = is_ciphertext(f) ? strdup(f) : NULL;
+    if (!s)
+        *ok = false;
+    return s;
+}
+
+static char *dup_text(const char *f, bool *ok)
+{
+    if (strcmp(f, "-") == 0)
+        return NULL;
+    size_t len = strlen(f);
+    uint8_t *out = len > 0 && f[0] == ':' ? malloc(len) : NULL;
+    size_t got = 0;
+    if (!out || b64url_decode_public(f + 1, len - 1, out, len, &got) < 0 ||
+        memchr(out, '\0', got) != NULL) {
+        free(out);
+        *ok = false;
+        return NULL;
+    }
+    out[got] = '\0';
+    return (char *)out;
+}
+
+/*
+ * Reads one "S2 ..." line (see append_item). *verified tells a damaged or
+ * foreign line (the tag does not verify under any key) from one that verifies
+ * but does not hold a valid result.
+ */
+static struct store_item *item_from_line(const struct keyring *kr, char *line, size_t len,
+                                         bool *verified)
+{
+    *verified = false;
+    char *last = memrchr(line, ' ', len);
+    if (!last || (size_t)(line + len - (last + 1)) != SPOOL_TAG_CHARS)
+        return NULL;
+    uint8_t tag[KEYRING_TAG_BYTES];
+    size_t taglen = 0;
+    if (b64url_decode_public(last + 1, SPOOL_TAG_CHARS, tag, sizeof tag, &taglen) < 0 ||
+        taglen != sizeof tag ||
+        !keyring_tag_verify(kr, SPOOL_TAG_PERSONAL, line, (size_t)(last + 1 - line), tag, NULL))
+        return NULL;
+    *verified = true;
+
+    char *f[SPOOL_FIELDS];
+    size_t magic = strlen(SPOOL_LINE_MAGIC);
+    if ((size_t)(last - line) < magic)
+        return NULL; /* "S2" + tag, nothing between */
+    if (split_fields(line + magic, (size_t)(last - line) - magic, f, SPOOL_FIELDS) != SPOOL_FIELDS)
+        return NULL;
+    int64_t id, prov, usec;
+    if (!parse_int64(f[0], INT64_MIN, INT64_MAX, &id) ||
+        !parse_int64(f[1], 0, PROVIDER_COUNT - 1, &prov) ||
+        !parse_int64(f[2], 0, (int64_t)(SPOOL_MAX_EXPIRY_S * 1e6), &usec))
+        return NULL;
+    struct store_item *it = calloc(1, sizeof *it);
+    if (!it)
+        return NULL;
+    bool ok = true;
+    it->kind = STORE_REFRESHED;
+    it->rotated = true;
+    it->account_id = id;
+    it->provider = (enum provider_id)prov;
+    it->expires_at = (double)usec / 1e6;
+    it->old_refresh_ct = dup_ciphertext(f[3], false, &ok);
+    it->access_ct = dup_ciphertext(f[4], false, &ok);
+    it->refresh_ct = dup_ciphertext(f[5], false, &ok);
+    it->id_token_ct = dup_ciphertext(f[6], true, &ok);
+    it->scope = dup_text(f[7], &ok);
+    it->token_type = dup_text(f[8], &ok);
+    if (!ok) {
+        store_item_free(it);
+        return NULL;
+    }
+    return it;
+}
+
+/* One line of a segment, whichever version wrote it; msg says why on NULL. */
+static struct store_item *read_line(const struct keyring *kr, char *line, size_t len,
+                                    const char *path, size_t lineno, char *msg, size_t msglen)
+{
+    struct store_item *it = NULL;
+    size_t magic = strlen(SPOOL_LINE_MAGIC);
+    if (len >= magic && memcmp(line, SPOOL_LINE_MAGIC, magic) == 0) {
+        bool verified;
+        it = item_from_line(kr, line, len, &verified);
+        if (!it && !verified)
+            snprintf(msg, msglen, "spool: %.1024s line %zu does not verify (damaged, or made "
+                                  "with a key that is no longer loaded)", path, lineno);
+    } else {
+        struct secret plain = {0};
+        char err[ERRBUF_LEN];
+        if (keyring_decrypt(kr, line, len, &plain, NULL, err, sizeof err) == 0)
+            it = item_from_json(plain.data, plain.len);
+        else
+            snprintf(msg, msglen, "spool: %.1024s line %zu does not verify (%.512s)", path,
+                     lineno, err);
+        secret_clear(&plain);
+    }
+    if (!it && msg[0] == '\0')
+        snprintf(msg, msglen, "spool: %.1024s line %zu is not a valid result", path, lineno);
     return it;
 }
 
@@ -261,7 +510,6 @@ static size_t replay_segment(struct spool *sp, const struct keyring *kr, int64_t
                              struct spool_replay_stats *st)
 {
     char path[4096], msg[8192];
-    msg[0] = '\0'; /* tested with strncmp below before any line has written it */
     segment_path(sp, id, path, sizeof path);
     FILE *f = fopen(path, "re");
     if (!f) {
@@ -280,25 +528,13 @@ static size_t replay_segment(struct spool *sp, const struct keyring *kr, int64_t
         size_t len = (size_t)got;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             len--;
-        struct secret plain = {0};
-        char err[ERRBUF_LEN];
-        struct store_item *it = NULL;
-        if (keyring_decrypt(kr, line, len, &plain, NULL, err, sizeof err) == 0)
-            it = item_from_json(plain.data, plain.len);
-        else
-            snprintf(msg, sizeof msg, "spool: %.1024s line %zu does not verify (%.512s)", path, lineno,
-                     err);
-        secret_clear(&plain);
+        msg[0] = '\0';
+        struct store_item *it = read_line(kr, line, len, path, lineno, msg, sizeof msg);
         if (!it) {
-            if (strncmp(msg, "spool:", 6) != 0)
-                snprintf(msg, sizeof msg, "spool: %.1024s line %zu is not a valid result", path,
-                         lineno);
             warn(ud, msg);
-            msg[0] = '\0';
             bad++;
             continue;
         }
-        msg[0] = '\0';
         if (n == cap) {
             size_t c = cap ? cap * 2 : 64;
             struct store_item **p = realloc(items, c * sizeof *p);
@@ -403,6 +639,7 @@ void spool_close(struct spool *sp)
     if (sp->dirfd > 0)
         close(sp->dirfd);
     free(sp->segs);
+    strbuf_free(&sp->buf);
     free(sp->dir);
     free(sp);
 }

@@ -2,9 +2,12 @@
  * fuzz_spool.c — libFuzzer target for the replay of the durable spool
  * (spool.h): the one file the daemon reads back after a crash, which may be
  * truncated or tampered with. The input becomes one segment file, line by
- * line: a line starting with '!' is encrypted by the harness under the
- * spool's key (so that the JSON of a result is reached), one starting with
- * '~' under a foreign key, any other line is written as it is.
+ * line: a line starting with '@' gets the tag the spool's key makes for the
+ * rest of the line plus a space appended (so that the parser of a current
+ * "S2" line is reached), one starting with '!' is encrypted by the harness
+ * under the spool's key (a line of the first format, so that the JSON of a
+ * result is reached), one starting with '~' under a foreign key, any other
+ * line is written as it is.
  *
  * Properties: every line is either replayed or counted as damaged; warnings
  * are terminated and never quote an encrypted line's content; replayed items
@@ -20,6 +23,7 @@
 
 #include <sodium.h>
 
+#include "b64.h"
 #include "fuzz.h"
 #include "keys.h"
 #include "spool.h"
@@ -148,7 +152,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const uint8_t *nl = memchr(data + pos, '\n', size - pos);
         size_t len = nl ? (size_t)(nl - (data + pos)) : size - pos;
         const uint8_t *line = data + pos;
-        if (len > 0 && (line[0] == '!' || line[0] == '~')) {
+        if (len > 0 && line[0] == '@') {
+            static char buf[32 * 1024 + 64];
+            memcpy(buf, line + 1, len - 1);
+            buf[len - 1] = ' ';
+            uint8_t tag[KEYRING_TAG_BYTES];
+            FUZZ_CHECK(keyring_tag(ring, "oauthrd-spool-v2", buf, len, tag) == 0, "tag");
+            char tag64[64];
+            b64url_encode(tag, sizeof tag, tag64, sizeof tag64);
+            fwrite(buf, 1, len, f);
+            fputs(tag64, f);
+        } else if (len > 0 && (line[0] == '!' || line[0] == '~')) {
             char *tok = NULL;
             FUZZ_CHECK(keyring_encrypt(line[0] == '!' ? ring : foreign, line + 1, len - 1, &tok) ==
                            0,

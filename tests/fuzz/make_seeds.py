@@ -271,6 +271,23 @@ S = {
     "integer-expiry": item(10, expires_at=1795800000) + "\n",
     "empty": "",
 }
+
+# Current lines ('@': the harness appends " " and the tag). Tokens stand in for ciphertext.
+def line2(i, prov=0, usec=1795800000500000, idt="-", scope=":cmVwbw==", ttype="-"):
+    return "@S2 %d %d %d gAAAAAold%d gAAAAAacc gAAAAAref%d %s %s %s" % (
+        i, prov, usec, i, i, idt, scope, ttype)
+
+
+S.update({
+    "v2-good": "\n".join(line2(i, prov=i % 3) for i in range(3)) + "\n",
+    "v2-odd-fields": line2(-5, idt="gAAAAAidt", scope=":", ttype=":QmVhcmVy") + "\n" +
+                     line2(9223372036854775807) + "\n" + line2(3, usec=0) + "\n",
+    "v2-invalid": line2(1, prov=3) + "\n" + line2(2, scope="repo") + "\n" + line2(3, idt="") +
+                  "\n" + "@S2\n@S2 1 0 1 a b c - - - extra\n@S2 01 0 1 a b c - - -\n" +
+                  line2(4, scope=":AA==") + "\n",
+    "v2-damaged": line2(1)[1:] + " AAAA\n" + line2(2) + "\n",
+    "v1-and-v2": item(1) + "\n" + line2(2) + "\n",
+})
 for n, v in S.items():
     put("fuzz_spool", n, v)
 

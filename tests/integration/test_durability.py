@@ -2,6 +2,7 @@
 database outage and a restart, several instances on one database, and the takeover of a
 killed instance's claims once (and only once) its leases run out."""
 
+import base64
 import glob
 import os
 import re
@@ -12,6 +13,7 @@ import time
 import pytest
 
 from lib.daemon import wait_until
+from lib.spoolfmt import spool_line
 
 
 def spool_files(env, pattern="seg-*.spool"):
@@ -230,3 +232,37 @@ def test_state_directory_defaults_to_systemd_state_directory(migrated_env, seede
     rc, log = migrated_env.run_once(env={"STATE_DIRECTORY": str(state)})
     assert rc == 0, log
     assert (state / "spool").is_dir(), "the spool lives under $STATE_DIRECTORY"
+
+
+def test_a_spool_written_to_the_documented_format_is_replayed(
+        migrated_env, seeder, token_server, fernet_keys):
+    """The spool format is a contract (an operator may have to read it): a segment written
+    here, not by the daemon, is replayed, and a line tagged with a key the daemon does not
+    hold is kept aside, not applied."""
+    a = seeder.add_account("microsoft", expires_in=7200)      # not due: no refresh
+    b = seeder.add_account("github", expires_in=7200)
+    row = seeder.read(a.id)
+    raw = base64.urlsafe_b64decode(fernet_keys.primary)
+    expires = int(time.time()) + 3600
+    seg = os.path.join(migrated_env.state_dir, "spool", "seg-%020d.spool" % 7)
+    os.makedirs(os.path.dirname(seg), mode=0o700, exist_ok=True)
+    with open(seg, "w") as f:
+        f.write(spool_line(raw, a.id, 2, expires * 1_000_000, row["refresh_token_ciphertext"],
+                           fernet_keys.encrypt("spooled-access"), fernet_keys.encrypt("spooled-rt"),
+                           id_token=fernet_keys.encrypt("spooled-idt"),
+                           scope="openid offline_access", token_type="Bearer"))
+        f.write(spool_line(b"\x01" * 32, b.id, 1, expires * 1_000_000,
+                           seeder.read(b.id)["refresh_token_ciphertext"],
+                           fernet_keys.encrypt("forged-access"), fernet_keys.encrypt("forged-rt")))
+    rc, log = migrated_env.run_once()
+    assert rc == 0, log
+    assert "replaying 1 spooled result" in log and "does not verify" in log, log[-3000:]
+    got = seeder.read(a.id)
+    assert (got["access_token"], got["refresh_token"], got["id_token"]) == (
+        "spooled-access", "spooled-rt", "spooled-idt"), got
+    assert got["scope"] == "openid offline_access" and got["token_type"] == "Bearer", got
+    assert int(got["expires_at"].timestamp()) == expires
+    assert seeder.read(b.id)["refresh_token"] == b.refresh_token, "a forged line is not applied"
+    assert token_server.refresh_count(a.account_key) == 0
+    assert token_server.refresh_count(b.account_key) == 0
+    assert spool_files(migrated_env) == [] and len(spool_files(migrated_env, "*.bad")) == 1

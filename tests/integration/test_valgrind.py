@@ -7,6 +7,7 @@ indirectly lost). Skipped cleanly when valgrind is not installed, or when the bu
 test is a sanitizer build (ASan and valgrind cannot run together).
 """
 
+import base64
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from lib.daemon import build_dir, daemon_path
+from lib.spoolfmt import spool_line, spool_tag
 
 VALGRIND = shutil.which("valgrind")
 VALGRIND_ERROR_EXIT = 99
@@ -119,6 +121,12 @@ def test_replay_of_a_damaged_spool_is_valgrind_clean(
         f.write(fernet_keys.encrypt('{"account_id": "x"}') + "\n")  # verifies, not a result
         f.write("not a token at all\n")
         f.write(fernet_keys.encrypt("not json") + "\n")
+        # The current format: a line whose tag verifies but whose provider does not exist,
+        # and one whose tag does not verify.
+        raw = base64.urlsafe_b64decode(fernet_keys.primary)
+        body = "S2 5 9 1795800000000000 gAAAAAa gAAAAAb gAAAAAc - - - "
+        f.write(body + spool_tag(raw, body) + "\n")
+        f.write(spool_line(b"\x02" * 32, 6, 1, 1795800000000000, "gAAAAAa", "gAAAAAb", "gAAAAAc"))
     a = seeder.add_account("github", expires_in=-60)
 
     rc, log, report = run_under_valgrind(migrated_env, monkeypatch, tmp_path, "spool")

@@ -3,7 +3,8 @@
  * lines, surrounding whitespace and CRLF accepted; bad keys named by line
  * without quoting them; empty lists, unreadable paths and non-files rejected;
  * a group/world-readable file warned about. Loaded keyrings encrypt with the
- * first key and decrypt with any, in file order.
+ * first key and decrypt with any, in file order. Keyed tags (the spool's
+ * integrity) match Python's BLAKE2b and verify under any loaded key.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -330,6 +331,81 @@ static void test_references_keep_keys_alive_after_the_loader_lets_go(void **stat
     assert_int_equal(keyring_count(NULL), 0);
 }
 
+/* Keyed tags, checked against Python's hashlib.blake2b(msg, key=k, person=p,
+ * digest_size=32) with k = bytes(range(32)): an independent implementation. */
+static struct keyring *raw_ring(const uint8_t first_byte[], size_t n)
+{
+    uint8_t raw[4][FERNET_KEY_BYTES];
+    assert_true(n <= 4);
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < FERNET_KEY_BYTES; j++)
+            raw[i][j] = (uint8_t)(first_byte[i] + j);
+    char err[ERRBUF_LEN];
+    struct keyring *kr = keyring_from_raw((const uint8_t(*)[FERNET_KEY_BYTES])raw, n, err,
+                                          sizeof err);
+    assert_non_null(kr);
+    return kr;
+}
+
+static void assert_tag_hex(const struct keyring *kr, const char *personal, const char *msg,
+                           const char *hex)
+{
+    uint8_t tag[KEYRING_TAG_BYTES], want[KEYRING_TAG_BYTES];
+    assert_int_equal(keyring_tag(kr, personal, msg, strlen(msg), tag), 0);
+    assert_int_equal(sodium_hex2bin(want, sizeof want, hex, strlen(hex), NULL, NULL, NULL), 0);
+    assert_memory_equal(tag, want, sizeof want);
+}
+
+static void test_tags_match_python_blake2b_keyed_and_personalised(void **state)
+{
+    (void)state;
+    struct keyring *kr = raw_ring((const uint8_t[]){0}, 1);
+    assert_tag_hex(kr, "oauthrd-spool-v2", "",
+                   "32c01fc41710503cb18d96e1055f83d4641827fcd66140ac5c7fc716f9626200");
+    assert_tag_hex(kr, "oauthrd-spool-v2", "S2 42 1 1795800000500000 ",
+                   "b5de352512e7caa9447d5536c2b072e4e4ac51d567eecf4d6a5738ae39807dba");
+    /* Another purpose, another tag, with the same key and message. */
+    assert_tag_hex(kr, "oauthrd-other-v2", "S2 42 1 1795800000500000 ",
+                   "8d8e68470e185eaf48fcd44ff764ab79c070c825ebb42f97c6e01d8100ba81f4");
+    keyring_unref(kr);
+}
+
+static void test_tags_verify_under_a_demoted_key_and_nothing_else(void **state)
+{
+    (void)state;
+    struct keyring *old = raw_ring((const uint8_t[]){0}, 1);
+    struct keyring *rotated = raw_ring((const uint8_t[]){100, 0}, 2);
+    struct keyring *other = raw_ring((const uint8_t[]){7, 9}, 2);
+    const char msg[] = "S2 7 0 1 a b c - - - ";
+    uint8_t tag[KEYRING_TAG_BYTES];
+    assert_int_equal(keyring_tag(old, "oauthrd-spool-v2", msg, sizeof msg - 1, tag), 0);
+    size_t idx = 99;
+    assert_true(keyring_tag_verify(old, "oauthrd-spool-v2", msg, sizeof msg - 1, tag, &idx));
+    assert_int_equal(idx, 0);
+    assert_true(keyring_tag_verify(rotated, "oauthrd-spool-v2", msg, sizeof msg - 1, tag, &idx));
+    assert_int_equal(idx, 1);
+    assert_false(keyring_tag_verify(other, "oauthrd-spool-v2", msg, sizeof msg - 1, tag, NULL));
+    assert_false(keyring_tag_verify(old, "oauthrd-other-v2", msg, sizeof msg - 1, tag, NULL));
+    /* Every single-bit change of the message or the tag is caught. */
+    char m2[sizeof msg];
+    for (size_t i = 0; i < (sizeof msg - 1) * 8; i++) {
+        memcpy(m2, msg, sizeof msg);
+        m2[i / 8] ^= (char)(1 << (i % 8));
+        assert_false(keyring_tag_verify(old, "oauthrd-spool-v2", m2, sizeof msg - 1, tag, NULL));
+    }
+    for (size_t i = 0; i < sizeof tag * 8; i++) {
+        uint8_t t2[KEYRING_TAG_BYTES];
+        memcpy(t2, tag, sizeof tag);
+        t2[i / 8] ^= (uint8_t)(1 << (i % 8));
+        assert_false(keyring_tag_verify(old, "oauthrd-spool-v2", msg, sizeof msg - 1, t2, NULL));
+    }
+    assert_int_equal(keyring_tag(NULL, "oauthrd-spool-v2", msg, 1, tag), -1);
+    assert_false(keyring_tag_verify(NULL, "oauthrd-spool-v2", msg, 1, tag, NULL));
+    keyring_unref(old);
+    keyring_unref(rotated);
+    keyring_unref(other);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -347,6 +423,8 @@ int main(void)
         T(test_loose_mode_warns_and_strict_mode_does_not),
         T(test_many_keys_load_in_order),
         T(test_references_keep_keys_alive_after_the_loader_lets_go),
+        T(test_tags_match_python_blake2b_keyed_and_personalised),
+        T(test_tags_verify_under_a_demoted_key_and_nothing_else),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

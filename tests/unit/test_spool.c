@@ -19,6 +19,7 @@
 #include <sodium.h>
 
 #include "fernet.h"
+#include "secret.h"
 #include "keys.h"
 #include "spool.h"
 #include "store.h"
@@ -65,15 +66,34 @@ static int teardown(void **state)
     return 0;
 }
 
-static struct store_item *make_item(int64_t id, const char *rt)
+static char *encrypt_text(const struct keyring *kr, const char *plain)
+{
+    char *ct = NULL;
+    assert_int_equal(keyring_encrypt(kr, (const uint8_t *)plain, strlen(plain), &ct), 0);
+    return ct;
+}
+
+static void assert_decrypts_to(const struct keyring *kr, const char *ct, const char *plain)
+{
+    struct secret s = {0};
+    char err[ERRBUF_LEN];
+    assert_non_null(ct);
+    assert_int_equal(keyring_decrypt(kr, ct, strlen(ct), &s, NULL, err, sizeof err), 0);
+    assert_int_equal(s.len, strlen(plain));
+    assert_memory_equal(s.data, plain, s.len);
+    secret_clear(&s);
+}
+
+/* A rotated result as the engine hands it over: tokens already Fernet ciphertext. */
+static struct store_item *make_item(const struct keyring *kr, int64_t id, const char *rt)
 {
     struct store_item *it = calloc(1, sizeof *it);
     it->kind = STORE_REFRESHED;
     it->account_id = id;
     it->provider = PROVIDER_GITHUB;
-    it->old_refresh_ct = strdup("old-ciphertext");
-    it->access_ct = strdup("access-ciphertext");
-    it->refresh_ct = strdup(rt);
+    it->old_refresh_ct = encrypt_text(kr, "old-refresh-plaintext");
+    it->access_ct = encrypt_text(kr, "access-plaintext");
+    it->refresh_ct = encrypt_text(kr, rt);
     it->id_token_ct = NULL;
     it->expires_at = 1795800000.5;
     it->scope = strdup("repo user");
@@ -93,8 +113,8 @@ static void warn_cb(void *ud, const char *msg)
 {
     struct fixture *fx = ud;
     fx->warnings++;
-    /* A warning must never quote spooled content. */
-    assert_null(strstr(msg, "ciphertext"));
+    /* A warning must never quote spooled content (Fernet tokens start so). */
+    assert_null(strstr(msg, "gAAAAA"));
 }
 
 static size_t count_files(const char *dir, const char *suffix)
@@ -133,9 +153,9 @@ static char *only_segment_path(const char *dir)
 
 static void write_three(struct fixture *fx, struct spool *sp, struct store_item **items)
 {
-    items[0] = make_item(1, "rt-one");
-    items[1] = make_item(2, "rt-two");
-    items[2] = make_item(3, "rt-three");
+    items[0] = make_item(fx->kr, 1, "rt-one");
+    items[1] = make_item(fx->kr, 2, "rt-two");
+    items[2] = make_item(fx->kr, 3, "rt-three");
     char err[ERRBUF_LEN];
     assert_int_equal(spool_write(sp, fx->kr, items, 3, err, sizeof err), 0);
     for (int i = 0; i < 3; i++)
@@ -162,8 +182,9 @@ static void test_written_items_come_back_whole_after_restart(void **state)
     assert_int_equal(st.bad_items, 0);
     assert_int_equal(fx->nreplayed, 3);
     assert_int_equal(fx->replayed[1]->account_id, 2);
-    assert_string_equal(fx->replayed[1]->refresh_ct, "rt-two");
-    assert_string_equal(fx->replayed[1]->old_refresh_ct, "old-ciphertext");
+    assert_decrypts_to(fx->kr, fx->replayed[1]->refresh_ct, "rt-two");
+    assert_decrypts_to(fx->kr, fx->replayed[1]->old_refresh_ct, "old-refresh-plaintext");
+    assert_decrypts_to(fx->kr, fx->replayed[1]->access_ct, "access-plaintext");
     assert_string_equal(fx->replayed[1]->scope, "repo user");
     assert_null(fx->replayed[1]->id_token_ct);
     assert_true(fx->replayed[1]->rotated);
@@ -208,7 +229,9 @@ static void test_spool_holds_no_plaintext(void **state)
     buf[n] = '\0';
     fclose(f);
     assert_null(strstr(buf, "rt-two"));
-    assert_null(strstr(buf, "ciphertext"));
+    assert_null(strstr(buf, "plaintext"));
+    /* The tokens are stored as the ciphertext the database will hold. */
+    assert_non_null(strstr(buf, items[1]->refresh_ct));
     struct stat sb;
     assert_int_equal(stat(path, &sb), 0);
     assert_int_equal(sb.st_mode & 077, 0);
@@ -311,6 +334,208 @@ static void test_segment_under_unknown_key_is_kept_aside(void **state)
     keyring_unref(other);
 }
 
+/* Rewrites the only segment's text with edit(), which changes it in place. */
+static void edit_segment(const char *dir, void (*edit)(char *text))
+{
+    char *path = only_segment_path(dir);
+    FILE *f = fopen(path, "r");
+    static char text[65536];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    edit(text);
+    f = fopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+    free(path);
+}
+
+/* "S2 2 ..." (the second line) becomes "S2 9 ...": account 2's tokens claimed for 9. */
+static void move_line_two_to_account_nine(char *text)
+{
+    char *l2 = strchr(text, '\n') + 1;
+    assert_memory_equal(l2, "S2 2 ", 5);
+    l2[3] = '9';
+}
+
+static void test_a_line_moved_to_another_account_does_not_verify(void **state)
+{
+    struct fixture *fx = *state;
+    char err[ERRBUF_LEN];
+    struct spool *sp = spool_open(fx->dir, err, sizeof err);
+    struct store_item *items[3];
+    write_three(fx, sp, items);
+    for (int i = 0; i < 3; i++)
+        store_item_free(items[i]);
+    spool_close(sp);
+    edit_segment(fx->dir, move_line_two_to_account_nine);
+
+    sp = spool_open(fx->dir, err, sizeof err);
+    struct spool_replay_stats st;
+    spool_replay(sp, fx->kr, add_cb, warn_cb, fx, &st);
+    assert_int_equal(st.items, 2);
+    assert_int_equal(st.bad_items, 1);
+    for (size_t i = 0; i < fx->nreplayed; i++) {
+        assert_true(fx->replayed[i]->account_id != 9);
+        spool_release(sp, fx->replayed[i]->spool_id);
+    }
+    spool_close(sp);
+}
+
+static void test_results_that_are_not_ciphertext_are_refused_whole(void **state)
+{
+    struct fixture *fx = *state;
+    char err[ERRBUF_LEN];
+    struct spool *sp = spool_open(fx->dir, err, sizeof err);
+    struct store_item *items[2] = {make_item(fx->kr, 1, "a"), make_item(fx->kr, 2, "b")};
+    const char *bad[] = {"has space", "two\nlines", "", "plain;text"};
+    for (size_t b = 0; b < sizeof bad / sizeof *bad; b++) {
+        char *keep = items[1]->access_ct;
+        items[1]->access_ct = (char *)bad[b];
+        assert_int_equal(spool_write(sp, fx->kr, items, 2, err, sizeof err), -1);
+        items[1]->access_ct = keep;
+        assert_null(strstr(err, bad[b][0] ? bad[b] : "\x01")); /* never quoted */
+    }
+    items[1]->expires_at = -1;
+    assert_int_equal(spool_write(sp, fx->kr, items, 2, err, sizeof err), -1);
+    items[1]->expires_at = 1.0 / 0.0;
+    assert_int_equal(spool_write(sp, fx->kr, items, 2, err, sizeof err), -1);
+    assert_int_equal(count_files(fx->dir, ".spool"), 0);
+    assert_int_equal(count_files(fx->dir, ".tmp"), 0);
+    assert_int_equal(items[0]->spool_id, 0);
+    for (int i = 0; i < 2; i++)
+        store_item_free(items[i]);
+    spool_close(sp);
+}
+
+static void test_scope_and_token_type_survive_any_bytes(void **state)
+{
+    struct fixture *fx = *state;
+    const char *texts[] = {"", " ", "a b\nc\td", "-", ":", "S2 1 2", "é ü ✓", "x=y&z"};
+    const size_t n = sizeof texts / sizeof *texts;
+    char err[ERRBUF_LEN];
+    struct spool *sp = spool_open(fx->dir, err, sizeof err);
+    struct store_item *items[8];
+    for (size_t i = 0; i < n; i++) {
+        items[i] = make_item(fx->kr, (int64_t)i + 1, "rt");
+        free(items[i]->scope);
+        items[i]->scope = strdup(texts[i]);
+        items[i]->token_type = i % 2 ? strdup(texts[n - 1 - i]) : NULL;
+        items[i]->id_token_ct = i % 3 ? encrypt_text(fx->kr, "id-token") : NULL;
+        items[i]->expires_at = 1795800000.0 + (double)i * 0.000001;
+    }
+    assert_int_equal(spool_write(sp, fx->kr, items, n, err, sizeof err), 0);
+    spool_close(sp);
+    sp = spool_open(fx->dir, err, sizeof err);
+    struct spool_replay_stats st;
+    spool_replay(sp, fx->kr, add_cb, warn_cb, fx, &st);
+    assert_int_equal(st.items, n);
+    for (size_t i = 0; i < n; i++) {
+        const struct store_item *r = fx->replayed[i];
+        assert_int_equal(r->account_id, (int64_t)i + 1);
+        assert_string_equal(r->scope, texts[i]);
+        if (i % 2)
+            assert_string_equal(r->token_type, texts[n - 1 - i]);
+        else
+            assert_null(r->token_type);
+        if (i % 3)
+            assert_string_equal(r->id_token_ct, items[i]->id_token_ct);
+        else
+            assert_null(r->id_token_ct);
+        assert_true(r->expires_at == items[i]->expires_at);
+        spool_release(sp, r->spool_id);
+        store_item_free(items[i]);
+    }
+    spool_close(sp);
+}
+
+static void test_a_segment_tagged_with_a_demoted_key_is_replayed(void **state)
+{
+    struct fixture *fx = *state;
+    char err[ERRBUF_LEN];
+    uint8_t raw[2][FERNET_KEY_BYTES];
+    randombytes_buf(raw, sizeof raw);
+    /* Written under key A; then a reload put a new primary key B in front of it. */
+    struct keyring *a = keyring_from_raw((const uint8_t(*)[FERNET_KEY_BYTES])raw + 1, 1, err,
+                                         sizeof err);
+    struct keyring *ba = keyring_from_raw((const uint8_t(*)[FERNET_KEY_BYTES])raw, 2, err,
+                                          sizeof err);
+    struct keyring *b_only = keyring_from_raw((const uint8_t(*)[FERNET_KEY_BYTES])raw, 1, err,
+                                              sizeof err);
+    assert_non_null(a);
+    assert_non_null(ba);
+    assert_non_null(b_only);
+    struct spool *sp = spool_open(fx->dir, err, sizeof err);
+    struct store_item *items[2] = {make_item(a, 1, "one"), make_item(a, 2, "two")};
+    assert_int_equal(spool_write(sp, a, items, 2, err, sizeof err), 0);
+    spool_close(sp);
+
+    sp = spool_open(fx->dir, err, sizeof err);
+    struct spool_replay_stats st;
+    spool_replay(sp, ba, add_cb, warn_cb, fx, &st);
+    assert_int_equal(st.items, 2);
+    assert_int_equal(st.bad_items, 0);
+    spool_close(sp); /* a crash again: nothing released */
+
+    /* Once A is gone from the list, the lines no longer verify: kept aside, not lost. */
+    sp = spool_open(fx->dir, err, sizeof err);
+    spool_replay(sp, b_only, add_cb, warn_cb, fx, &st);
+    assert_int_equal(st.items, 0);
+    assert_int_equal(st.bad_items, 2);
+    assert_int_equal(count_files(fx->dir, ".bad"), 1);
+    spool_close(sp);
+    for (int i = 0; i < 2; i++)
+        store_item_free(items[i]);
+    keyring_unref(a);
+    keyring_unref(ba);
+    keyring_unref(b_only);
+}
+
+/* A segment as version 0.1.0 wrote it: one Fernet token over each item's JSON. */
+static void test_a_segment_from_the_first_format_is_still_replayed(void **state)
+{
+    struct fixture *fx = *state;
+    char err[ERRBUF_LEN];
+    char *old_rt = encrypt_text(fx->kr, "old"), *acc = encrypt_text(fx->kr, "acc"),
+         *rt = encrypt_text(fx->kr, "new");
+    char json[4096];
+    snprintf(json, sizeof json,
+             "{\"account_id\":77,\"provider\":2,\"old_refresh\":\"%s\",\"access\":\"%s\","
+             "\"refresh\":\"%s\",\"id_token\":null,\"expires_at\":1795800000.25,"
+             "\"scope\":\"openid offline_access\",\"token_type\":\"Bearer\"}",
+             old_rt, acc, rt);
+    char *line = encrypt_text(fx->kr, json);
+    char path[128];
+    snprintf(path, sizeof path, "%s/spool", fx->dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    snprintf(path, sizeof path, "%s/spool/seg-%020d.spool", fx->dir, 1);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "%s\n", line);
+    fclose(f);
+
+    struct spool *sp = spool_open(fx->dir, err, sizeof err);
+    struct spool_replay_stats st;
+    spool_replay(sp, fx->kr, add_cb, warn_cb, fx, &st);
+    assert_int_equal(st.items, 1);
+    assert_int_equal(st.bad_items, 0);
+    const struct store_item *r = fx->replayed[0];
+    assert_int_equal(r->account_id, 77);
+    assert_int_equal(r->provider, 2);
+    assert_string_equal(r->refresh_ct, rt);
+    assert_string_equal(r->old_refresh_ct, old_rt);
+    assert_string_equal(r->access_ct, acc);
+    assert_string_equal(r->scope, "openid offline_access");
+    assert_string_equal(r->token_type, "Bearer");
+    assert_true(r->expires_at == 1795800000.25);
+    spool_release(sp, r->spool_id);
+    assert_int_equal(count_files(fx->dir, ".spool"), 0);
+    spool_close(sp);
+    free(old_rt);
+    free(acc);
+    free(rt);
+    free(line);
+}
+
 static void test_unwritable_state_directory_is_an_error(void **state)
 {
     char err[ERRBUF_LEN] = "";
@@ -334,6 +559,16 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_garbage_line_is_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_segment_under_unknown_key_is_kept_aside, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_a_line_moved_to_another_account_does_not_verify,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_results_that_are_not_ciphertext_are_refused_whole,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scope_and_token_type_survive_any_bytes, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_a_segment_tagged_with_a_demoted_key_is_replayed,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_segment_from_the_first_format_is_still_replayed,
+                                        setup, teardown),
         cmocka_unit_test(test_unwritable_state_directory_is_an_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
