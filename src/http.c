@@ -35,10 +35,23 @@
 #define HTTP_DEFAULT_MAX_CONNECTIONS 64
 #define HTTP_DEFAULT_TIMEOUT_MS      30000
 #define HTTP_FREE_LIST_MAX           1024
-#define HTTP_RESP_INITIAL            4096
-#define HTTP_RESP_KEEP_MAX           (64 * 1024) /* larger buffers are freed on recycle */
+/*
+ * Memory per transfer matters: with 1,000 in flight every kilobyte here is a
+ * megabyte of the daemon's peak. Answers are 0.3-4 kB (Microsoft's, with its
+ * JWTs, the largest) and request bodies a few hundred bytes, so buffers start
+ * small and grow; a recycled transfer keeps at most one typical answer's room.
+ */
+#define HTTP_RESP_INITIAL            1024
+#define HTTP_BODY_INITIAL            512
+#define HTTP_RESP_KEEP_MAX           4096 /* larger buffers are freed on recycle */
 #define HTTP_RETRY_AFTER_MAX         128
 #define HTTP_UPLOAD_BUFFER           16384L /* curl's minimum */
+/* curl's per-transfer receive buffer (default 16 kB). Over HTTP/2 the socket is
+ * read into the connection's own buffer, so this only bounds how much of one
+ * stream's data is handed over at a time; over HTTP/1.1 a 4 kB answer still
+ * takes one or two reads. heaptrack (bench/run heap): 16 MB at 1,000 in flight
+ * with the default. */
+#define HTTP_RECV_BUFFER             4096L
 
 struct http_sock {
     ev_io io;
@@ -105,11 +118,11 @@ static void wipe_free(void *p, size_t len)
 }
 
 /* Grows *buf to at least need bytes; the old buffer is wiped, never left behind by realloc. */
-static int buf_reserve(char **buf, size_t *cap, size_t used, size_t need)
+static int buf_reserve(char **buf, size_t *cap, size_t used, size_t need, size_t initial)
 {
     if (need <= *cap)
         return 0;
-    size_t ncap = *cap ? *cap : HTTP_RESP_INITIAL;
+    size_t ncap = *cap ? *cap : initial;
     while (ncap < need)
         ncap = ncap > SIZE_MAX / 2 ? need : ncap * 2;
     char *n = malloc(ncap);
@@ -134,7 +147,8 @@ static size_t http_write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
         x->oversized = true;
         return 0; /* != n: curl aborts with CURLE_WRITE_ERROR */
     }
-    if (buf_reserve(&x->resp, &x->resp_cap, x->resp_len, x->resp_len + n + 1) < 0)
+    if (buf_reserve(&x->resp, &x->resp_cap, x->resp_len, x->resp_len + n + 1,
+                    HTTP_RESP_INITIAL) < 0)
         return 0;
     memcpy(x->resp + x->resp_len, ptr, n);
     x->resp_len += n;
@@ -410,9 +424,10 @@ static int xfer_setup_easy(struct http *h, struct http_xfer *x)
     SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)h->max_body);
     /* Request bodies are a few hundred bytes: curl's default 64 kB upload
      * buffer per transfer was a fifth of the daemon's peak memory with a
-     * thousand requests in flight (benchmark: 54 -> 44 MB). The receive buffer
-     * stays at its default: smaller ones cost a read(2) per kB. */
+     * thousand requests in flight (benchmark: 54 -> 44 MB). The receive buffer:
+     * see HTTP_RECV_BUFFER (1 kB cost a read(2) per kB over HTTP/1.1). */
     SETOPT(CURLOPT_UPLOAD_BUFFERSIZE, HTTP_UPLOAD_BUFFER);
+    SETOPT(CURLOPT_BUFFERSIZE, HTTP_RECV_BUFFER);
     SETOPT(CURLOPT_WRITEFUNCTION, http_write_cb);
     SETOPT(CURLOPT_WRITEDATA, (void *)x);
     SETOPT(CURLOPT_HEADERFUNCTION, http_header_cb);
@@ -518,7 +533,7 @@ int http_submit(struct http *h, const struct http_request *req, http_done_cb don
         return -1;
 
     size_t blen = req->body ? req->body_len : 0;
-    if (buf_reserve(&x->body, &x->body_cap, 0, blen + 1) < 0)
+    if (buf_reserve(&x->body, &x->body_cap, 0, blen + 1, HTTP_BODY_INITIAL) < 0)
         goto fail;
     if (blen)
         memcpy(x->body, req->body, blen);

@@ -183,7 +183,10 @@ def report_once(r, n, label):
     out(f"  throughput            {rate:,.0f} refreshes/s")
     out(f"  daemon CPU            {r.user:.2f}s user + {r.sys:.2f}s sys = {us:.1f} µs per refresh "
         f"({cpu / r.wall * 100:.0f}% of one core)")
-    out(f"  daemon peak RSS       {r.maxrss_kb / 1024:.1f} MB")
+    anon, fil = getattr(r, "peak_split", (None, None))
+    out(f"  daemon peak RSS       {r.maxrss_kb / 1024:.1f} MB"
+        + (f" (near the peak: {anon / 1024:.1f} MB anonymous, {fil / 1024:.1f} MB of "
+           f"mapped files such as the libraries)" if anon and fil else ""))
     out(f"  PostgreSQL CPU        {r.pg_cpu:.2f}s ({r.pg_cpu / max(done, 1) * 1e6:.1f} µs per refresh, "
         f"{r.pg_cpu / r.wall * 100:.0f}% of one core)")
     out(f"  nginx CPU             {r.nginx_cpu:.2f}s ({r.nginx_cpu / max(done, 1) * 1e6:.1f} µs per "
@@ -435,12 +438,47 @@ def phase_profile(args):
         w.destroy()
 
 
+def phase_heap(args):
+    """Where the daemon's peak heap goes: --once under heaptrack, its peak consumers."""
+    n = args.profile_accounts
+    ht = shutil.which("heaptrack")
+    out(f"== heap: --once, {n:,} accounts, {args.in_flight} in flight, under heaptrack ==")
+    if not ht:
+        out("heaptrack is not installed (Debian package heaptrack; bench/run installs it)")
+        return
+    w = make_world(args)
+    try:
+        env = seed_due(w, n, "bench_heap", args.in_flight)
+        data = os.path.join(w.dir, "heaptrack")
+        r = run_once(w, env, args, wrapper=[ht, "-o", data], log_name="heap.log")
+        out(f"run under heaptrack: exit {r.rc}, {(r.refreshed or {}).get('refreshed', '?')} "
+            f"refreshed in {r.wall:.1f}s")
+        files = [f for f in os.listdir(w.dir)
+                 if f.startswith("heaptrack") and f.endswith((".zst", ".gz"))]
+        if not files:
+            out("heaptrack wrote no data")
+            return
+        rep = subprocess.run(["heaptrack_print", "--print-peaks", "1", "--print-allocators", "0",
+                              "--print-temporary", "0", "--print-leaks", "0",
+                              "--peak-limit", "12", "--sub-peak-limit", "4",
+                              os.path.join(w.dir, sorted(files)[0])],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = rep.stdout.splitlines()
+        keep = [ln for ln in lines if ln.strip() and not ln.startswith("reading file")]
+        for ln in keep[:160]:
+            out("    " + ln)
+        if args.keep:
+            out(f"heaptrack data kept in {w.dir}")
+    finally:
+        w.destroy()
+
+
 # ---- main ----------------------------------------------------------------------------------------
 
 def main():
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
     ap.add_argument("phases", nargs="*", default=[],
-                    help="once, memory, continuous, profile (default: all four)")
+                    help="once, memory, continuous, profile (default: these four), heap")
     ap.add_argument("--build-dir", default=os.environ.get("OAUTH_BUILD_DIR",
                                                           os.path.join(ROOT, "build-bench")))
     ap.add_argument("--accounts", type=int, default=100000, help="--once: accounts (default 100000)")
@@ -459,7 +497,7 @@ def main():
     args = ap.parse_args()
     phases = args.phases or ["once", "memory", "continuous", "profile"]
     for p in phases:
-        if p not in ("once", "memory", "continuous", "profile"):
+        if p not in ("once", "memory", "continuous", "profile", "heap"):
             ap.error(f"unknown phase {p}")
     if args.in_flight < 1 or args.accounts < 1:
         ap.error("--accounts and --in-flight must be positive")
@@ -485,6 +523,9 @@ def main():
         out()
     if "profile" in phases:
         phase_profile(args)
+        out()
+    if "heap" in phases:
+        phase_heap(args)
         out()
 
     out("== targets ==")

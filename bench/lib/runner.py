@@ -42,6 +42,7 @@ def run_daemon(daemon_path, config, log_path, args=(), wrapper=(), watch_pids=No
     r = Result()
     r.started_wall = time.time()
     r.hwm_kb = 0
+    r.peak_split = (None, None)
     status = None
     try:
         while True:
@@ -49,8 +50,12 @@ def run_daemon(daemon_path, config, log_path, args=(), wrapper=(), watch_pids=No
             if pid:
                 break
             hwm = procstat.hwm_kb(proc.pid)
-            if hwm:
-                r.hwm_kb = max(r.hwm_kb, hwm)
+            if hwm and hwm > r.hwm_kb:
+                r.hwm_kb = hwm
+                # What the peak is made of: heap and other anonymous memory, or pages
+                # of the shared libraries (file-backed, shared with other processes).
+                r.peak_split = (procstat.rss_kb(proc.pid, "RssAnon"),
+                                procstat.rss_kb(proc.pid, "RssFile"))
             el = time.monotonic() - t0
             # PostgreSQL forks no new backends during a run; sample CPU now, not after
             # the daemon's backend has exited and taken its counters with it.
