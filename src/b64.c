@@ -82,19 +82,27 @@ int b64url_decode(const char *s, size_t len, uint8_t *out, size_t outcap, size_t
 
 #define B64_CHUNK 4096 /* characters translated and decoded per EVP_DecodeBlock call */
 
-/* Urlsafe character -> the standard alphabet's character, 0 for anything else. */
-static const unsigned char URLSAFE_TO_STD[256] = {
-    ['A'] = 'A', ['B'] = 'B', ['C'] = 'C', ['D'] = 'D', ['E'] = 'E', ['F'] = 'F', ['G'] = 'G',
-    ['H'] = 'H', ['I'] = 'I', ['J'] = 'J', ['K'] = 'K', ['L'] = 'L', ['M'] = 'M', ['N'] = 'N',
-    ['O'] = 'O', ['P'] = 'P', ['Q'] = 'Q', ['R'] = 'R', ['S'] = 'S', ['T'] = 'T', ['U'] = 'U',
-    ['V'] = 'V', ['W'] = 'W', ['X'] = 'X', ['Y'] = 'Y', ['Z'] = 'Z', ['a'] = 'a', ['b'] = 'b',
-    ['c'] = 'c', ['d'] = 'd', ['e'] = 'e', ['f'] = 'f', ['g'] = 'g', ['h'] = 'h', ['i'] = 'i',
-    ['j'] = 'j', ['k'] = 'k', ['l'] = 'l', ['m'] = 'm', ['n'] = 'n', ['o'] = 'o', ['p'] = 'p',
-    ['q'] = 'q', ['r'] = 'r', ['s'] = 's', ['t'] = 't', ['u'] = 'u', ['v'] = 'v', ['w'] = 'w',
-    ['x'] = 'x', ['y'] = 'y', ['z'] = 'z', ['0'] = '0', ['1'] = '1', ['2'] = '2', ['3'] = '3',
-    ['4'] = '4', ['5'] = '5', ['6'] = '6', ['7'] = '7', ['8'] = '8', ['9'] = '9', ['-'] = '+',
-    ['_'] = '/',
-};
+/*
+ * Copies n urlsafe characters to out in the standard alphabet; returns false
+ * when one is not in the urlsafe alphabet (including '=', whitespace, NUL).
+ * Range tests and selects rather than a table so that the compiler vectorises
+ * it (see CMakeLists.txt): as a table walk it was most of a Fernet decryption.
+ */
+static bool urlsafe_to_std(const uint8_t *restrict in, uint8_t *restrict out, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        uint8_t c = in[k];
+        uint8_t upper = (uint8_t)(c - 'A') < 26 ? 0xff : 0;
+        uint8_t lower = (uint8_t)(c - 'a') < 26 ? 0xff : 0;
+        uint8_t digit = (uint8_t)(c - '0') < 10 ? 0xff : 0;
+        uint8_t minus = c == '-' ? 0xff : 0;
+        uint8_t under = c == '_' ? 0xff : 0;
+        uint8_t valid = upper | lower | digit | minus | under;
+        /* An invalid character becomes NUL, which no valid one does. */
+        out[k] = (uint8_t)(((c & ~(minus | under)) | ('+' & minus) | ('/' & under)) & valid);
+    }
+    return memchr(out, 0, n) == NULL;
+}
 
 /* The 6-bit value of an urlsafe character (valid characters only). */
 static int b64url_value(unsigned char c)
@@ -114,11 +122,12 @@ void b64url_encode_public(const uint8_t *bin, size_t binlen, char *out, size_t o
     if (outlen < need || binlen > (size_t)INT_MAX / 2)
         abort(); /* the caller's contract, as with sodium_bin2base64 */
     int n = EVP_EncodeBlock((unsigned char *)out, bin, (int)binlen);
+    /* Written as selects so that the compiler vectorises it (b64.c is built
+     * with -O3): as a per-character loop it was most of a Fernet encryption. */
+    unsigned char *u = (unsigned char *)out;
     for (int i = 0; i < n; i++) {
-        /* Branch-free: '+' (0x2b) -> '-' (0x2d), '/' (0x2f) -> '_' (0x5f). */
-        unsigned char c = (unsigned char)out[i];
-        c = (unsigned char)(c + 2 * (c == '+') + 0x30 * (c == '/'));
-        out[i] = (char)c;
+        unsigned char c = u[i];
+        u[i] = c == '+' ? '-' : (c == '/' ? '_' : c);
     }
     out[n] = '\0';
 }
@@ -140,20 +149,14 @@ int b64url_decode_public(const char *s, size_t len, uint8_t *out, size_t outcap,
     size_t got = len / 4 * 3 - pad;
     if (got > outcap)
         return -1;
-    unsigned char buf[B64_CHUNK];
+    uint8_t buf[B64_CHUNK];
     uint8_t tail[3];
     size_t o = 0;
     for (size_t i = 0; i < len; i += B64_CHUNK) {
         size_t n = len - i < B64_CHUNK ? len - i : B64_CHUNK;
         bool last = i + n == len;
         size_t data = last ? n - pad : n;
-        unsigned char bad = 0;
-        for (size_t k = 0; k < data; k++) {
-            unsigned char c = URLSAFE_TO_STD[(unsigned char)s[i + k]];
-            bad |= (unsigned char)(c == 0);
-            buf[k] = c;
-        }
-        if (bad)
+        if (!urlsafe_to_std((const uint8_t *)s + i, buf, data))
             return -1; /* wrong alphabet, whitespace, NUL or a '=' inside the text */
         for (size_t k = data; k < n; k++)
             buf[k] = '=';
