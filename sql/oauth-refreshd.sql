@@ -67,9 +67,51 @@ RETURNS double precision LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT (((p_id & 2147483647) * 2654435761) % 4294967296)::double precision / 4294967296.0
 $$;
 
+-- STABLE, as to_char() is: a SQL function declared more strictly than its
+-- body is never inlined, and a call that is not inlined costs an executor
+-- start per row.
 CREATE OR REPLACE FUNCTION oauth_refreshd.utc_text(p_ts timestamptz)
-RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT to_char(p_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+$$;
+
+-- A JSON string literal for p (JSON null for NULL), escaped by PostgreSQL's
+-- own JSON code: quotes, backslashes and control characters are escaped,
+-- other characters (UTF-8) pass as they are. The event payloads of SPEC §5 are
+-- compact JSON built from these pieces, byte for byte:
+-- {"event":"refreshed","account_id":42,"provider":"google","expires_at":"..."}
+-- (json_build_object()::text would put " : " and ", " between the members).
+CREATE OR REPLACE FUNCTION oauth_refreshd.json_text(p text)
+RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT COALESCE(to_json(p)::text, 'null')
+$$;
+
+CREATE OR REPLACE FUNCTION oauth_refreshd.event_refreshed(
+    p_id bigint, p_provider text, p_expires_at timestamptz)
+RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT '{"event":"refreshed","account_id":' || COALESCE(p_id::text, 'null')
+           || ',"provider":' || oauth_refreshd.json_text(p_provider)
+           || ',"expires_at":' || oauth_refreshd.json_text(oauth_refreshd.utc_text(p_expires_at))
+           || '}'
+$$;
+
+CREATE OR REPLACE FUNCTION oauth_refreshd.event_revoked(
+    p_id bigint, p_provider text, p_error text)
+RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT '{"event":"revoked","account_id":' || COALESCE(p_id::text, 'null')
+           || ',"provider":' || oauth_refreshd.json_text(p_provider)
+           || ',"error":' || oauth_refreshd.json_text(p_error)
+           || '}'
+$$;
+
+CREATE OR REPLACE FUNCTION oauth_refreshd.event_failed(
+    p_id bigint, p_provider text, p_error text, p_retry_at timestamptz)
+RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT '{"event":"failed","account_id":' || COALESCE(p_id::text, 'null')
+           || ',"provider":' || oauth_refreshd.json_text(p_provider)
+           || ',"error":' || oauth_refreshd.json_text(p_error)
+           || ',"retry_at":' || oauth_refreshd.json_text(oauth_refreshd.utc_text(p_retry_at))
+           || '}'
 $$;
 
 -- Keeps account_state in step with the application's writes and wakes the
@@ -103,9 +145,18 @@ BEGIN
 END
 $$;
 
+-- store_refreshed() writes the account_state rows of its own write-backs in
+-- the same statement and sets oauth_refreshd.caller_keeps_state = 'on' around
+-- it: for those rows the trigger would only write a row version that is
+-- overwritten at once (a non-HOT update, its due_at being indexed) and queue
+-- an event per row. The WHEN clause is evaluated as each row is updated, so
+-- no event is even queued. Every other writer (the application, rotate_batch)
+-- leaves the setting unset and keeps the trigger.
 CREATE OR REPLACE TRIGGER oauth_refreshd_account_change
     AFTER INSERT OR UPDATE OF expires_at, refresh_token ON public.oauth_accounts
-    FOR EACH ROW EXECUTE FUNCTION oauth_refreshd.on_account_change();
+    FOR EACH ROW
+    WHEN (current_setting('oauth_refreshd.caller_keeps_state', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION oauth_refreshd.on_account_change();
 
 -- Accounts that existed before the trigger (first migration).
 INSERT INTO oauth_refreshd.account_state (account_id, due_at)
@@ -140,7 +191,8 @@ SET enable_bitmapscan = off
 SET enable_seqscan = off
 AS $$
     WITH picked AS (
-        SELECT s.account_id
+        SELECT s.account_id, a.provider::text AS provider, a.refresh_token, a.scope,
+               a.expires_at
           FROM oauth_refreshd.account_state s
           JOIN public.oauth_accounts a ON a.id = s.account_id
          WHERE s.due_at IS NOT NULL
@@ -159,12 +211,14 @@ AS $$
          LIMIT p_limit
            FOR UPDATE OF s SKIP LOCKED
     )
+    -- The account's columns come from the row picked read (the same snapshot),
+    -- not from a second lookup of oauth_accounts per claimed row.
     UPDATE oauth_refreshd.account_state s
        SET lease_owner = p_owner, lease_until = now() + p_lease
-      FROM picked, public.oauth_accounts a
-     WHERE s.account_id = picked.account_id AND a.id = s.account_id
-    RETURNING s.account_id, a.provider::text, a.refresh_token, a.scope, a.expires_at,
-              s.attempts
+      FROM picked
+     WHERE s.account_id = picked.account_id
+    RETURNING s.account_id, picked.provider, picked.refresh_token, picked.scope,
+              picked.expires_at, s.attempts
 $$;
 
 -- Claims the named accounts whether due or not (oauth_refresh_request), as
@@ -195,9 +249,27 @@ $$;
 -- When the daemon should look again: the earliest moment one of the next
 -- unleased accounts becomes claimable (jitter included), or the moment a lease
 -- on a due account runs out (takeover of a crashed instance's claims).
+--
+-- The lease part looks at the first 2,000 due accounts in due order (walking
+-- account_state_due_idx and stopping there), not at the whole due range: with
+-- a backlog that range is every overdue account, and min(lease_until) over it
+-- was a bitmap scan of all of them on every call. Claims are taken in due
+-- order, so the leases that run out first sit at the front; one further back
+-- is seen once the front is claimed, and the daemon never sleeps longer than
+-- scan_interval anyway. lease_until gets no index of its own: an index on it
+-- would make every claim a non-HOT update.
 CREATE OR REPLACE FUNCTION oauth_refreshd.next_wakeup(
     p_providers text[], p_lead interval, p_jitter interval)
-RETURNS timestamptz LANGUAGE sql STABLE AS $$
+RETURNS timestamptz LANGUAGE sql STABLE
+-- As in claim_due: walk the due index in order and stop at the LIMIT, even
+-- when the last ANALYZE says few accounts are due, and look each account up by
+-- its key on the way (a hash join would read every due row and every account
+-- of the providers, then sort).
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+AS $$
     SELECT LEAST(
         (SELECT min(GREATEST(n.due_at - p_lead
                              - p_jitter * oauth_refreshd.jitter_fraction(n.account_id),
@@ -210,29 +282,45 @@ RETURNS timestamptz LANGUAGE sql STABLE AS $$
                     AND a.provider = ANY (p_providers)
                   ORDER BY s.due_at
                   LIMIT 1000) n),
-        (SELECT min(s.lease_until)
-           FROM oauth_refreshd.account_state s
-          WHERE s.due_at IS NOT NULL AND s.due_at <= now() + p_lead + p_jitter
-            AND s.lease_until >= now()))
+        (SELECT min(l.lease_until)
+           FROM (SELECT s.lease_until
+                   FROM oauth_refreshd.account_state s
+                  WHERE s.due_at IS NOT NULL AND s.due_at <= now() + p_lead + p_jitter
+                  ORDER BY s.due_at
+                  LIMIT 2000) l
+          WHERE l.lease_until >= now()))
 $$;
 
 -- Writes successful refreshes. Each row is written only if oauth_accounts
 -- still holds the refresh token ciphertext that was used (p_old_refresh):
 -- otherwise the application (or another writer) changed it meanwhile and the
 -- result is discarded. NULL in p_refresh / p_id_token / p_scope / p_token_type
--- keeps the stored value. Emits one `refreshed` event per stored row.
+-- keeps the stored value. Emits one `refreshed` event per stored row. Returns
+-- (account_id, stored) for every input id, in input order.
+--
+-- Cost per account (500 per call): one update of oauth_accounts and one of
+-- account_state, in one statement; the trigger is skipped for these rows
+-- (caller_keeps_state: the state row is written here, with everything the
+-- trigger would have set), and the writer setting keeps it from notifying
+-- should it run. Sets are matched by joins on the tables' keys, never by
+-- `= ANY (array)` filters, which cost rows x array length.
 CREATE OR REPLACE FUNCTION oauth_refreshd.store_refreshed(
     p_owner text, p_ids bigint[], p_old_refresh text[], p_access text[],
     p_refresh text[], p_id_token text[], p_expires_at timestamptz[],
     p_scope text[], p_token_type text[], p_lead interval)
 RETURNS TABLE (account_id bigint, stored boolean)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Plan each call with its arrays' real lengths: a cached generic plan assumes
+-- 10 elements per array and may join two 500-element sets by nested loop.
+SET plan_cache_mode = force_custom_plan
+AS $$
 DECLARE
     v_ids  bigint[];
     v_prov text[];
     v_exp  timestamptz[];
 BEGIN
     PERFORM set_config('oauth_refreshd.writer', 'daemon', true);
+    PERFORM set_config('oauth_refreshd.caller_keeps_state', 'on', true);
 
     WITH input AS (
         SELECT * FROM unnest(p_ids, p_old_refresh, p_access, p_refresh, p_id_token,
@@ -250,35 +338,49 @@ BEGIN
           FROM input i
          WHERE a.id = i.id AND a.refresh_token = i.old_rt
         RETURNING a.id, a.provider::text AS provider, a.expires_at
+    ), state AS (
+        -- Everything the trigger sets for a new token (revocation and failure
+        -- history cleared, due_at from expires_at), plus the release.
+        UPDATE oauth_refreshd.account_state s
+           SET lease_owner = NULL, lease_until = NULL, attempts = 0, retry_at = NULL,
+               last_error = NULL, last_error_at = NULL, revoked = false, revoked_at = NULL,
+               last_refreshed_at = now(), refresh_count = s.refresh_count + 1,
+               -- A token that lives shorter than the lead time would be due again
+               -- at once: refresh it at half its life instead of in a tight loop.
+               due_at = GREATEST(u.expires_at, now() + (u.expires_at - now()) / 2 + p_lead)
+          FROM upd u
+         WHERE s.account_id = u.id
     )
     SELECT COALESCE(array_agg(upd.id), '{}'), COALESCE(array_agg(upd.provider), '{}'),
            COALESCE(array_agg(upd.expires_at), '{}')
       INTO v_ids, v_prov, v_exp
       FROM upd;
 
-    UPDATE oauth_refreshd.account_state s
-       SET lease_owner = NULL, lease_until = NULL, attempts = 0, retry_at = NULL,
-           last_error = NULL, last_error_at = NULL, revoked = false, revoked_at = NULL,
-           last_refreshed_at = now(), refresh_count = s.refresh_count + 1,
-           -- A token that lives shorter than the lead time would be due again
-           -- at once: refresh it at half its life instead of in a tight loop.
-           due_at = GREATEST(a.expires_at, now() + (a.expires_at - now()) / 2 + p_lead)
-      FROM public.oauth_accounts a
-     WHERE s.account_id = ANY (v_ids) AND a.id = s.account_id;
+    PERFORM set_config('oauth_refreshd.caller_keeps_state', 'off', true);
 
-    -- Rows not written: give the claim back if it is still ours.
-    UPDATE oauth_refreshd.account_state s
-       SET lease_owner = NULL, lease_until = NULL
-     WHERE s.account_id = ANY (p_ids) AND NOT (s.account_id = ANY (v_ids))
-       AND s.lease_owner = p_owner;
-
-    PERFORM pg_notify('oauth_refresh_event',
-                      json_build_object('event', 'refreshed', 'account_id', u.id,
-                                        'provider', u.prov,
-                                        'expires_at', oauth_refreshd.utc_text(u.exp))::text)
+    PERFORM pg_notify('oauth_refresh_event', oauth_refreshd.event_refreshed(u.id, u.prov, u.exp))
        FROM unnest(v_ids, v_prov, v_exp) AS u(id, prov, exp);
 
-    RETURN QUERY SELECT i.id, i.id = ANY (v_ids) FROM unnest(p_ids) AS i(id);
+    -- v_ids holds distinct ids of p_ids: as many means every input id was
+    -- written (the usual case), and nothing is left to release.
+    IF cardinality(v_ids) = cardinality(p_ids) THEN
+        RETURN QUERY SELECT i.id, true FROM unnest(p_ids) AS i(id);
+        RETURN;
+    END IF;
+
+    -- Rows not written: give the claim back if it is still ours. The rows
+    -- written above no longer carry a lease, so the lease test alone leaves
+    -- them out.
+    UPDATE oauth_refreshd.account_state s
+       SET lease_owner = NULL, lease_until = NULL
+      FROM unnest(p_ids) AS i(id)
+     WHERE s.account_id = i.id AND s.lease_owner = p_owner;
+
+    RETURN QUERY
+        SELECT i.id, w.id IS NOT NULL
+          FROM unnest(p_ids) WITH ORDINALITY AS i(id, n)
+          LEFT JOIN unnest(v_ids) AS w(id) ON w.id = i.id
+         ORDER BY i.n;
 END
 $$;
 
@@ -302,9 +404,7 @@ BEGIN
      WHERE s.account_id = u.id AND s.lease_owner = p_owner;
 
     PERFORM pg_notify('oauth_refresh_event',
-                      json_build_object('event', 'failed', 'account_id', u.id,
-                                        'provider', a.provider, 'error', u.err,
-                                        'retry_at', oauth_refreshd.utc_text(u.retry))::text)
+                      oauth_refreshd.event_failed(u.id, a.provider::text, u.err, u.retry))
        FROM unnest(p_ids, p_errors, p_retry_at) AS u(id, err, retry)
        JOIN public.oauth_accounts a ON a.id = u.id;
 END
@@ -313,42 +413,56 @@ $$;
 -- Marks accounts revoked, but only those that still hold the refresh token
 -- that was refused: if the row changed meanwhile, the refusal was a lost race
 -- with another writer, not a revocation, and the claim is simply released.
--- Returns whether each account was marked.
+-- Returns whether each account was marked, in input order.
 CREATE OR REPLACE FUNCTION oauth_refreshd.store_revoked(
     p_owner text, p_ids bigint[], p_old_refresh text[], p_errors text[])
 RETURNS TABLE (account_id bigint, revoked boolean)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
+AS $$
 DECLARE
-    v_ids bigint[];
+    v_ids  bigint[];
+    v_prov text[];
+    v_err  text[];
 BEGIN
     -- Lock the rows so the application cannot store a new token between the
     -- comparison and the mark.
     PERFORM 1 FROM public.oauth_accounts a WHERE a.id = ANY (p_ids) FOR SHARE;
 
-    SELECT COALESCE(array_agg(u.id), '{}') INTO v_ids
-      FROM unnest(p_ids, p_old_refresh) AS u(id, old_rt)
-      JOIN public.oauth_accounts a ON a.id = u.id AND a.refresh_token = u.old_rt;
+    WITH marked AS (
+        SELECT u.id, a.provider::text AS provider, u.err
+          FROM unnest(p_ids, p_old_refresh, p_errors) AS u(id, old_rt, err)
+          JOIN public.oauth_accounts a ON a.id = u.id AND a.refresh_token = u.old_rt
+    ), state AS (
+        UPDATE oauth_refreshd.account_state s
+           SET revoked = true, revoked_at = now(), due_at = NULL, retry_at = NULL,
+               attempts = s.attempts + 1, last_error = m.err, last_error_at = now(),
+               lease_owner = NULL, lease_until = NULL
+          FROM marked m
+         WHERE s.account_id = m.id
+    )
+    SELECT COALESCE(array_agg(m.id), '{}'), COALESCE(array_agg(m.provider), '{}'),
+           COALESCE(array_agg(m.err), '{}')
+      INTO v_ids, v_prov, v_err
+      FROM marked m;
 
-    UPDATE oauth_refreshd.account_state s
-       SET revoked = true, revoked_at = now(), due_at = NULL, retry_at = NULL,
-           attempts = s.attempts + 1, last_error = u.err, last_error_at = now(),
-           lease_owner = NULL, lease_until = NULL
-      FROM unnest(p_ids, p_errors) AS u(id, err)
-     WHERE s.account_id = u.id AND u.id = ANY (v_ids);
+    PERFORM pg_notify('oauth_refresh_event', oauth_refreshd.event_revoked(u.id, u.prov, u.err))
+       FROM unnest(v_ids, v_prov, v_err) AS u(id, prov, err);
 
-    UPDATE oauth_refreshd.account_state s
-       SET lease_owner = NULL, lease_until = NULL
-     WHERE s.account_id = ANY (p_ids) AND NOT (s.account_id = ANY (v_ids))
-       AND s.lease_owner = p_owner;
+    -- The rows marked above no longer carry a lease: the lease test alone
+    -- releases exactly the others that are still ours.
+    IF cardinality(v_ids) < cardinality(p_ids) THEN
+        UPDATE oauth_refreshd.account_state s
+           SET lease_owner = NULL, lease_until = NULL
+          FROM unnest(p_ids) AS i(id)
+         WHERE s.account_id = i.id AND s.lease_owner = p_owner;
+    END IF;
 
-    PERFORM pg_notify('oauth_refresh_event',
-                      json_build_object('event', 'revoked', 'account_id', u.id,
-                                        'provider', a.provider, 'error', u.err)::text)
-       FROM unnest(p_ids, p_errors) AS u(id, err)
-       JOIN public.oauth_accounts a ON a.id = u.id
-      WHERE u.id = ANY (v_ids);
-
-    RETURN QUERY SELECT i.id, i.id = ANY (v_ids) FROM unnest(p_ids) AS i(id);
+    RETURN QUERY
+        SELECT i.id, w.id IS NOT NULL
+          FROM unnest(p_ids) WITH ORDINALITY AS i(id, n)
+          LEFT JOIN (SELECT DISTINCT x.id FROM unnest(v_ids) AS x(id)) AS w ON w.id = i.id
+         ORDER BY i.n;
 END
 $$;
 

@@ -1,12 +1,22 @@
-"""The asynchronous PostgreSQL connection (src/db.c), proven against a real server.
+"""The database side, proven against a real server: the asynchronous PostgreSQL
+connection (src/db.c), and the daemon's write-back SQL (sql/oauth-refreshd.sql).
 
 Drives $OAUTH_BUILD_DIR/tests/tools/db_probe (one db connection on a libev loop,
 commanded on stdin, reporting JSON lines) against the shared throwaway cluster:
 pipelined statements answered in order and exactly once, errors confined to
 their statement, LISTEN/NOTIFY, and every way a connection can go away.
+
+The second half calls oauth_refreshd.store_refreshed / store_failed / store_revoked /
+next_wakeup directly (after `oauth-refreshctl migrate`): compare-and-swap, which
+claims are given back, the answer per input id in input order, the state the
+trigger no longer writes for the daemon's own write-backs, and the event payloads
+as compact JSON with hostile error text escaped (the daemon itself only passes
+sanitised error codes; tests/integration/test_events_wire.py checks its payloads).
 """
 
+import datetime
 import json
+import random
 import os
 import subprocess
 import threading
@@ -425,3 +435,267 @@ def test_free_fails_pending_statements_with_null_once(db, probes):
         assert [e["status"] for e in seen] == [None], f"{qid}: expected one NULL result, saw {seen}"
     b = p.of("burst", id="b")
     assert len(b) == 1 and b[0]["null"] == 100 and b[0]["dups"] == 0, b
+
+
+# ---- the write-back SQL (sql/oauth-refreshd.sql) ------------------------------------------
+
+LEAD = datetime.timedelta(minutes=5)
+
+
+def compact(obj):
+    """SPEC §5's wire form: compact JSON, members in the given order, UTF-8 as is."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def utc_text(ts):
+    return ts.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def whole_seconds(delta):
+    return (datetime.datetime.now(datetime.timezone.utc) + delta).replace(microsecond=0)
+
+
+def lease(db, ids, owner, seconds=60):
+    db.execute("UPDATE oauth_refreshd.account_state SET lease_owner = %s, "
+               "lease_until = now() + make_interval(secs => %s) WHERE account_id = ANY (%s)",
+               (owner, seconds, list(ids)))
+
+
+def state(db, account_id):
+    cols = ("lease_owner", "lease_until", "attempts", "retry_at", "last_error", "last_error_at",
+            "revoked", "revoked_at", "due_at", "last_refreshed_at", "refresh_count")
+    row = db.execute(f"SELECT {', '.join(cols)} FROM oauth_refreshd.account_state "
+                     "WHERE account_id = %s", (account_id,))[0]
+    return dict(zip(cols, row))
+
+
+def ciphertext(db, account_id, column="refresh_token"):
+    return db.scalar(f"SELECT {column} FROM oauth_accounts WHERE id = %s", (account_id,))
+
+
+def store_refreshed(conn_or_db, owner, rows):
+    """rows: dicts with id, old (ciphertext), and optional access, rt, idt, exp, scope, ttype."""
+    col = lambda k: [r.get(k) for r in rows]  # noqa: E731
+    return conn_or_db.execute(
+        "SELECT account_id, stored FROM oauth_refreshd.store_refreshed(%s, %s::bigint[], "
+        "%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[], "
+        "%s::text[], %s::interval)",
+        (owner, col("id"), col("old"), col("access"), col("rt"), col("idt"), col("exp"),
+         col("scope"), col("ttype"), LEAD))
+
+
+HOSTILE_ERRORS = [
+    'quote " and backslash \\ and both \\"',
+    "controls \x01\x07\x1f and \b\f\n\r\t",
+    "non-ASCII é ß 日本語 😀 and a literal \\u0000",
+    "</script><!-- ' ; DROP TABLE x; --",
+]
+
+
+@pytest.mark.parametrize("error", HOSTILE_ERRORS)
+def test_failed_and_revoked_payloads_are_compact_json_with_error_text_escaped(
+        migrated_env, seeder, db, events, error):
+    f = seeder.add_account("microsoft")
+    r = seeder.add_account("github")
+    lease(db, [f.id, r.id], "me")
+    retry = whole_seconds(datetime.timedelta(seconds=90))
+    db.execute("SELECT oauth_refreshd.store_failed('me', %s::bigint[], %s::text[], "
+               "%s::timestamptz[], %s::interval)", ([f.id], [error], [retry], LEAD))
+    got = db.execute("SELECT * FROM oauth_refreshd.store_revoked('me', %s::bigint[], %s::text[], "
+                     "%s::text[])", ([r.id], [ciphertext(db, r.id)], [error]))
+    assert got == [(r.id, True)], f"expected [({r.id}, True)], saw {got}"
+
+    events.wait_for(count=2, timeout=10)
+    want = [
+        compact({"event": "failed", "account_id": f.id, "provider": "microsoft", "error": error,
+                 "retry_at": utc_text(retry)}),
+        compact({"event": "revoked", "account_id": r.id, "provider": "github", "error": error}),
+    ]
+    assert events.payloads == want, f"expected payloads\n  {want}\nsaw\n  {events.payloads}"
+    for p in events.payloads:
+        assert json.loads(p)["error"] == error, f"error text did not survive the round trip: {p}"
+    assert state(db, f.id)["last_error"] == error and state(db, r.id)["last_error"] == error
+
+
+def test_store_refreshed_writes_unchanged_rows_only_and_releases_only_its_own_claims(
+        migrated_env, seeder, db, events, listen_factory):
+    changed = listen_factory("oauth_refreshd_account_changed")
+    w1 = seeder.add_account("google")
+    lost_mine = seeder.add_account("google")
+    w2 = seeder.add_account("github")
+    lost_theirs = seeder.add_account("microsoft")
+    lease(db, [w1.id, lost_mine.id, w2.id], "me")
+    lease(db, [lost_theirs.id], "other")
+    db.execute("UPDATE oauth_refreshd.account_state SET attempts = 3, last_error = 'http_503', "
+               "last_error_at = now(), retry_at = now() WHERE account_id = %s", (w1.id,))
+    before = {a.id: seeder.row(a.id) for a in (lost_mine, lost_theirs)}
+    w2_old_rt = ciphertext(db, w2.id)
+    long_exp = whole_seconds(datetime.timedelta(hours=1))
+    short_exp = whole_seconds(datetime.timedelta(seconds=60))  # shorter than the lead time
+    changed.clear()
+
+    got = store_refreshed(db, "me", [
+        {"id": w1.id, "old": ciphertext(db, w1.id), "access": "new-at-1", "rt": "new-rt-1",
+         "exp": long_exp, "scope": "openid", "ttype": "bearer"},
+        {"id": lost_mine.id, "old": "not-the-stored-ciphertext", "access": "x", "exp": long_exp},
+        {"id": w2.id, "old": w2_old_rt, "access": "new-at-2", "exp": short_exp},
+        {"id": lost_theirs.id, "old": "not-the-stored-ciphertext", "access": "x",
+         "exp": long_exp},
+    ])
+    want = [(w1.id, True), (lost_mine.id, False), (w2.id, True), (lost_theirs.id, False)]
+    assert got == want, f"expected {want} (input order), saw {got}"
+
+    r1, r2 = seeder.row(w1.id), seeder.row(w2.id)
+    assert (r1["access_token"], r1["refresh_token"], r1["expires_at"], r1["scope"],
+            r1["token_type"]) == ("new-at-1", "new-rt-1", long_exp, "openid", "bearer"), r1
+    assert (r2["access_token"], r2["refresh_token"], r2["expires_at"]) == (
+        "new-at-2", w2_old_rt, short_exp), f"NULL refresh token must keep the stored one: {r2}"
+    for a in (lost_mine, lost_theirs):
+        assert seeder.row(a.id) == before[a.id], f"account {a.id}: a changed row was overwritten"
+
+    s1, s2 = state(db, w1.id), state(db, w2.id)
+    for s in (s1, s2):
+        assert (s["lease_owner"], s["lease_until"], s["attempts"], s["retry_at"], s["last_error"],
+                s["last_error_at"], s["revoked"], s["refresh_count"]) == (
+            None, None, 0, None, None, None, False, 1), f"written row's state: {s}"
+    assert s1["due_at"] == long_exp, f"expected due_at {long_exp} (= expires_at), saw {s1}"
+    now = s2["last_refreshed_at"]  # the writing transaction's now()
+    assert s2["due_at"] == now + (short_exp - now) / 2 + LEAD, (
+        f"a token shorter than the lead time is due at half its life + lead: expected "
+        f"{now + (short_exp - now) / 2 + LEAD}, saw {s2['due_at']}")
+    assert state(db, lost_mine.id)["lease_owner"] is None, "our claim of a discarded row is released"
+    t = state(db, lost_theirs.id)
+    assert t["lease_owner"] == "other" and t["lease_until"] is not None, (
+        f"another instance's claim must be left alone, saw {t}")
+
+    events.wait_for(count=2, timeout=10)
+    assert events.payloads == [
+        compact({"event": "refreshed", "account_id": w1.id, "provider": "google",
+                 "expires_at": utc_text(long_exp)}),
+        compact({"event": "refreshed", "account_id": w2.id, "provider": "github",
+                 "expires_at": utc_text(short_exp)}),
+    ], events.payloads
+    time.sleep(0.3)
+    assert changed.payloads == [], (
+        f"the daemon's own write-back must not notify oauth_refreshd_account_changed, saw "
+        f"{changed.payloads}")
+
+
+def test_store_refreshed_answers_a_full_batch_in_input_order(migrated_env, seeder, db, events):
+    accts = seeder.add_accounts(300, "github")
+    random.Random(6).shuffle(accts)
+    ids = [a.id for a in accts]
+    lease(db, ids, "me")
+    exp = whole_seconds(datetime.timedelta(hours=1))
+    rows = [{"id": a.id, "old": ciphertext(db, a.id), "access": f"at-{a.id}", "exp": exp}
+            for a in accts]
+    got = store_refreshed(db, "me", rows)
+    assert got == [(i, True) for i in ids], "every row written, answered in input order"
+    assert db.scalar("SELECT count(*) FROM oauth_refreshd.account_state WHERE account_id = ANY "
+                     "(%s) AND due_at = %s AND lease_owner IS NULL AND refresh_count = 1",
+                     (ids, exp)) == 300
+    events.wait_for(count=300, timeout=10)
+
+    # The same batch again: every compare-and-swap fails now (access_token is not the refresh
+    # token), every claim of ours is given back, every answer is False, in input order.
+    lease(db, ids[:150], "me")
+    lease(db, ids[150:], "other")
+    got = store_refreshed(db, "me", [dict(r, old="stale") for r in rows])
+    assert got == [(i, False) for i in ids], f"expected all False in input order, saw {got[:5]}..."
+    owners = dict(db.execute("SELECT account_id, lease_owner FROM oauth_refreshd.account_state "
+                             "WHERE account_id = ANY (%s)", (ids,)))
+    assert all(owners[i] is None for i in ids[:150]), "our claims must be released"
+    assert all(owners[i] == "other" for i in ids[150:]), "other claims must be kept"
+    assert len(events.payloads) == 300, "nothing written, nothing announced"
+
+
+def test_application_write_after_store_refreshed_in_one_transaction_still_runs_the_trigger(
+        migrated_env, seeder, db):
+    a = seeder.add_account("google")
+    b = seeder.add_account("google", expires_in=3600)
+    lease(db, [a.id], "me")
+    new_exp = whole_seconds(datetime.timedelta(hours=5))
+    conn = db.conn()
+    with conn.transaction():
+        got = store_refreshed(conn, "me", [{"id": a.id, "old": ciphertext(db, a.id),
+                                            "access": "at", "exp": new_exp}]).fetchall()
+        assert got == [(a.id, True)], got
+        conn.execute("UPDATE oauth_accounts SET expires_at = %s, refresh_token = 'app-rt' "
+                     "WHERE id = %s", (new_exp, b.id))
+    assert state(db, b.id)["due_at"] == new_exp, (
+        f"the trigger must keep account_state in step with the application's write after the "
+        f"daemon's in the same transaction: expected due_at {new_exp}, saw {state(db, b.id)}")
+
+
+def test_store_revoked_marks_unchanged_rows_only_and_releases_only_its_own_claims(
+        migrated_env, seeder, db, events):
+    hit = seeder.add_account("github")
+    moved_mine = seeder.add_account("github")
+    moved_theirs = seeder.add_account("google")
+    lease(db, [hit.id, moved_mine.id], "me")
+    lease(db, [moved_theirs.id], "other")
+    got = db.execute("SELECT * FROM oauth_refreshd.store_revoked('me', %s::bigint[], %s::text[], "
+                     "%s::text[])",
+                     ([moved_mine.id, hit.id, moved_theirs.id],
+                      ["stale", ciphertext(db, hit.id), "stale"],
+                      ["invalid_grant", "bad_refresh_token", "invalid_grant"]))
+    want = [(moved_mine.id, False), (hit.id, True), (moved_theirs.id, False)]
+    assert got == want, f"expected {want} (input order), saw {got}"
+    h = state(db, hit.id)
+    assert (h["revoked"], h["due_at"], h["lease_owner"], h["last_error"], h["attempts"]) == (
+        True, None, None, "bad_refresh_token", 1), h
+    m = state(db, moved_mine.id)
+    assert (m["revoked"], m["lease_owner"]) == (False, None), m
+    t = state(db, moved_theirs.id)
+    assert (t["revoked"], t["lease_owner"]) == (False, "other"), t
+    events.wait_for(count=1, timeout=10)
+    time.sleep(0.2)
+    assert events.payloads == [compact({"event": "revoked", "account_id": hit.id,
+                                        "provider": "github", "error": "bad_refresh_token"})]
+
+
+def test_next_wakeup_is_the_end_of_a_due_accounts_lease_when_nothing_else_is_claimable(
+        migrated_env, seeder, db):
+    a = seeder.add_account("google", expires_in=-60)
+    seeder.add_account("google", expires_in=7200)
+    lease(db, [a.id], "crashed", seconds=40)
+    until = db.scalar("SELECT lease_until FROM oauth_refreshd.account_state WHERE account_id = %s",
+                      (a.id,))
+    got = db.scalar("SELECT oauth_refreshd.next_wakeup('{google,github,microsoft}', '5 min', '0')")
+    assert got == until, f"expected the lease's end {until}, saw {got}"
+    db.execute("UPDATE oauth_refreshd.account_state SET lease_owner = NULL, lease_until = NULL")
+    got = db.scalar("SELECT oauth_refreshd.next_wakeup('{google,github,microsoft}', '5 min', '0') "
+                    "<= now()")
+    assert got is True, "an unleased overdue account is claimable now"
+
+
+def nested_plans(db, sql):
+    """The plans auto_explain logs for every statement sql runs, functions' bodies included."""
+    conn = db.conn()
+    notices = []
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+    conn.execute("LOAD 'auto_explain'")
+    conn.execute("SET auto_explain.log_min_duration = 0")
+    conn.execute("SET auto_explain.log_nested_statements = on")
+    conn.execute("SET client_min_messages = log")
+    conn.execute(sql)
+    conn.execute("SET client_min_messages = notice")
+    return [n for n in notices if "Query Text" in n or "Plan" in n or "Scan" in n]
+
+
+def test_next_wakeup_walks_the_due_index_instead_of_scanning_the_whole_due_range(
+        migrated_env, seeder, db):
+    seeder.add_accounts(3000, "google", expires_in=-600)
+    db.execute("ANALYZE oauth_accounts")  # as autovacuum would after such an insert
+    db.execute("ANALYZE oauth_refreshd.account_state")
+    plans = "\n".join(nested_plans(
+        db, "SELECT oauth_refreshd.next_wakeup('{google,github,microsoft}', '5 min', '0')"))
+    body = [p for p in plans.split("Query Text:") if "lease_until" in p]
+    assert body, f"auto_explain logged no plan of next_wakeup's body:\n{plans}"
+    for p in body:
+        assert "Bitmap" not in p and "Seq Scan on account_state" not in p, (
+            f"expected next_wakeup to walk account_state_due_idx in order, saw:\n{p}")
+        assert "account_state_due_idx" in p, p
+        assert "Sort" not in p and "Hash" not in p, (
+            f"expected the due index walked in order with key lookups (no sort, no hash), "
+            f"saw:\n{p}")
