@@ -25,4 +25,16 @@ void secure_free_str(char *s);
 /* Wipes and frees a malloc()ed buffer of len bytes (NULL is fine). */
 void secure_free(void *p, size_t len);
 
+/*
+ * Reads a whole file that holds secrets (a key file, a client secret) into
+ * guarded memory: sodium_malloc()ed (locked, kept out of core dumps), NUL
+ * terminated, released with sodium_free(), which wipes it. Refuses what is
+ * not a regular file, more than max_bytes, or growing while read. Sets *mode
+ * to the file's permission bits so the caller can warn about loose ones.
+ * Returns NULL with a reason in err ("cannot open: ...", "not a regular file",
+ * "larger than N bytes", ...) that never holds the file's content.
+ */
+char *secret_file_read(const char *path, size_t max_bytes, size_t *len, unsigned *mode,
+                       char *err, size_t errlen) WUR;
+
 #endif

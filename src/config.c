@@ -473,68 +473,30 @@ static char *resolve_secret_path(struct load *ld, const char *name)
 }
 
 /*
- * Reads a secret file into sodium_malloc()ed memory (locked, wiped by
- * sodium_free). Returns NULL with *why set; the reason never holds content.
+ * Reads a secret file into guarded memory (secret_file_read) and reports what
+ * is wrong with it against the key that named it. Returns NULL after
+ * reporting; the report never holds content.
  */
-static char *secret_file_read(struct load *ld, const char *path, const char *section,
+static char *read_secret_file(struct load *ld, const char *path, const char *section,
                               const char *key, int line, size_t *len_out)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        add_error(ld, line, section, key, "%s: cannot open: %s", path, strerror(errno));
+    char why[ERRBUF_LEN];
+    unsigned mode = 0;
+    char *buf = secret_file_read(path, SECRET_FILE_MAX_BYTES, len_out, &mode, why, sizeof why);
+    if (buf == NULL) {
+        add_error(ld, line, section, key, "%s: %s%s", path, why,
+                  strncmp(why, "larger", 6) == 0 ? "; not a secret file" : "");
         return NULL;
     }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        add_error(ld, line, section, key, "%s: not a regular file", path);
-        close(fd);
-        return NULL;
-    }
-    if (st.st_size > SECRET_FILE_MAX_BYTES) {
-        add_error(ld, line, section, key, "%s: larger than %d bytes; not a secret file", path,
-                  SECRET_FILE_MAX_BYTES);
-        close(fd);
-        return NULL;
-    }
-    if ((st.st_mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH)) != 0)
+    if ((mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH)) != 0)
         add_warning(ld, line, section, key,
                     "%s is accessible to group or others (mode %04o); it should be 0600 or 0400",
-                    path, (unsigned)(st.st_mode & 07777));
-    size_t cap = (size_t)st.st_size + 2;
-    char *buf = sodium_malloc(cap);
-    if (buf == NULL) {
-        add_error(ld, line, section, key, "%s: cannot allocate guarded memory", path);
-        close(fd);
-        return NULL;
-    }
-    size_t got = 0;
-    while (got < cap - 1) {
-        ssize_t r = read(fd, buf + got, cap - 1 - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            add_error(ld, line, section, key, "%s: cannot read: %s", path, strerror(errno));
-            close(fd);
-            sodium_free(buf);
-            return NULL;
-        }
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
-    buf[got] = '\0';
-    if (got > (size_t)st.st_size) {
-        add_error(ld, line, section, key, "%s: changed while being read", path);
-        sodium_free(buf);
-        return NULL;
-    }
-    if (memchr(buf, '\0', got) != NULL) {
+                    path, mode);
+    if (memchr(buf, '\0', *len_out) != NULL) {
         add_error(ld, line, section, key, "%s: contains NUL bytes", path);
         sodium_free(buf);
         return NULL;
     }
-    *len_out = got;
     return buf;
 }
 
@@ -556,7 +518,7 @@ static char *secret_file_single(struct load *ld, const char *name, enum section_
         return NULL;
     }
     size_t len = 0;
-    char *buf = secret_file_read(ld, path, secname, key, line, &len);
+    char *buf = read_secret_file(ld, path, secname, key, line, &len);
     if (buf == NULL) {
         free(path);
         return NULL;
@@ -616,7 +578,7 @@ static bool secret_file_list(struct load *ld, const char *name, int k, int line,
     }
     size_t len = 0;
     memset(out, 0, sizeof(*out));
-    out->buf = secret_file_read(ld, path, "crypto", key, line, &len);
+    out->buf = read_secret_file(ld, path, "crypto", key, line, &len);
     if (out->buf == NULL) {
         free(path);
         return false;

@@ -225,20 +225,36 @@ int ctl_keygen(const struct ctl_ctx *ctx, int argc, char **argv)
     return rc;
 }
 
-int ctl_encrypt(const struct ctl_ctx *ctx, int argc, char **argv)
+/*
+ * What encrypt and decrypt share: options, the key list, all of stdin.
+ * Returns -1 to go on (*kr and *in then belong to the caller), else the
+ * command's exit code.
+ */
+static int start_stdin_command(const struct ctl_ctx *ctx, int argc, char **argv,
+                               struct keyring **kr, struct secret *in)
 {
     const char *keys_file = NULL;
     int rc = ctl_parse(argc, argv, true, &keys_file);
     if (rc >= 0)
         return rc;
-    struct keyring *kr = ctl_keys_load(ctx, argv[0], keys_file);
-    if (kr == NULL)
+    *kr = ctl_keys_load(ctx, argv[0], keys_file);
+    if (*kr == NULL)
         return EXIT_CONFIG;
-    struct secret plain = {0};
-    if (ctl_read_all(STDIN_FILENO, argv[0], &plain) != 0) {
-        keyring_unref(kr);
+    if (ctl_read_all(STDIN_FILENO, argv[0], in) != 0) {
+        keyring_unref(*kr);
+        *kr = NULL;
         return EXIT_WORK_FAILED;
     }
+    return -1;
+}
+
+int ctl_encrypt(const struct ctl_ctx *ctx, int argc, char **argv)
+{
+    struct keyring *kr = NULL;
+    struct secret plain = {0};
+    int rc = start_stdin_command(ctx, argc, argv, &kr, &plain);
+    if (rc >= 0)
+        return rc;
     char *token = NULL;
     if (keyring_encrypt(kr, (const uint8_t *)plain.data, plain.len, &token) != 0) {
         fprintf(stderr, PROG " %s: encryption failed\n", argv[0]);
@@ -262,18 +278,11 @@ static bool ctl_is_space(char c)
 
 int ctl_decrypt(const struct ctl_ctx *ctx, int argc, char **argv)
 {
-    const char *keys_file = NULL;
-    int rc = ctl_parse(argc, argv, true, &keys_file);
+    struct keyring *kr = NULL;
+    struct secret in = {0};
+    int rc = start_stdin_command(ctx, argc, argv, &kr, &in);
     if (rc >= 0)
         return rc;
-    struct keyring *kr = ctl_keys_load(ctx, argv[0], keys_file);
-    if (kr == NULL)
-        return EXIT_CONFIG;
-    struct secret in = {0};
-    if (ctl_read_all(STDIN_FILENO, argv[0], &in) != 0) {
-        keyring_unref(kr);
-        return EXIT_WORK_FAILED;
-    }
     /* The token, without the newline of `echo` or a pasted line's spaces. */
     size_t a = 0, b = in.len;
     while (a < b && ctl_is_space(in.data[a]))

@@ -95,74 +95,30 @@ struct keyring *keyring_from_raw(const uint8_t (*raw)[FERNET_KEY_BYTES], size_t 
 }
 
 /*
- * Reads the whole file into guarded memory (wiped by sodium_free). Returns the
- * buffer (NUL-terminated, *len bytes) or NULL with err set.
+ * Reads the whole file into guarded memory (secret_file_read; wiped by
+ * sodium_free) and warns when others can read it. Returns the buffer
+ * (NUL-terminated, *len bytes) or NULL with err set.
  */
 static char *read_key_file(const char *path, keyring_warn_fn warn, void *warn_ud, size_t *len,
                            char *err, size_t errlen)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        set_err(err, errlen, "cannot open: %s", strerror(errno));
+    char why[ERRBUF_LEN];
+    unsigned mode = 0;
+    char *buf = secret_file_read(path, KEYFILE_MAX_BYTES, len, &mode, why, sizeof why);
+    if (buf == NULL) {
+        set_err(err, errlen, "%s%s", why,
+                strncmp(why, "larger", 6) == 0 ? "; not a key file" : "");
         return NULL;
     }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        set_err(err, errlen, "cannot stat: %s", strerror(errno));
-        close(fd);
-        return NULL;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "not a regular file");
-        close(fd);
-        return NULL;
-    }
-    if (st.st_size > KEYFILE_MAX_BYTES) {
-        set_err(err, errlen, "file is larger than %d bytes; not a key file", KEYFILE_MAX_BYTES);
-        close(fd);
-        return NULL;
-    }
-    if ((st.st_mode & (S_IRGRP | S_IROTH)) != 0 && warn != NULL) {
+    if ((mode & (S_IRGRP | S_IROTH)) != 0 && warn != NULL) {
         char msg[ERRBUF_LEN];
         snprintf(msg, sizeof(msg),
                  "key file %s is readable by %s (mode %04o); it should be mode 0600 or 0400",
                  path,
-                 (st.st_mode & S_IROTH) ? ((st.st_mode & S_IRGRP) ? "group and others" : "others")
-                                        : "group",
-                 (unsigned)(st.st_mode & 07777));
+                 (mode & S_IROTH) ? ((mode & S_IRGRP) ? "group and others" : "others") : "group",
+                 mode);
         warn(warn_ud, msg);
     }
-    /* +1 to notice growth past the size we saw, +1 for the NUL. */
-    size_t cap = (size_t)st.st_size + 2;
-    char *buf = sodium_malloc(cap);
-    if (buf == NULL) {
-        set_err(err, errlen, "cannot allocate guarded memory");
-        close(fd);
-        return NULL;
-    }
-    size_t got = 0;
-    while (got < cap - 1) {
-        ssize_t r = read(fd, buf + got, cap - 1 - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            set_err(err, errlen, "cannot read: %s", strerror(errno));
-            close(fd);
-            sodium_free(buf);
-            return NULL;
-        }
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
-    if (got > (size_t)st.st_size) {
-        set_err(err, errlen, "file changed while being read");
-        sodium_free(buf);
-        return NULL;
-    }
-    buf[got] = '\0';
-    *len = got;
     return buf;
 }
 

@@ -3,10 +3,16 @@
  * only the wipe-then-free discipline: every byte handed to it is zeroed with
  * sodium_memzero before the memory goes back to the allocator. It must never
  * hold key material (keys.c keeps keys in guarded memory) and never print what
- * it holds.
+ * it holds. It also reads secret files into guarded memory, for keys.c and
+ * config.c alike.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -58,4 +64,63 @@ void secure_free(void *p, size_t len)
         return;
     sodium_memzero(p, len);
     free(p);
+}
+
+char *secret_file_read(const char *path, size_t max_bytes, size_t *len, unsigned *mode,
+                       char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        snprintf(err, errlen, "cannot stat: %s", strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "not a regular file");
+        close(fd);
+        return NULL;
+    }
+    if ((uintmax_t)st.st_size > max_bytes) {
+        snprintf(err, errlen, "larger than %zu bytes", max_bytes);
+        close(fd);
+        return NULL;
+    }
+    /* +1 to notice growth past the size we saw, +1 for the NUL. */
+    size_t cap = (size_t)st.st_size + 2;
+    char *buf = sodium_malloc(cap);
+    if (buf == NULL) {
+        snprintf(err, errlen, "cannot allocate guarded memory");
+        close(fd);
+        return NULL;
+    }
+    size_t got = 0;
+    while (got < cap - 1) {
+        ssize_t r = read(fd, buf + got, cap - 1 - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            snprintf(err, errlen, "cannot read: %s", strerror(errno));
+            close(fd);
+            sodium_free(buf);
+            return NULL;
+        }
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (got > (size_t)st.st_size) {
+        snprintf(err, errlen, "changed while being read");
+        sodium_free(buf);
+        return NULL;
+    }
+    buf[got] = '\0';
+    *len = got;
+    *mode = (unsigned)(st.st_mode & 07777);
+    return buf;
 }

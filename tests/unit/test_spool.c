@@ -162,6 +162,30 @@ static void write_three(struct fixture *fx, struct spool *sp, struct store_item 
         assert_true(items[i]->spool_id != 0);
 }
 
+/* Writes three items and "crashes": nothing is released, the spool is closed. */
+static void write_three_and_crash(struct fixture *fx)
+{
+    char err[ERRBUF_LEN];
+    struct spool *sp = spool_open(fx->dir, err, sizeof err);
+    assert_non_null(sp);
+    struct store_item *items[3];
+    write_three(fx, sp, items);
+    for (int i = 0; i < 3; i++)
+        store_item_free(items[i]);
+    spool_close(sp);
+}
+
+/* A restart: opens the spool again and replays it with kr into fx. */
+static struct spool *restart_and_replay(struct fixture *fx, const struct keyring *kr,
+                                        struct spool_replay_stats *st)
+{
+    char err[ERRBUF_LEN];
+    struct spool *sp = spool_open(fx->dir, err, sizeof err);
+    assert_non_null(sp);
+    spool_replay(sp, kr, add_cb, warn_cb, fx, st);
+    return sp;
+}
+
 static void test_written_items_come_back_whole_after_restart(void **state)
 {
     struct fixture *fx = *state;
@@ -175,9 +199,8 @@ static void test_written_items_come_back_whole_after_restart(void **state)
         store_item_free(items[i]);
     spool_close(sp); /* "crash": nothing was released */
 
-    sp = spool_open(fx->dir, err, sizeof err);
     struct spool_replay_stats st;
-    spool_replay(sp, fx->kr, add_cb, warn_cb, fx, &st);
+    sp = restart_and_replay(fx, fx->kr, &st);
     assert_int_equal(st.items, 3);
     assert_int_equal(st.bad_items, 0);
     assert_int_equal(fx->nreplayed, 3);
@@ -245,20 +268,13 @@ static void test_spool_holds_no_plaintext(void **state)
 static void replay_damaged(struct fixture *fx, void (*fn)(const char *path),
                            size_t expect_good, size_t expect_bad)
 {
-    char err[ERRBUF_LEN];
-    struct spool *sp = spool_open(fx->dir, err, sizeof err);
-    struct store_item *items[3];
-    write_three(fx, sp, items);
-    for (int i = 0; i < 3; i++)
-        store_item_free(items[i]);
-    spool_close(sp);
+    write_three_and_crash(fx);
     char *path = only_segment_path(fx->dir);
     fn(path);
     free(path);
 
-    sp = spool_open(fx->dir, err, sizeof err);
     struct spool_replay_stats st;
-    spool_replay(sp, fx->kr, add_cb, warn_cb, fx, &st);
+    struct spool *sp = restart_and_replay(fx, fx->kr, &st);
     assert_int_equal(st.items, expect_good);
     assert_int_equal(st.bad_items, expect_bad);
     assert_true(fx->warnings >= 1);
@@ -315,18 +331,11 @@ static void test_garbage_line_is_reported(void **state)
 static void test_segment_under_unknown_key_is_kept_aside(void **state)
 {
     struct fixture *fx = *state;
-    char err[ERRBUF_LEN];
-    struct spool *sp = spool_open(fx->dir, err, sizeof err);
-    struct store_item *items[3];
-    write_three(fx, sp, items);
-    for (int i = 0; i < 3; i++)
-        store_item_free(items[i]);
-    spool_close(sp);
+    write_three_and_crash(fx);
 
     struct keyring *other = make_keyring();
-    sp = spool_open(fx->dir, err, sizeof err);
     struct spool_replay_stats st;
-    spool_replay(sp, other, add_cb, warn_cb, fx, &st);
+    struct spool *sp = restart_and_replay(fx, other, &st);
     assert_int_equal(st.items, 0);
     assert_int_equal(st.bad_items, 3);
     assert_int_equal(count_files(fx->dir, ".bad"), 1);
@@ -361,18 +370,11 @@ static void move_line_two_to_account_nine(char *text)
 static void test_a_line_moved_to_another_account_does_not_verify(void **state)
 {
     struct fixture *fx = *state;
-    char err[ERRBUF_LEN];
-    struct spool *sp = spool_open(fx->dir, err, sizeof err);
-    struct store_item *items[3];
-    write_three(fx, sp, items);
-    for (int i = 0; i < 3; i++)
-        store_item_free(items[i]);
-    spool_close(sp);
+    write_three_and_crash(fx);
     edit_segment(fx->dir, move_line_two_to_account_nine);
 
-    sp = spool_open(fx->dir, err, sizeof err);
     struct spool_replay_stats st;
-    spool_replay(sp, fx->kr, add_cb, warn_cb, fx, &st);
+    struct spool *sp = restart_and_replay(fx, fx->kr, &st);
     assert_int_equal(st.items, 2);
     assert_int_equal(st.bad_items, 1);
     for (size_t i = 0; i < fx->nreplayed; i++) {
@@ -426,9 +428,8 @@ static void test_scope_and_token_type_survive_any_bytes(void **state)
     }
     assert_int_equal(spool_write(sp, fx->kr, items, n, err, sizeof err), 0);
     spool_close(sp);
-    sp = spool_open(fx->dir, err, sizeof err);
     struct spool_replay_stats st;
-    spool_replay(sp, fx->kr, add_cb, warn_cb, fx, &st);
+    sp = restart_and_replay(fx, fx->kr, &st);
     assert_int_equal(st.items, n);
     for (size_t i = 0; i < n; i++) {
         const struct store_item *r = fx->replayed[i];
