@@ -335,6 +335,13 @@ static void reload(struct daemon *d)
             config_unref(cfg);
         } else {
             bool conninfo_changed = strcmp(cfg->conninfo, d->cfg->conninfo) != 0;
+            /* The spool holds results that are not written yet: it is never
+             * moved under a running daemon. The first directory stays in use. */
+            if (strcmp(cfg->state_directory, d->cfg->state_directory) != 0)
+                log_warning("[daemon] state_directory changed from %s to %s: the spool stays "
+                            "in %s/spool until the next restart",
+                            d->cfg->state_directory, cfg->state_directory,
+                            d->cfg->state_directory);
             cfg->generation = d->cfg->generation + 1;
             config_unref(d->cfg);
             d->cfg = cfg;

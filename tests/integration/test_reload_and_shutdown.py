@@ -164,6 +164,24 @@ def test_changed_conninfo_reconnects(migrated_env, seeder, token_server, events,
     assert d.returncode == 0, d.log_tail()
 
 
+def test_changed_state_directory_keeps_the_spool_where_it_is_until_restart(
+        migrated_env, seeder, token_server, events, tmp_path):
+    """The spool holds results not yet written: a reload never moves it. The operator is
+    told the new directory takes effect at the next restart."""
+    d = continuous(migrated_env)
+    elsewhere = tmp_path / "new-state"
+    elsewhere.mkdir(mode=0o700)
+    migrated_env.write_config({"daemon": {"state_directory": str(elsewhere)}})
+    reload(d, r"configuration reloaded")
+    d.wait_for_log(r"state_directory changed from .* to .*new-state: the spool stays in "
+                   r".*/spool until the next restart", timeout=5)
+    a = seeder.add_account("github", expires_in=-60)   # rotates: goes through the spool
+    events.wait_for(lambda e: e["event"] == "refreshed" and e["account_id"] == a.id, timeout=20)
+    assert not (elsewhere / "spool").exists(), "the spool was not moved by the reload"
+    d.terminate()
+    assert d.returncode == 0, d.log_tail()
+
+
 def test_config_that_fails_validation_is_rejected_whole(
         migrated_env, seeder, token_server, events):
     d = continuous(migrated_env, {"daemon": {"log_level": "info"}})
