@@ -96,11 +96,12 @@ void pgarray_text(struct strbuf *sb, const char *elem)
     }
     /* Always quote: a bare element could be read as NULL, or split on , { }. */
     strbuf_append(sb, "\"", 1);
+    /* strcspn finds the next character to escape with glibc's vector code:
+     * the elements are mostly kilobytes of ciphertext without any. */
     for (const char *p = elem; *p; p++) {
-        const char *run = p;
-        while (*p && *p != '"' && *p != '\\')
-            p++;
-        strbuf_append(sb, run, (size_t)(p - run));
+        size_t run = strcspn(p, "\"\\");
+        strbuf_append(sb, p, run);
+        p += run;
         if (!*p)
             break;
         char esc[2] = {'\\', *p};
