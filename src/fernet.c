@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <sodium.h>
@@ -61,9 +62,56 @@ void fernet_generate_key(char out[45])
     sodium_memzero(raw, sizeof(raw));
 }
 
-static int mac_compute(const struct fernet_key *key, const uint8_t *data, size_t len,
-                       uint8_t mac[FERNET_MAC_BYTES])
+struct fernet_engine {
+    EVP_CIPHER *aes;
+    EVP_CIPHER_CTX *cipher;
+    EVP_MAC_CTX *hmac; /* digest set to SHA-256 once */
+};
+
+struct fernet_engine *fernet_engine_new(void)
 {
+    struct fernet_engine *eng = calloc(1, sizeof *eng);
+    if (eng == NULL)
+        return NULL;
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    eng->aes = EVP_CIPHER_fetch(NULL, "AES-128-CBC", NULL);
+    eng->cipher = EVP_CIPHER_CTX_new();
+    eng->hmac = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL;
+    EVP_MAC_free(mac); /* the context keeps its own reference */
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    if (eng->aes == NULL || eng->cipher == NULL || eng->hmac == NULL ||
+        EVP_MAC_CTX_set_params(eng->hmac, params) != 1) {
+        fernet_engine_free(eng);
+        return NULL;
+    }
+    return eng;
+}
+
+void fernet_engine_free(struct fernet_engine *eng)
+{
+    if (eng == NULL)
+        return;
+    EVP_CIPHER_CTX_free(eng->cipher); /* cleanses the key schedule */
+    EVP_MAC_CTX_free(eng->hmac);      /* cleanses the HMAC key state */
+    EVP_CIPHER_free(eng->aes);
+    free(eng);
+}
+
+static int mac_compute(struct fernet_engine *eng, const struct fernet_key *key,
+                       const uint8_t *data, size_t len, uint8_t mac[FERNET_MAC_BYTES])
+{
+    if (eng != NULL) {
+        size_t got = 0;
+        return EVP_MAC_init(eng->hmac, key->signing, sizeof(key->signing), NULL) == 1 &&
+                       EVP_MAC_update(eng->hmac, data, len) == 1 &&
+                       EVP_MAC_final(eng->hmac, mac, &got, FERNET_MAC_BYTES) == 1 &&
+                       got == FERNET_MAC_BYTES
+                   ? 0
+                   : -1;
+    }
     unsigned int maclen = 0;
     if (HMAC(EVP_sha256(), key->signing, (int)sizeof(key->signing), data, len, mac, &maclen) ==
             NULL ||
@@ -73,22 +121,30 @@ static int mac_compute(const struct fernet_key *key, const uint8_t *data, size_t
 }
 
 /* AES-128-CBC with PKCS7. out must hold len + FERNET_BLOCK bytes. */
-static int aes_cbc(bool enc, const struct fernet_key *key, const uint8_t *iv, const uint8_t *in,
-                   size_t len, uint8_t *out, size_t *outlen)
+static int aes_cbc(struct fernet_engine *eng, bool enc, const struct fernet_key *key,
+                   const uint8_t *iv, const uint8_t *in, size_t len, uint8_t *out,
+                   size_t *outlen)
 {
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    EVP_CIPHER_CTX *ctx = eng != NULL ? eng->cipher : EVP_CIPHER_CTX_new();
     int n1 = 0, n2 = 0, ok = 0;
 
     if (ctx == NULL || len > (size_t)INT32_MAX - FERNET_BLOCK) {
-        EVP_CIPHER_CTX_free(ctx);
+        if (eng == NULL)
+            EVP_CIPHER_CTX_free(ctx);
         return -1;
     }
-    ok = EVP_CipherInit_ex(ctx, EVP_aes_128_cbc(), NULL, key->encryption, iv, enc ? 1 : 0) == 1 &&
+    /* Every parameter is set again on each call: nothing carries over from the
+     * previous operation of a reused context but its allocations. */
+    ok = (eng != NULL
+              ? EVP_CipherInit_ex2(ctx, eng->aes, key->encryption, iv, enc ? 1 : 0, NULL)
+              : EVP_CipherInit_ex(ctx, EVP_aes_128_cbc(), NULL, key->encryption, iv,
+                                  enc ? 1 : 0)) == 1 &&
          EVP_CIPHER_CTX_set_padding(ctx, 1) == 1 &&
          EVP_CipherUpdate(ctx, out, &n1, in, (int)len) == 1 &&
          EVP_CipherFinal_ex(ctx, out + n1, &n2) == 1;
     /* EVP_CIPHER_CTX_free cleanses the expanded key schedule. */
-    EVP_CIPHER_CTX_free(ctx);
+    if (eng == NULL)
+        EVP_CIPHER_CTX_free(ctx);
     if (!ok)
         return -1;
     *outlen = (size_t)n1 + (size_t)n2;
@@ -114,6 +170,13 @@ static uint64_t get_be64(const uint8_t *p)
 int fernet_encrypt(const struct fernet_key *key, const uint8_t *plain, size_t plain_len,
                    uint64_t now, const uint8_t *iv, char **token_out)
 {
+    return fernet_encrypt_with(NULL, key, plain, plain_len, now, iv, token_out);
+}
+
+int fernet_encrypt_with(struct fernet_engine *eng, const struct fernet_key *key,
+                        const uint8_t *plain, size_t plain_len, uint64_t now, const uint8_t *iv,
+                        char **token_out)
+{
     *token_out = NULL;
     if (sodium_init() < 0)
         return -1;
@@ -136,10 +199,10 @@ int fernet_encrypt(const struct fernet_key *key, const uint8_t *plain, size_t pl
     size_t ct_len = 0;
     int rc = -1;
     char *token = NULL;
-    if (aes_cbc(true, key, ivp, plain, plain_len, raw + FERNET_HEADER_BYTES, &ct_len) != 0)
+    if (aes_cbc(eng, true, key, ivp, plain, plain_len, raw + FERNET_HEADER_BYTES, &ct_len) != 0)
         goto out;
     size_t body = FERNET_HEADER_BYTES + ct_len;
-    if (mac_compute(key, raw, body, raw + body) != 0)
+    if (mac_compute(eng, key, raw, body, raw + body) != 0)
         goto out;
     size_t raw_len = body + FERNET_MAC_BYTES;
     size_t tok_len = b64url_encoded_len(raw_len);
@@ -211,6 +274,15 @@ int fernet_decrypt_keys(const struct fernet_key *keys, size_t nkeys, const char 
                         size_t token_len, uint64_t now, uint64_t ttl_s, struct secret *plain,
                         size_t *key_index, char *err, size_t errlen)
 {
+    return fernet_decrypt_keys_with(NULL, keys, nkeys, token, token_len, now, ttl_s, plain,
+                                    key_index, err, errlen);
+}
+
+int fernet_decrypt_keys_with(struct fernet_engine *eng, const struct fernet_key *keys,
+                             size_t nkeys, const char *token, size_t token_len, uint64_t now,
+                             uint64_t ttl_s, struct secret *plain, size_t *key_index, char *err,
+                             size_t errlen)
+{
     uint8_t *raw = NULL;
     size_t raw_len = 0;
 
@@ -222,7 +294,7 @@ int fernet_decrypt_keys(const struct fernet_key *keys, size_t nkeys, const char 
     size_t idx = 0;
     uint8_t mac[FERNET_MAC_BYTES];
     for (idx = 0; idx < nkeys; idx++) {
-        if (mac_compute(&keys[idx], raw, body, mac) != 0)
+        if (mac_compute(eng, &keys[idx], raw, body, mac) != 0)
             break;
         if (sodium_memcmp(mac, raw + body, FERNET_MAC_BYTES) == 0) {
             key = &keys[idx];
@@ -265,7 +337,7 @@ int fernet_decrypt_keys(const struct fernet_key *keys, size_t nkeys, const char 
         return -1;
     }
     size_t out_len = 0;
-    int rc = aes_cbc(false, key, iv, ct, ct_len, out, &out_len);
+    int rc = aes_cbc(eng, false, key, iv, ct, ct_len, out, &out_len);
     free(raw); /* ciphertext only */
     if (rc != 0) {
         /* A padding error under a valid MAC: made by a key holder, but broken. */

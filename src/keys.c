@@ -30,6 +30,10 @@ struct keyring {
     int refcount;
     size_t n;
     struct fernet_key *keys; /* sodium_malloc()ed, read-only after load */
+    /* OpenSSL objects reused by every encryption and decryption with these
+     * keys (fernet.h): scratch state, which is why a keyring serves one
+     * thread at a time (the daemon's loop, or one oauth-refreshctl command). */
+    struct fernet_engine *engine;
 };
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...) PRINTF_LIKE(3, 4);
@@ -60,6 +64,13 @@ static struct keyring *keyring_alloc(size_t n, char *err, size_t errlen)
     if (kr->keys == NULL) {
         free(kr);
         set_err(err, errlen, "cannot allocate guarded memory for %zu key(s)", n);
+        return NULL;
+    }
+    kr->engine = fernet_engine_new();
+    if (kr->engine == NULL) {
+        sodium_free(kr->keys);
+        free(kr);
+        set_err(err, errlen, "cannot set up AES-128-CBC and HMAC-SHA256 (OpenSSL)");
         return NULL;
     }
     kr->n = n;
@@ -216,6 +227,7 @@ void keyring_unref(struct keyring *kr)
     if (__atomic_sub_fetch(&kr->refcount, 1, __ATOMIC_ACQ_REL) != 0)
         return;
     sodium_free(kr->keys); /* unprotects, wipes and unmaps */
+    fernet_engine_free(kr->engine);
     free(kr);
 }
 
@@ -230,8 +242,8 @@ int keyring_encrypt(const struct keyring *kr, const uint8_t *plain, size_t len, 
     if (kr == NULL || kr->n == 0)
         return -1;
     time_t now = time(NULL);
-    return fernet_encrypt(&kr->keys[0], plain, len, (uint64_t)(now > 0 ? now : 0), NULL,
-                          token_out);
+    return fernet_encrypt_with(kr->engine, &kr->keys[0], plain, len,
+                               (uint64_t)(now > 0 ? now : 0), NULL, token_out);
 }
 
 int keyring_decrypt(const struct keyring *kr, const char *token, size_t token_len,
@@ -242,8 +254,8 @@ int keyring_decrypt(const struct keyring *kr, const char *token, size_t token_le
         return -1;
     }
     /* No TTL for stored tokens (SPEC §4), so the clock does not matter. */
-    return fernet_decrypt_keys(kr->keys, kr->n, token, token_len, 0, 0, plain, key_index, err,
-                               errlen);
+    return fernet_decrypt_keys_with(kr->engine, kr->keys, kr->n, token, token_len, 0, 0, plain,
+                                    key_index, err, errlen);
 }
 
 /* The tag key is the whole 32-byte Fernet key; the personalisation keeps its

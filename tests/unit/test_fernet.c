@@ -463,6 +463,101 @@ static void test_keyring_from_zero_raw_keys_fails(void **state)
     assert_true(err[0] != '\0');
 }
 
+/*
+ * A reused engine (the keyring's) must give exactly what fresh contexts give,
+ * whatever came before: all the spec's vectors run through one engine in a
+ * row (their invalid tokens include padding errors under a valid MAC, which
+ * fail inside the cipher), then random keys, sizes and IVs, with failures
+ * mixed in, compared token for token with the engine-less path.
+ */
+static void test_a_reused_engine_matches_fresh_contexts_after_anything(void **state)
+{
+    (void)state;
+    struct fernet_engine *eng = fernet_engine_new();
+    assert_non_null(eng);
+    for (int pass = 0; pass < 2; pass++) {
+        json_t *gen = load_vectors("generate.json"), *inv = load_vectors("invalid.json"),
+               *ver = load_vectors("verify.json");
+        size_t i;
+        json_t *v;
+        json_array_foreach(inv, i, v) {
+            struct fernet_key k = key_of(jstr(v, "secret"));
+            struct secret p = {0};
+            char err[256];
+            const char *tok = jstr(v, "token");
+            assert_int_equal(fernet_decrypt_keys_with(eng, &k, 1, tok, strlen(tok),
+                                                      parse_iso(jstr(v, "now")),
+                                                      (uint64_t)json_integer_value(
+                                                          json_object_get(v, "ttl_sec")),
+                                                      &p, NULL, err, sizeof err),
+                             -1);
+        }
+        json_array_foreach(gen, i, v) {
+            struct fernet_key k = key_of(jstr(v, "secret"));
+            uint8_t iv[FERNET_IV_BYTES];
+            for (size_t j = 0; j < FERNET_IV_BYTES; j++)
+                iv[j] = (uint8_t)json_integer_value(json_array_get(json_object_get(v, "iv"), j));
+            const char *src = jstr(v, "src");
+            char *tok = NULL;
+            assert_int_equal(fernet_encrypt_with(eng, &k, (const uint8_t *)src, strlen(src),
+                                                 parse_iso(jstr(v, "now")), iv, &tok),
+                             0);
+            assert_string_equal(tok, jstr(v, "token"));
+            free(tok);
+        }
+        json_array_foreach(ver, i, v) {
+            struct fernet_key k = key_of(jstr(v, "secret"));
+            struct secret p = {0};
+            char err[256];
+            const char *tok = jstr(v, "token");
+            assert_int_equal(fernet_decrypt_keys_with(eng, &k, 1, tok, strlen(tok), 0, 0, &p,
+                                                      NULL, err, sizeof err),
+                             0);
+            assert_string_equal(p.data, jstr(v, "src"));
+            secret_clear(&p);
+        }
+        json_decref(gen);
+        json_decref(inv);
+        json_decref(ver);
+    }
+
+    struct fernet_key keys[3];
+    randombytes_buf(keys, sizeof keys);
+    uint8_t *plain = malloc(3000);
+    for (int round = 0; round < 300; round++) {
+        const struct fernet_key *k = &keys[randombytes_uniform(3)];
+        size_t len = randombytes_uniform(3000);
+        randombytes_buf(plain, len);
+        uint8_t iv[FERNET_IV_BYTES];
+        randombytes_buf(iv, sizeof iv);
+        char *fresh = NULL, *reused = NULL;
+        assert_int_equal(fernet_encrypt(k, plain, len, 1795800000, iv, &fresh), 0);
+        assert_int_equal(fernet_encrypt_with(eng, k, plain, len, 1795800000, iv, &reused), 0);
+        assert_string_equal(reused, fresh);
+        if (round % 7 == 3) /* a failure in between: tampered MAC */
+            reused[strlen(reused) - 3] = reused[strlen(reused) - 3] == 'A' ? 'B' : 'A';
+        struct secret p = {0};
+        char err[256];
+        size_t idx = 9;
+        int rc = fernet_decrypt_keys_with(eng, keys, 3, reused, strlen(reused), 0, 0, &p, &idx,
+                                          err, sizeof err);
+        if (round % 7 == 3) {
+            assert_int_equal(rc, -1);
+        } else {
+            assert_int_equal(rc, 0);
+            assert_ptr_equal(&keys[idx], k);
+            assert_int_equal(p.len, len);
+            assert_memory_equal(p.data, plain, len);
+        }
+        secret_clear(&p);
+        free(fresh);
+        free(reused);
+    }
+    free(plain);
+    fernet_engine_free(eng);
+    fernet_engine_free(NULL);
+}
+
 static void test_secret_helpers_wipe_and_reset(void **state)
 {
     (void)state;
@@ -506,6 +601,7 @@ int main(void)
         cmocka_unit_test(test_multifernet_encrypts_with_first_and_decrypts_with_any),
         cmocka_unit_test(test_keyring_from_zero_raw_keys_fails),
         cmocka_unit_test(test_secret_helpers_wipe_and_reset),
+        cmocka_unit_test(test_a_reused_engine_matches_fresh_contexts_after_anything),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
