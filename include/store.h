@@ -66,7 +66,7 @@ void store_set_lead(struct store *st, int64_t lead_ms);
 struct spool;
 struct keyring;
 /*
- * Makes results that carry a rotated refresh token durable in sp (encrypted
+ * Makes results that carry a rotated refresh token durable in sp (tagged
  * under kr's primary key) before they are sent. The store keeps a reference
  * to kr; call again after a reload swapped the keys.
  */
