@@ -379,12 +379,17 @@ def test_every_channel_is_documented_with_json_examples_matching_the_sql(text):
     assert not missing, f"NOTIFY channels used by the code but not described under CHANNELS: {missing}"
 
     sql = read("sql", "oauth-refreshd.sql")
+    # The payloads are built, compact, by oauth_refreshd.event_<name>() and sent by the
+    # store functions: the keys are the '"key":' pieces of each builder's body.
     sent = {}
-    for m in re.finditer(r"json_build_object\((.*?)\)::text", sql, re.S):
-        args = [a.strip() for a in split_top_level(m.group(1))]
-        keys = [a.strip("'") for a in args[0::2]]
-        assert keys[0] == "event", f"expected json_build_object('event', ...), saw {args}"
-        sent[args[1].strip("'")] = set(keys)
+    for m in re.finditer(r"FUNCTION oauth_refreshd\.event_(\w+)\(.*?AS \$\$(.*?)\$\$", sql, re.S):
+        name, body = m.group(1), m.group(2)
+        keys = re.findall(r'"(\w+)":', body)
+        assert keys[0] == "event" and f'"event":"{name}"' in body, (
+            f"event_{name}() must start its payload with \"event\":\"{name}\": {body}")
+        sent[name] = set(keys)
+        assert re.search(rf"pg_notify\('oauth_refresh_event',\s*oauth_refreshd\.event_{name}\(",
+                         sql), f"event_{name}() is not sent on oauth_refresh_event"
     assert set(sent) == {"refreshed", "revoked", "failed"}, f"events parsed from the SQL: {sent}"
     examples = {}
     for line in ch.splitlines():
