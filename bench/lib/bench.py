@@ -387,6 +387,17 @@ def phase_continuous(args):
         w.destroy()
 
 
+def print_perf_report(perf, data, title, how):
+    """Prints the first 40 rows of one `perf report` view of the daemon's samples."""
+    rep = subprocess.run([perf, "report", "-i", data, "--stdio", "-g", "none",
+                          "--comm", "oauth-refreshd"] + how,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines = [ln for ln in rep.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+    out(title)
+    for ln in lines[:40]:
+        out("    " + ln.strip())
+
+
 def phase_profile(args):
     n = args.profile_accounts
     perf = shutil.which("perf")
@@ -411,22 +422,11 @@ def phase_profile(args):
         out(f"profiled run: exit {r.rc}, {(r.refreshed or {}).get('refreshed', '?')} refreshed in "
             f"{r.wall:.1f}s (slowed down by the profiler)")
         if use_perf:
-            rep = subprocess.run([perf, "report", "-i", data, "--stdio", "--no-children",
-                                  "--sort", "dso,symbol", "-g", "none", "--percent-limit", "0.7",
-                                  "--comm", "oauth-refreshd"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-            lines = [ln for ln in rep.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
-            out("top self-time symbols of the daemon (perf, % of the daemon's samples):")
-            for ln in lines[:40]:
-                out("    " + ln.strip())
-            rep = subprocess.run([perf, "report", "-i", data, "--stdio", "--children",
-                                  "--sort", "symbol", "-g", "none", "--percent-limit", "3",
-                                  "--comm", "oauth-refreshd"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-            lines = [ln for ln in rep.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
-            out("inclusive time (callee trees), top entries:")
-            for ln in lines[:40]:
-                out("    " + ln.strip())
+            print_perf_report(perf, data, "top self-time symbols of the daemon (perf, % of the "
+                              "daemon's samples):",
+                              ["--no-children", "--sort", "dso,symbol", "--percent-limit", "0.7"])
+            print_perf_report(perf, data, "inclusive time (callee trees), top entries:",
+                              ["--children", "--sort", "symbol", "--percent-limit", "3"])
             if args.keep:
                 out(f"perf data kept in {data}")
         else:
