@@ -42,9 +42,10 @@
 #define SPOOL_TAG_PERSONAL "oauthrd-spool-v2" /* exactly KEYRING_TAG_PERSONAL_BYTES */
 #define SPOOL_TAG_CHARS 44                    /* urlsafe base64 of 32 bytes, padded */
 #define SPOOL_FIELDS 9                        /* between the magic and the tag */
-/* Expiries beyond year 9999 are not real (and would not fit microseconds in a
- * double exactly). */
-#define SPOOL_MAX_EXPIRY_S 253402300800.0
+/* Expiries are whole microseconds below this (the year 2096: a token that
+ * lives longer is not real). Below it, microseconds -> seconds as a double ->
+ * microseconds is exact, which expiry_usec_is_stable() checks all the same. */
+#define SPOOL_MAX_EXPIRY_USEC INT64_C(4000000000000000)
 
 _Static_assert(sizeof SPOOL_TAG_PERSONAL - 1 == KEYRING_TAG_PERSONAL_BYTES,
                "the tag's personalisation is exactly 16 bytes");
@@ -117,19 +118,32 @@ static int track_segment(struct spool *sp, int64_t id, size_t n)
  * so it goes into a line as it is; anything else would break the format. */
 static bool is_ciphertext(const char *s)
 {
-    /* strspn is table-driven: a character loop here was 2.5 % of the daemon. */
+    /* strspn is table-driven: a character loop here was 2.5 % of the daemon.
+     * Padded base64 comes in quanta of four characters, which also keeps "-"
+     * (no id token) from passing for one. */
     static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
                                    "0123456789-_=";
-    return s != NULL && *s != '\0' && s[strspn(s, alphabet)] == '\0';
+    if (s == NULL)
+        return false;
+    size_t n = strspn(s, alphabet);
+    return n > 0 && s[n] == '\0' && n % 4 == 0;
 }
 
-/* Microseconds since the epoch, the spool's exact representation of an expiry. */
+/* The expiry as the reader will see it again: usec -> seconds -> usec unchanged. */
+static bool expiry_usec_is_stable(int64_t usec)
+{
+    return usec >= 0 && usec < SPOOL_MAX_EXPIRY_USEC &&
+           llround(((double)usec / 1e6) * 1e6) == usec;
+}
+
+/* Microseconds since the epoch, the spool's exact representation of an expiry;
+ * false for what could not be read back as the same value. */
 static bool expiry_to_usec(double t, int64_t *usec)
 {
-    if (!(t >= 0 && t < SPOOL_MAX_EXPIRY_S))
+    if (!(t >= 0 && t < (double)SPOOL_MAX_EXPIRY_USEC / 1e6))
         return false;
     *usec = llround(t * 1e6);
-    return true;
+    return expiry_usec_is_stable(*usec);
 }
 
 static void put_ciphertext(struct strbuf *sb, const char *ct)
@@ -435,7 +449,7 @@ static struct store_item *item_from_line(const struct keyring *kr, char *line, s
     int64_t id, prov, usec;
     if (!parse_int64(f[0], INT64_MIN, INT64_MAX, &id) ||
         !parse_int64(f[1], 0, PROVIDER_COUNT - 1, &prov) ||
-        !parse_int64(f[2], 0, (int64_t)(SPOOL_MAX_EXPIRY_S * 1e6), &usec))
+        !parse_int64(f[2], 0, SPOOL_MAX_EXPIRY_USEC - 1, &usec) || !expiry_usec_is_stable(usec))
         return NULL;
     struct store_item *it = calloc(1, sizeof *it);
     if (!it)

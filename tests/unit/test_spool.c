@@ -390,7 +390,8 @@ static void test_results_that_are_not_ciphertext_are_refused_whole(void **state)
     char err[ERRBUF_LEN];
     struct spool *sp = spool_open(fx->dir, err, sizeof err);
     struct store_item *items[2] = {make_item(fx->kr, 1, "a"), make_item(fx->kr, 2, "b")};
-    const char *bad[] = {"has space", "two\nlines", "", "plain;text"};
+    /* "-" means "no id token" in a line; "abc" is not padded base64. */
+    const char *bad[] = {"has space", "two\nlines", "", "plain;text", "-", "abc"};
     for (size_t b = 0; b < sizeof bad / sizeof *bad; b++) {
         char *keep = items[1]->access_ct;
         items[1]->access_ct = (char *)bad[b];
@@ -401,6 +402,8 @@ static void test_results_that_are_not_ciphertext_are_refused_whole(void **state)
     items[1]->expires_at = -1;
     assert_int_equal(spool_write(sp, fx->kr, items, 2, err, sizeof err), -1);
     items[1]->expires_at = 1.0 / 0.0;
+    assert_int_equal(spool_write(sp, fx->kr, items, 2, err, sizeof err), -1);
+    items[1]->expires_at = 4.0e9; /* 2096: beyond what the spool keeps exactly */
     assert_int_equal(spool_write(sp, fx->kr, items, 2, err, sizeof err), -1);
     assert_int_equal(count_files(fx->dir, ".spool"), 0);
     assert_int_equal(count_files(fx->dir, ".tmp"), 0);
