@@ -29,8 +29,8 @@ struct provider_state {
     struct token_bucket bucket;
     bool claiming;          /* a claim statement is outstanding */
     bool more;              /* the last claim was full: more may be due */
-    bool dry;               /* the last claim found nothing: not claimed again until
-                               something may have made one claimable (engine.c) */
+    double dry_until;       /* ev_now() time: the last claim found nothing, so it is not
+                               claimed again before this unless woken (engine.c) */
     double paused_until;    /* ev_now() time; 0 = not paused */
     bool probing;           /* paused provider: one probe allowed */
     bool config_error;      /* invalid_client & co: paused until reload */

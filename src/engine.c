@@ -141,18 +141,28 @@ void engine_kick(struct daemon *d)
 
 /*
  * A provider whose last claim found nothing is "dry": the kicks of finishing
- * requests do not claim for it again, since each such claim walks the whole
- * due range of the other providers (account_state does not know providers):
- * at the end of a 1,000,000-account backlog, 550 ms per futile claim, dozens a
- * second. What can make one of its accounts claimable wakes it: the due and
- * rescan timers (which next_wakeup arms for due times, retries and leases
- * running out), a notification, a reconnection, a reload, or one of its own
- * claims given back by a write.
+ * requests do not claim for it again for DRY_RECHECK_S, since each such claim
+ * walks the whole due range of the other providers (account_state does not
+ * know providers): at the end of a 1,000,000-account backlog, 550 ms per futile
+ * claim, dozens a second. What can make one of its accounts claimable wakes it
+ * at once: the due and rescan timers (which next_wakeup arms for due times,
+ * retries and leases running out), a notification, a reconnection, a reload,
+ * or one of its own claims given back by a write. The recheck bounds the wait
+ * for what nothing announces while other providers keep the engine busy (an
+ * account simply coming due: next_wakeup is not asked while claims come back
+ * full), whatever scan_interval is.
  */
+#define DRY_RECHECK_S 2.0
+
+static bool provider_dry(struct daemon *d, enum provider_id p)
+{
+    return d->prov[p].dry_until > ev_now(d->loop);
+}
+
 static void wake_providers(struct daemon *d)
 {
     for (int p = 0; p < PROVIDER_COUNT; p++)
-        d->prov[p].dry = false;
+        d->prov[p].dry_until = 0;
 }
 
 static void arm_due_timer(struct daemon *d, double delay)
@@ -504,7 +514,7 @@ static void claim_done_cb(void *ud, PGresult *res)
         if (ok) {
             rows = start_claimed_rows(d, res);
             ps->more = (unsigned)rows >= cc->limit;
-            ps->dry = rows == 0;
+            ps->dry_until = rows == 0 ? ev_now(d->loop) + DRY_RECHECK_S : 0;
         }
     } else {
         d->claiming_ids = false;
@@ -622,12 +632,12 @@ static void claim_more(struct daemon *d)
     unsigned global_free = global_free_slots(d);
     unsigned sharing = 0;
     for (int p = 0; p < PROVIDER_COUNT; p++)
-        sharing += !d->prov[p].claiming && !d->prov[p].dry &&
+        sharing += !d->prov[p].claiming && !provider_dry(d, (enum provider_id)p) &&
                    provider_free_slots(d, (enum provider_id)p, global_free) > 0;
     unsigned share = sharing ? (global_free + sharing - 1) / sharing : 0;
     for (int p = 0; p < PROVIDER_COUNT; p++) {
         struct provider_state *ps = &d->prov[p];
-        if (ps->claiming || ps->dry)
+        if (ps->claiming || provider_dry(d, (enum provider_id)p))
             continue;
         unsigned global_now = global_free_slots(d);
         unsigned free_slots = provider_free_slots(d, (enum provider_id)p,
@@ -869,7 +879,7 @@ void engine_store_done_cb(void *ud, const struct store_item *item, enum store_fa
      * may be claimable now, and the next due time may have moved. A claim given
      * back without a write (the row changed meanwhile) is claimable at once. */
     if (fate != STORE_WRITTEN)
-        ps->dry = false;
+        ps->dry_until = 0;
     engine_kick(d);
     engine_check_once_done(d);
 }
@@ -899,7 +909,7 @@ void engine_on_config(struct daemon *d)
         const struct provider_config *pc = d->cfg->providers[p];
         struct provider_state *ps = &d->prov[p];
         token_bucket_init(&ps->bucket, pc ? pc->max_rate : 0, now);
-        ps->dry = false; /* a reload may have changed what is claimable */
+        ps->dry_until = 0; /* a reload may have changed what is claimable */
         /* A reload is the operator's answer to a credentials error. */
         ps->config_error = false;
     }
