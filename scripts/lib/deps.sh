@@ -69,3 +69,20 @@ oauth_install_deps() {
         return 1
     fi
 }
+
+# The npm packages the tests pin (tests/oidc: oidc-provider, the certified
+# OpenID Provider that judges the daemon's refreshes). `npm ci` installs exactly
+# what package-lock.json names (a second or two). Node.js and npm come with the
+# machine; Debian's nodejs and npm are the fallback where they do not.
+oauth_install_npm() {
+    local dir=$1
+    if ! command -v npm >/dev/null 2>&1; then
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "npm is missing: install Node.js and npm (Debian: nodejs npm)" >&2
+            return 1
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm >/dev/null
+    fi
+    echo "==> npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+}

@@ -1,0 +1,143 @@
+"""A real OpenID Provider for the tests: tests/oidc/server.mjs (npm oidc-provider).
+
+Owns: starting and stopping that node process on a free loopback port with the
+test PKI's certificate, minting and revoking grants through its test-only admin
+API, and the two standard endpoints the tests judge with (token introspection,
+and the token endpoint for a probe refresh). scripts/test installs the pinned
+package (`npm ci` in tests/oidc) before the suite runs.
+Must never: print a token, or listen beyond loopback.
+"""
+
+import json
+import os
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from .daemon import source_dir
+from .pgcluster import free_port
+
+
+def oidc_dir():
+    return os.path.join(source_dir(), "tests", "oidc")
+
+
+class OidcProvider:
+    def __init__(self, pki, clients, log_path, access_ttl=3600):
+        """clients: {client_id: (secret, token_endpoint_auth_method)}."""
+        self.pki = pki
+        self.clients = dict(clients)
+        self.log_path = log_path
+        self.port = free_port()
+        self.access_ttl = access_ttl
+        self.proc = None
+        self.issuer = f"https://127.0.0.1:{self.port}"
+        self.ctx = ssl.create_default_context(cafile=pki.ca_file)
+
+    @property
+    def token_url(self):
+        return self.issuer + "/token"
+
+    def start(self, timeout=30):
+        modules = os.path.join(oidc_dir(), "node_modules", "oidc-provider")
+        if not os.path.isdir(modules):
+            raise RuntimeError(f"{modules} is missing: run `npm ci` in tests/oidc "
+                               "(scripts/test does)")
+        clients = [{"client_id": cid, "client_secret": sec, "token_endpoint_auth_method": auth}
+                   for cid, (sec, auth) in self.clients.items()]
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            ["node", os.path.join(oidc_dir(), "server.mjs"), "--port", str(self.port),
+             "--cert", self.pki.cert_file, "--key", self.pki.key_file,
+             "--clients", json.dumps(clients), "--access-ttl", str(self.access_ttl)],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=oidc_dir())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("oidc-provider exited: " + self.log())
+            try:
+                self._get("/.well-known/openid-configuration")
+                return self
+            except (OSError, urllib.error.URLError):
+                time.sleep(0.1)
+        raise RuntimeError("oidc-provider did not start: " + self.log())
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self._log.close()
+        self.proc = None
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()[-4000:]
+        except OSError:
+            return ""
+
+    # ----- HTTP ------------------------------------------------------------------------------
+
+    def _request(self, path, data=None, headers=None, method=None):
+        req = urllib.request.Request(self.issuer + path, data=data, headers=headers or {},
+                                     method=method)
+        try:
+            with urllib.request.urlopen(req, context=self.ctx, timeout=10) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def _get(self, path):
+        status, body = self._request(path)
+        if status != 200:
+            raise urllib.error.URLError(f"{path}: HTTP {status}")
+        return body
+
+    def _post_json(self, path, obj):
+        status, body = self._request(path, json.dumps(obj).encode(),
+                                     {"Content-Type": "application/json"}, "POST")
+        if status != 200:
+            raise RuntimeError(f"{path}: HTTP {status} {body}")
+        return body
+
+    def _post_form(self, path, form, client_id):
+        form = dict(form, client_id=client_id, client_secret=self.clients[client_id][0])
+        return self._request(path, urllib.parse.urlencode(form).encode(),
+                             {"Content-Type": "application/x-www-form-urlencoded"}, "POST")
+
+    # ----- the tests' view -------------------------------------------------------------------
+
+    def discovery(self):
+        return self._get("/.well-known/openid-configuration")
+
+    def mint(self, client_id, sub, scope="openid offline_access"):
+        """A new grant for (client, user); returns (refresh token, grant id)."""
+        r = self._post_json("/_test/grant", {"client_id": client_id, "sub": sub, "scope": scope})
+        return r["refresh_token"], r["grant_id"]
+
+    def revoke_grant(self, grant_id):
+        self._post_json("/_test/revoke", {"grant_id": grant_id})
+
+    def stats(self):
+        return self._get("/_test/stats")
+
+    def introspect(self, token, client_id):
+        """The provider's own word on a token: the introspection response (RFC 7662)."""
+        status, body = self._post_form("/token/introspection", {"token": token}, client_id)
+        if status != 200:
+            raise RuntimeError(f"introspection: HTTP {status} {body}")
+        return body
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
