@@ -79,7 +79,9 @@ class PgCluster:
 
     # ----- lifecycle -------------------------------------------------------------------------
 
-    def init(self):
+    def init(self, replication=False):
+        """initdb and the fixture's settings. replication: WAL for a streaming standby
+        (make_standby) instead of the minimal WAL that makes the usual tests fast."""
         if self.as_root:
             pw = pwd.getpwnam(self.os_user)
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
@@ -109,6 +111,9 @@ class PgCluster:
             "timezone": "'UTC'",
             "idle_in_transaction_session_timeout": "'10min'",
         }
+        if replication:
+            settings.update({"wal_level": "replica", "max_wal_senders": "5",
+                             "hot_standby": "on", "wal_keep_size": "'256MB'"})
         with open(os.path.join(self.data_dir, "postgresql.conf"), "a") as f:
             f.write("\n# oauth-refreshd test fixture\n")
             for k, v in settings.items():
@@ -116,7 +121,38 @@ class PgCluster:
         with open(os.path.join(self.data_dir, "pg_hba.conf"), "w") as f:
             f.write("local all all trust\n"
                     "host all all 127.0.0.1/32 trust\n"
-                    "host all all ::1/128 trust\n")
+                    "host all all ::1/128 trust\n"
+                    "host replication all 127.0.0.1/32 trust\n")
+        return self
+
+    def make_standby(self, synchronous=True):
+        """A streaming replica of this (running, replication=True) cluster on a port of its
+        own, started. synchronous: the primary's commits wait for the standby to have the
+        WAL (synchronous_standby_names = '*'), so a failover loses nothing committed."""
+        standby = PgCluster(schema_file=self.schema_file, max_connections=self.max_connections)
+        if standby.as_root:
+            pw = pwd.getpwnam(standby.os_user)
+            os.chown(standby.dir, pw.pw_uid, pw.pw_gid)
+        os.chmod(standby.dir, 0o755)
+        standby._run([os.path.join(PG_BIN, "pg_basebackup"), "-D", standby.data_dir,
+                      "-h", self.host, "-p", str(self.port), "-U", self.superuser,
+                      "-X", "stream", "-R", "--no-sync", "-c", "fast"])
+        os.makedirs(standby.socket_dir, exist_ok=True)
+        if standby.as_root:
+            os.chown(standby.socket_dir, pw.pw_uid, pw.pw_gid)
+        with open(os.path.join(standby.data_dir, "postgresql.conf"), "a") as f:
+            f.write(f"\n# the standby's own\nport = {standby.port}\n"
+                    f"unix_socket_directories = '{standby.socket_dir}'\n")
+        standby.start()
+        if synchronous:
+            self.admin("ALTER SYSTEM SET synchronous_standby_names = '*'")
+            self.admin("SELECT pg_reload_conf()")
+        return standby
+
+    def promote(self, timeout=60):
+        """Promotes a standby to primary (pg_ctl promote waits until it accepts writes)."""
+        self._run([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data_dir, "-w", "-t",
+                   str(timeout), "promote"])
         return self
 
     def start(self, timeout=60):
