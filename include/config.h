@@ -47,6 +47,7 @@ struct config {
 
     /* [database] */
     char *conninfo; /* secret (may hold a password); "" means libpq's PG* environment */
+    int64_t heartbeat_interval_ms; /* 30s: a NOTIFY to ourselves proves LISTEN hears; 0 = off */
 
     /* [crypto] */
     struct keyring *keys; /* owned reference */

@@ -63,6 +63,7 @@ struct daemon {
     char owner[96];     /* lease owner: host:pid:random */
 
     struct db *db;
+    struct listen_check *listen_check; /* heartbeats that prove LISTEN hears */
     struct http *http;
     struct store *store;
     struct spool *spool; /* durable rotated results under the state directory */
@@ -90,6 +91,8 @@ struct daemon {
     unsigned releases_outstanding; /* release statements not yet answered */
 
     bool connected, ever_connected, ready, schema_ok, stopping, aborting;
+    bool listen_deaf; /* notifications do not arrive: the rescans stand in for them */
+    double deaf_reconnected_at; /* ev_now of the last reconnection for a deaf LISTEN */
     double db_retry_at;    /* ev_now() of the next reconnection attempt */
     char db_reason[160];
     double once_since;     /* --once: wall time the run started */
@@ -107,6 +110,9 @@ void engine_kick(struct daemon *d);          /* look for work soon */
 void engine_on_connected(struct daemon *d);  /* catch-up after (re)connection */
 void engine_on_notify(struct daemon *d, const char *channel, const char *payload);
 void engine_on_config(struct daemon *d);     /* a new config was swapped in */
+/* LISTEN stopped (or started again) hearing: rescan often while it is deaf. */
+void engine_on_listen_deaf(struct daemon *d, bool deaf);
+double engine_deaf_rescan_interval(const struct daemon *d);
 void engine_stop_claiming(struct daemon *d); /* shutdown: release what was not sent */
 bool engine_idle(const struct daemon *d);    /* nothing claimed, in flight or unwritten */
 unsigned engine_waiting(const struct daemon *d);

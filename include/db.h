@@ -63,6 +63,12 @@ int db_query(struct db *db, const char *sql, int nparams, const char *const *par
 /* Replaces the conninfo and reconnects (reload with a changed conninfo). */
 void db_set_conninfo(struct db *db, const char *conninfo);
 /* Closes the connection; pending callbacks get NULL. */
+/*
+ * Drops the connection and connects again at once (pending queries fail with
+ * NULL, as on a loss); for a connection that works but no longer serves, e.g.
+ * a LISTEN that does not hear. Nothing happens while not connected.
+ */
+void db_reconnect(struct db *db, const char *reason);
 void db_free(struct db *db);
 
 /*

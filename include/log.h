@@ -27,6 +27,7 @@
 #define MSGID_REFRESH_FAILED   "863118a2eed649c5addc24c698dadd51"
 #define MSGID_STOPPING         "4e544bbaee5c4dafa4456c69107aa4c6"
 #define MSGID_CONFIG_ERROR     "15ab70c92f3e4e03a0b5e2290a6d1dd5"
+#define MSGID_LISTEN_DEAF      "77fc52f158b844cea5b8ba1a085ef735"
 
 /* Optional structured context of a record; zero/NULL members are omitted. */
 struct log_ctx {

@@ -95,7 +95,7 @@ enum { K_MAX = 8 };
 
 /* Key indexes per section (must match section_keys below). */
 enum { K_LOG_LEVEL, K_STATE_DIRECTORY, K_SHUTDOWN_TIMEOUT };
-enum { K_CONNINFO, K_CONNINFO_FILE };
+enum { K_CONNINFO, K_CONNINFO_FILE, K_HEARTBEAT_INTERVAL };
 enum {
     K_KEYS_FILE,
     K_KEY_DERIVATION,
@@ -134,7 +134,8 @@ static const char *const provider_keys[K_MAX + 1] = {
 static const char *const *section_keys(enum section_id sec)
 {
     static const char *const daemon[] = {"log_level", "state_directory", "shutdown_timeout", NULL};
-    static const char *const database[] = {"conninfo", "conninfo_file", NULL};
+    static const char *const database[] = {"conninfo", "conninfo_file", "heartbeat_interval",
+                                           NULL};
     static const char *const crypto[] = {"keys_file",
                                          "key_derivation",
                                          "secret_key_file",
@@ -726,9 +727,24 @@ static bool conninfo_valid(const char *conninfo)
     return true;
 }
 
+static void load_heartbeat(struct load *ld)
+{
+    int64_t ms = ld->cfg->heartbeat_interval_ms;
+    if (!get_duration(ld, SEC_DATABASE, K_HEARTBEAT_INTERVAL, 0, 24 * 3600 * 1000LL, &ms))
+        return;
+    if (ms != 0 && ms < 1000) {
+        int line;
+        (void)raw_get(ld, SEC_DATABASE, K_HEARTBEAT_INTERVAL, &line);
+        add_error(ld, line, "database", "heartbeat_interval", "must be 0 (off) or at least 1s");
+        return;
+    }
+    ld->cfg->heartbeat_interval_ms = ms;
+}
+
 static void load_database(struct load *ld)
 {
     int line, file_line;
+    load_heartbeat(ld);
     const char *inline_v = raw_get(ld, SEC_DATABASE, K_CONNINFO, &line);
     const char *file_v = raw_get(ld, SEC_DATABASE, K_CONNINFO_FILE, &file_line);
 
@@ -1366,6 +1382,7 @@ static struct config *config_new_defaults(void)
     cfg->lead_time_ms = 5 * 60 * 1000;
     cfg->jitter_ms = 60 * 1000;
     cfg->scan_interval_ms = 60 * 1000;
+    cfg->heartbeat_interval_ms = 30 * 1000;
     cfg->batch_size = 500;
     cfg->max_in_flight = 512;
     cfg->request_timeout_ms = 30 * 1000;

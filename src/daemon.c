@@ -18,6 +18,7 @@
 #include <sodium.h>
 
 #include "daemon_ctx.h"
+#include "listen_check.h"
 #include "log.h"
 #include "metrics_server.h"
 #include "schema_check.h"
@@ -29,8 +30,8 @@
 #define SUMMARY_INTERVAL_S 60.0
 #define STATUS_MAX         sizeof(((struct sdnotify *)0)->last_status)
 
-static const char *const listen_channels[] = {"oauth_refresh_request",
-                                              "oauth_refreshd_account_changed", NULL};
+static const char *const listen_channels[] = {
+    "oauth_refresh_request", "oauth_refreshd_account_changed", LISTEN_CHECK_CHANNEL, NULL};
 
 void daemon_request_exit(struct daemon *d, int code)
 {
@@ -127,8 +128,9 @@ static void format_status(struct daemon *d, char *buf, size_t len)
     format_paused(d, paused, sizeof paused);
     snprintf(buf, len,
              "%s%u in flight, %" PRIu64 " refreshed, %" PRIu64 " failed, %" PRIu64
-             " revoked; %s; database connected; %zu result%s held%s%s%s",
-             stop, in_flight, d->stats.refreshed, d->stats.failed, d->stats.revoked, due, held,
+             " revoked; %s; database connected%s; %zu result%s held%s%s%s",
+             stop, in_flight, d->stats.refreshed, d->stats.failed, d->stats.revoked, due,
+             listen_check_deaf(d->listen_check) ? " (notifications deaf: rescanning)" : "", held,
              plural(held), paused, d->reload_error[0] ? "; " : "", d->reload_error);
 }
 
@@ -240,6 +242,7 @@ static void db_connected_cb(void *ud)
     if (d->ever_connected)
         log_event(LOG_NOTICE, MSGID_DB_RESTORED, NULL, "database connection restored");
     d->ever_connected = true;
+    listen_check_on_connected(d->listen_check);
     if (db_query(d->db, SCHEMA_CHECK_SQL, 0, NULL, schema_checked_cb, d) < 0)
         log_err("could not check the schema version");
 }
@@ -252,6 +255,7 @@ static void db_disconnected_cb(void *ud, const char *reason, double retry_in_s)
     d->schema_ok = false;
     snprintf(d->db_reason, sizeof d->db_reason, "%s", reason ? reason : "");
     d->db_retry_at = ev_now(d->loop) + retry_in_s;
+    listen_check_on_disconnected(d->listen_check);
     if (was)
         log_event(LOG_WARNING, MSGID_DB_LOST, NULL,
                   "database connection lost (%s); %zu results held; reconnecting in %.1fs",
@@ -268,6 +272,9 @@ static void db_disconnected_cb(void *ud, const char *reason, double retry_in_s)
 
 static void db_notify_cb(void *ud, const char *channel, const char *payload)
 {
+    struct daemon *d = ud;
+    if (listen_check_on_notify(d->listen_check, channel, payload))
+        return;
     engine_on_notify(ud, channel, payload);
 }
 
@@ -350,6 +357,7 @@ static void reload(struct daemon *d)
             metrics_server_check_listen(d->metrics_server, cfg->metrics_listen);
             log_set_level(cfg->log_level);
             engine_on_config(d);
+            listen_check_set_interval(d->listen_check, (double)cfg->heartbeat_interval_ms / 1000.0);
             if (conninfo_changed) {
                 log_info("database connection settings changed: reconnecting");
                 d->connected = false;
@@ -468,6 +476,39 @@ static void replay_spool(struct daemon *d)
 }
 
 /* Live gauges for a metrics scrape; returns the lead time that defines "due". */
+/* A deaf LISTEN that keeps coming back after a reconnection is not helped by
+ * another one: reconnect for it at most this often. */
+#define DEAF_RECONNECT_EVERY_S 600.0
+
+/*
+ * LISTEN does not hear (a pooler in transaction mode, a broken proxy): say so
+ * loudly the first time (later episodes at info: the metric and STATUS= carry
+ * them); reconnect in case it was the connection; and let the engine rescan
+ * often, since the trigger's notifications are lost.
+ */
+static void listen_deaf_cb(void *ud, bool deaf)
+{
+    struct daemon *d = ud;
+    if (deaf) {
+        bool first = d->deaf_reconnected_at == 0;
+        log_event(first ? LOG_WARNING : LOG_INFO, first ? MSGID_LISTEN_DEAF : NULL, NULL,
+                  "notifications do not arrive: LISTEN succeeded but our own heartbeat on %s "
+                  "never came back (a connection pooler in transaction mode?); rescanning every "
+                  "%.0fs meanwhile; on-demand refresh requests cannot be heard",
+                  LISTEN_CHECK_CHANNEL, engine_deaf_rescan_interval(d));
+        if (first || ev_now(d->loop) - d->deaf_reconnected_at >= DEAF_RECONNECT_EVERY_S) {
+            d->deaf_reconnected_at = ev_now(d->loop);
+            db_reconnect(d->db, "LISTEN is deaf, trying a new connection");
+        }
+    } else {
+        log_event(LOG_NOTICE, NULL, NULL, "notifications arrive again: LISTEN hears");
+    }
+    engine_on_listen_deaf(d, deaf);
+    char status[STATUS_MAX];
+    format_status(d, status, sizeof status);
+    sdnotify_status(&d->sn, status);
+}
+
 static int64_t metrics_collect_cb(void *ud, struct metrics *m)
 {
     struct daemon *d = ud;
@@ -475,6 +516,7 @@ static int64_t metrics_collect_cb(void *ud, struct metrics *m)
     m->waiting = engine_waiting(d);
     m->held = store_pending(d->store);
     m->db_connected = d->connected;
+    m->listen_deaf = listen_check_deaf(d->listen_check);
     m->config_generation = d->cfg->generation;
     for (int p = 0; p < PROVIDER_COUNT; p++)
         m->paused[p] = d->prov[p].config_error || ev_now(d->loop) < d->prov[p].paused_until;
@@ -513,9 +555,14 @@ static int daemon_setup(struct daemon *d)
                                .notify = db_notify_cb,
                                .ud = d};
     d->db = db_new(d->loop, &dbo, &dbc);
+    struct listen_check_callbacks lcc = {.changed = listen_deaf_cb, .ud = d};
+    d->listen_check = d->db ? listen_check_new(d->loop, d->db, d->owner, &lcc) : NULL;
+    if (d->listen_check)
+        listen_check_set_interval(d->listen_check,
+                                  (double)d->cfg->heartbeat_interval_ms / 1000.0);
     struct store_callbacks sc = {.done = engine_store_done_cb, .ud = d};
     d->store = d->db ? store_new(d->loop, d->db, d->owner, &sc) : NULL;
-    if (!d->db || !d->store) {
+    if (!d->db || !d->store || !d->listen_check) {
         log_err("out of memory at startup");
         return EXIT_UNAVAILABLE;
     }
@@ -544,6 +591,8 @@ static void daemon_teardown(struct daemon *d)
     if (d->http)
         http_free(d->http);
     /* db_free fails outstanding statements; their owners still exist here. */
+    listen_check_free(d->listen_check); /* before db_free: its heartbeat may be pending */
+    d->listen_check = NULL;
     if (d->db)
         db_free(d->db);
     metrics_server_free(d->metrics_server); /* after db_free: a count query may be pending */

@@ -785,6 +785,13 @@ void db_set_conninfo(struct db *db, const char *conninfo)
     }
 }
 
+void db_reconnect(struct db *db, const char *reason)
+{
+    if (db->state == DB_CLOSED || db->state == DB_IDLE || db->state == DB_WAIT_RETRY)
+        return;
+    db_defer_drop(db, reason, true);
+}
+
 void db_free(struct db *db)
 {
     if (db == NULL || db->closed)

@@ -913,7 +913,8 @@ void engine_on_config(struct daemon *d)
         /* A reload is the operator's answer to a credentials error. */
         ps->config_error = false;
     }
-    double scan = (double)d->cfg->scan_interval_ms / 1000.0;
+    double scan = d->listen_deaf ? engine_deaf_rescan_interval(d)
+                                 : (double)d->cfg->scan_interval_ms / 1000.0;
     if (ev_is_active(&d->scan_timer)) {
         ev_timer_stop(d->loop, &d->scan_timer);
         ev_timer_set(&d->scan_timer, scan, scan);
@@ -1030,4 +1031,29 @@ void engine_free(struct daemon *d)
     }
     free(d->requested);
     d->requested = NULL;
+}
+
+/* While notifications do not arrive, nothing announces an account the
+ * application changed or one that came due early: rescan this often. */
+#define DEAF_RESCAN_S 5.0
+
+double engine_deaf_rescan_interval(const struct daemon *d)
+{
+    double scan = (double)d->cfg->scan_interval_ms / 1000.0;
+    return scan < DEAF_RESCAN_S ? scan : DEAF_RESCAN_S;
+}
+
+void engine_on_listen_deaf(struct daemon *d, bool deaf)
+{
+    d->listen_deaf = deaf;
+    if (!ev_is_active(&d->scan_timer))
+        return; /* --once, or stopping */
+    double scan = deaf ? engine_deaf_rescan_interval(d) : (double)d->cfg->scan_interval_ms / 1000.0;
+    ev_timer_stop(d->loop, &d->scan_timer);
+    ev_timer_set(&d->scan_timer, scan, scan);
+    ev_timer_start(d->loop, &d->scan_timer);
+    if (deaf) {
+        wake_providers(d);
+        engine_kick(d);
+    }
 }

@@ -253,6 +253,10 @@ void metrics_render(const struct metrics *m, const char *version, struct strbuf 
             "Refresh results not yet written to the database (held through an outage).", m->held);
     gauge_u(out, "database_connected", "1 while the database connection is up.",
             m->db_connected ? 1 : 0);
+    gauge_u(out, "listen_deaf",
+            "1 while notifications do not arrive (LISTEN is deaf, e.g. behind a pooler in "
+            "transaction mode); the daemon then rescans often.",
+            m->listen_deaf ? 1 : 0);
     header(out, "provider_paused", "gauge",
            "1 while requests to the provider are paused (repeated failures or refused client "
            "credentials).");

@@ -13,7 +13,8 @@ OAUTH_DEB_PACKAGES=(
     openssl valgrind systemd curl ca-certificates
     systemd-container debootstrap  # tests/integration/test_nspawn.py boots a container
     scdoc groff-base debhelper lintian rpm
-    prometheus  # promtool, to check the metrics exposition in a test
+    prometheus  # promtool: the metrics exposition and the alerting rules
+    pgbouncer  # tests/integration/test_pooler.py: session and transaction pooling
     nginx-light libnginx-mod-http-echo  # the benchmark's token endpoint (bench smoke test)
 )
 
