@@ -56,7 +56,9 @@ struct http_answer {
  *  - refresh_token may be set whatever the outcome when a 2xx answer carried a
  *    usable new refresh token: on SUCCESS, and on BAD_RESPONSE when something
  *    else is wrong (error "missing_access_token": no usable access token;
- *    "bad_error_field": an "error" member that is not a non-empty string).
+ *    "bad_json": the body is not one complete JSON object, the token was read
+ *    before the break; "bad_error_field": an "error" member that is not a
+ *    non-empty string).
  *    id_token is then set too when the answer carried one. The caller must
  *    store them (and keep the old access token) rather than drop them.
  *  - An answer with a non-empty string "error" (a 4xx, or GitHub's 200) never

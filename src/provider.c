@@ -601,13 +601,18 @@ static void read_success(const struct answer_body *ab, int64_t default_lifetime_
     }
     bool rotated = res->refresh_token.len > 0;
 
+    /*
+     * A body that is not even one whole object (cut short, or broken between
+     * members) is never a success: what follows the break is unknown. A rotated
+     * refresh token read before the break is whole (it is taken only once the
+     * ',' or '}' after it is seen) and is still handed back.
+     */
     const struct provider_member *at = &pm->m[PM_ACCESS_TOKEN];
-    if (!member_usable(at)) {
-        /* A body that is not even one whole object is reported as such. */
-        bool whole = ab->root || ab->pm.complete;
+    bool whole = ab->root || pm->complete;
+    if (!whole || !member_usable(at)) {
         set_result(res, OUTCOME_BAD_RESPONSE, whole ? "missing_access_token" : "bad_json",
                    whole ? "answer has no usable access_token"
-                         : "answer is not one complete JSON object and has no usable access_token");
+                         : "answer is not one complete JSON object");
         if (rotated)
             detail_add(res->detail, sizeof(res->detail), " (it did carry a refresh_token)");
         return;

@@ -246,7 +246,7 @@ static const struct row rows[] = {
     ROW_S("200 truncated JSON", ALL, 200, "{\"access_token\":\"" AT, OUTCOME_BAD_RESPONSE,
           "bad_json"),
     ROW_S("200 truncated after the access token", ALL, 200,
-          "{\"access_token\":\"" AT "\",\"expires_in\":36", OUTCOME_SUCCESS, ""),
+          "{\"access_token\":\"" AT "\",\"expires_in\":36", OUTCOME_BAD_RESPONSE, "bad_json"),
     ROW_S("missing access_token", ALL, 200, "{\"expires_in\":3600}", OUTCOME_BAD_RESPONSE,
           "missing_access_token"),
     ROW_S("access_token not a string", ALL, 200, "{\"access_token\":5,\"expires_in\":3600}",
@@ -1199,6 +1199,23 @@ static void test_hostile_bodies_are_read_within_bounds(void **state)
     }
 }
 
+static void test_cut_body_hands_back_a_whole_rotated_token_but_is_no_success(void **state)
+{
+    (void)state;
+    struct token_result res;
+    read_with(PROVIDER_GITHUB, 200,
+              "{\"n\":1e400,\"access_token\":\"" AT "\",\"refresh_token\":\"" RT
+              "\",\"id_token\":\"" IDT "\",\"expires_in\":28",
+              &res);
+    assert_int_equal(res.outcome, OUTCOME_BAD_RESPONSE);
+    assert_string_equal(res.error, "bad_json");
+    expect_secret("cut body", &res.refresh_token, RT);
+    expect_secret("cut body", &res.id_token, IDT);
+    expect_secret("cut body", &res.access_token, NULL);
+    check_no_leak("cut body", &res);
+    token_result_clear(&res);
+}
+
 static void test_long_number_literal_and_deep_nesting_in_scanner(void **state)
 {
     (void)state;
@@ -1272,6 +1289,7 @@ int main(void)
         cmocka_unit_test(test_scanner_decodes_escapes_and_refuses_lone_surrogates),
         cmocka_unit_test(test_github_form_encoded_rotation_is_read),
         cmocka_unit_test(test_hostile_bodies_are_read_within_bounds),
+        cmocka_unit_test(test_cut_body_hands_back_a_whole_rotated_token_but_is_no_success),
         cmocka_unit_test(test_long_number_literal_and_deep_nesting_in_scanner),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
