@@ -45,6 +45,10 @@ struct http_answer {
     long http_version;   /* 10, 11, 20, 30 (HTTP/1.0 .. HTTP/3) */
     int64_t received_at; /* wall clock (Unix seconds) when the answer arrived:
                             Retry-After dates are relative to it; 0 = read the clock */
+    /* 0, or the CURLcode of an HTTP/2 transfer that failed only after a complete
+     * answer (RST_STREAM after the answer, RFC 9113 §8.1): transport_error is then 0
+     * and the answer is used; see http.c, answer_complete_despite(). */
+    int recovered_from;
 };
 
 /*
