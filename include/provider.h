@@ -45,21 +45,47 @@ struct http_answer {
     long http_version;   /* 10, 11, 20, 30 (HTTP/1.0 .. HTTP/3) */
     int64_t received_at; /* wall clock (Unix seconds) when the answer arrived:
                             Retry-After dates are relative to it; 0 = read the clock */
+    /* 0, or the CURLcode of an HTTP/2 transfer that failed only after a complete
+     * answer (RST_STREAM after the answer, RFC 9113 §8.1): transport_error is then 0
+     * and the answer is used; see http.c, answer_complete_despite(). */
+    int recovered_from;
 };
 
 /*
  * The classification. read_answer() overwrites it whole (it does not free what
  * it held: pass a zeroed or cleared one). Free with token_result_clear().
- * refresh_token may also be set on BAD_RESPONSE, when the answer carried a
- * rotated refresh token but no usable access token: SPEC §6 says such a token
- * must not be thrown away, so a caller may still store it.
+ *
+ * Contract with the store (SPEC §6, "an answer that carries a new
+ * refresh_token is never thrown away"):
+ *  - refresh_token may be set whatever the outcome when a 2xx answer carried a
+ *    usable new refresh token: on SUCCESS, and on BAD_RESPONSE when something
+ *    else is wrong (error "missing_access_token": no usable access token;
+ *    "bad_json": the body is not one complete JSON object, the token was read
+ *    before the break; "bad_error_field": an "error" member that is not a
+ *    non-empty string).
+ *    id_token is then set too when the answer carried one. The caller must
+ *    store them (and keep the old access token) rather than drop them.
+ *  - An answer with a non-empty string "error" (a 4xx, or GitHub's 200) never
+ *    carries a token: none is read from it.
+ *  - A body a strict JSON parser refuses (a number out of range, duplicate
+ *    members: the last wins, a bad escape elsewhere, \u0000) is read
+ *    leniently for the members needed; detail then says "read leniently".
+ *  - A missing or absurd expires_in (not a number or a string of digits in
+ *    1 s .. 1 year) is never a failure: expires_in_s is the dialect's
+ *    default_lifetime_s and expires_in_defaulted is set, for a warning.
+ *  - error "out_of_memory" (outcome TRANSIENT): memory ran out while reading
+ *    the answer; refresh_token may or may not have been copied. With a 2xx
+ *    status the answer may have rotated the refresh token and the copy may be
+ *    lost: the caller (engine) treats an out_of_memory with a 2xx status as
+ *    fatal for the process (exit loudly; systemd restarts, the spool replays)
+ *    rather than carry on as if nothing had been rotated.
  */
 struct token_result {
     enum refresh_outcome outcome;
     char error[64];   /* machine code: "invalid_grant", "http_503", "timeout", "bad_json"... */
     char detail[256]; /* for humans and logs: no token text, ever */
     int64_t retry_after_ms; /* -1 when the provider gave none */
-    /* SUCCESS only: */
+    /* SUCCESS (refresh_token and id_token also on a rotated BAD_RESPONSE, see above): */
     struct secret access_token;
     struct secret refresh_token; /* empty when not rotated */
     struct secret id_token;      /* empty when not returned */

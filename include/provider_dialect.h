@@ -25,9 +25,12 @@ struct provider_dialect {
     /*
      * Optional: writes a short note about an error answer into buf (e.g.
      * "AADSTS70008" or "error_subtype=invalid_rapt"); only characters that
-     * cannot carry a token. root is the parsed answer object.
+     * cannot carry a token. root is the parsed answer object; it is not
+     * called when only the tolerant scanner could read the answer.
      */
     void (*error_note)(const json_t *root, char *buf, size_t buflen);
+    /* The endpoint may answer form-encoded (GitHub without Accept: application/json). */
+    bool form_answers;
 };
 
 /* Transport, status and JSON classification with the dialect's additions. */
@@ -53,8 +56,8 @@ int provider_build_form(const struct provider_config *pc, const struct provider_
  * client_secret) that Google and GitHub take; dialect names it in errors.
  */
 int provider_build_refresh_form(const char *dialect, const struct provider_config *pc,
-                                const char *refresh_token, struct provider_request *out,
-                                char *err, size_t errlen) WUR;
+                                const char *refresh_token, struct provider_request *out, char *err,
+                                size_t errlen) WUR;
 
 /* Copies s keeping only [A-Za-z0-9_.-], truncated to fit buf; "" when nothing is left. */
 void provider_sanitize_code(const char *s, char *buf, size_t buflen);

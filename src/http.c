@@ -41,17 +41,17 @@
  * JWTs, the largest) and request bodies a few hundred bytes, so buffers start
  * small and grow; a recycled transfer keeps at most one typical answer's room.
  */
-#define HTTP_RESP_INITIAL            1024
-#define HTTP_BODY_INITIAL            512
-#define HTTP_RESP_KEEP_MAX           4096 /* larger buffers are freed on recycle */
-#define HTTP_RETRY_AFTER_MAX         128
-#define HTTP_UPLOAD_BUFFER           16384L /* curl's minimum */
+#define HTTP_RESP_INITIAL    1024
+#define HTTP_BODY_INITIAL    512
+#define HTTP_RESP_KEEP_MAX   4096 /* larger buffers are freed on recycle */
+#define HTTP_RETRY_AFTER_MAX 128
+#define HTTP_UPLOAD_BUFFER   16384L /* curl's minimum */
 /* curl's per-transfer receive buffer (default 16 kB). Over HTTP/2 the socket is
  * read into the connection's own buffer, so this only bounds how much of one
  * stream's data is handed over at a time; over HTTP/1.1 a 4 kB answer still
  * takes one or two reads. heaptrack (bench/run heap): 16 MB at 1,000 in flight
  * with the default. */
-#define HTTP_RECV_BUFFER             4096L
+#define HTTP_RECV_BUFFER 4096L
 
 struct http_sock {
     ev_io io;
@@ -147,8 +147,8 @@ static size_t http_write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
         x->oversized = true;
         return 0; /* != n: curl aborts with CURLE_WRITE_ERROR */
     }
-    if (buf_reserve(&x->resp, &x->resp_cap, x->resp_len, x->resp_len + n + 1,
-                    HTTP_RESP_INITIAL) < 0)
+    if (buf_reserve(&x->resp, &x->resp_cap, x->resp_len, x->resp_len + n + 1, HTTP_RESP_INITIAL) <
+        0)
         return 0;
     memcpy(x->resp + x->resp_len, ptr, n);
     x->resp_len += n;
@@ -345,16 +345,104 @@ static long map_http_version(long v)
     }
 }
 
+/*
+ * Is the body one complete JSON object: '{', balanced to its closing '}' (strings
+ * and escapes respected), then only whitespace? A body cut anywhere before its
+ * last '}' is unbalanced, and one cut after it has lost only whitespace, so this
+ * tells a whole JSON answer from a truncated one without knowing its length.
+ * Bounded by len; no allocation, no recursion.
+ */
+static bool json_object_whole(const char *s, size_t len)
+{
+    size_t i = 0, depth = 0;
+    while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
+        i++;
+    if (i >= len || s[i] != '{')
+        return false;
+    for (; i < len; i++) {
+        char c = s[i];
+        if (c == '"') {
+            for (i++; i < len && s[i] != '"'; i++)
+                if (s[i] == '\\')
+                    i++;
+            if (i >= len)
+                return false;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (depth == 0 || --depth == 0)
+                break;
+        }
+    }
+    if (i >= len || s[i] != '}' || depth != 0)
+        return false;
+    for (i++; i < len; i++)
+        if (!(s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
+            return false;
+    return true;
+}
+
+/*
+ * RFC 9113 §8.1: a server may send a complete response before it has read the
+ * whole request, then end the stream with RST_STREAM(NO_ERROR), and clients
+ * MUST NOT discard that response. nginx does exactly this; curl 7.88 still
+ * fails such a transfer from its send side: CURLE_HTTP2_STREAM (92, "stream
+ * closed" in the send path, with no error text), CURLE_HTTP2 or a send/receive
+ * error, or, when the answer carried a Content-Length and the server never
+ * lets the rest of the request body in, a timeout after the whole answer
+ * (curl stops reading once Content-Length is reached). For a rotating
+ * provider that answer holds the only copy of the new refresh token.
+ *
+ * So over HTTP/2, with a final status received and nothing oversized, the
+ * answer is taken as complete:
+ *  1. when it announced a Content-Length and exactly that many bytes arrived
+ *     (curl and nghttp2 never deliver more than announced): then the reset or
+ *     the stall came after the whole answer;
+ *  2. a separate, weaker rule, only for the stream errors (not the timeout,
+ *     where the stream has not ended): without a Content-Length, when the body
+ *     is one complete JSON object (json_object_whole). Token endpoints answer
+ *     JSON; a cut one is unbalanced, so a truncated body stays a network error.
+ * Returns the CURLcode that is overridden (recorded in the answer), or 0.
+ */
+static int answer_complete_despite(struct http_xfer *x, int result, long status, long version)
+{
+    switch (result) {
+    case CURLE_HTTP2_STREAM:
+    case CURLE_HTTP2:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_OPERATION_TIMEDOUT:
+        break;
+    default:
+        return 0;
+    }
+    if (version != CURL_HTTP_VERSION_2_0 || status < 200 || status > 599 || x->oversized)
+        return 0;
+    curl_off_t announced = -1;
+    if (curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &announced) != CURLE_OK)
+        announced = -1;
+    if (announced >= 0)
+        return (curl_off_t)x->resp_len == announced ? result : 0;
+    if (result == CURLE_OPERATION_TIMEDOUT)
+        return 0;
+    return x->resp && json_object_whole(x->resp, x->resp_len) ? result : 0;
+}
+
 static void xfer_finish(struct http *h, struct http_xfer *x, int result)
 {
     long status = 0, version = 0;
+    int recovered_from = 0;
     if (result != CURLE_ABORTED_BY_CALLBACK) {
         (void)curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
         (void)curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &version);
+        recovered_from = answer_complete_despite(x, result, status, version);
+        if (recovered_from)
+            result = 0;
     }
     bool oversized = x->oversized || result == CURLE_FILESIZE_EXCEEDED;
     struct http_answer ans = {
         .transport_error = result,
+        .recovered_from = recovered_from,
         .transport_detail = result == 0    ? NULL
                             : x->errbuf[0] ? x->errbuf
                                            : curl_easy_strerror((CURLcode)result),

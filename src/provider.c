@@ -26,6 +26,7 @@
 
 #include "backoff.h"
 #include "provider_dialect.h"
+#include "provider_scan.h"
 
 /* expires_in must be a positive number of seconds below one year (SPEC §6). */
 #define EXPIRES_IN_MAX_S 31535999
@@ -88,9 +89,22 @@ void token_result_clear(struct token_result *res)
 
 /* ---- jansson's heap holds tokens while an answer is parsed: wipe it on free ---- */
 
+/*
+ * jansson ignores some allocation failures: its lexer drops the byte it could
+ * not append (strbuffer_append_byte's result is unused) and hands back a
+ * string one character short, e.g. a corrupted rotated refresh token, as if
+ * nothing had happened (seen in tests/unit/test_provider_oom.c). So every
+ * failed allocation is noted here, and a parse during which one failed is
+ * treated as out of memory whatever jansson returned.
+ */
+static _Thread_local bool json_alloc_failed;
+
 static void *json_wiping_malloc(size_t n)
 {
-    return malloc(n);
+    void *p = malloc(n);
+    if (!p)
+        json_alloc_failed = true;
+    return p;
 }
 
 static void json_wiping_free(void *p)
@@ -316,7 +330,102 @@ bool provider_classify_transport(const struct http_answer *ans, struct token_res
     return false;
 }
 
-/* ---- JSON ---- */
+/* ---- reading the members of an answer ---- */
+
+/*
+ * How a body was read. Strict first (jansson, duplicates refused); when that
+ * refuses the body, jansson again with duplicates (the last wins, see
+ * provider_scan.c) and \u0000 allowed; when jansson cannot parse it at all (a
+ * number beyond double or int64 range, a lone surrogate anywhere), the
+ * tolerant scanner of provider_scan.c; for a dialect that may answer
+ * form-encoded (GitHub), the form reader. SPEC §6: a strict parser refusing
+ * the whole body must not cost a rotated refresh token.
+ */
+enum body_kind { BODY_READ, BODY_EMPTY, BODY_NOT_JSON, BODY_NOT_OBJECT, BODY_OOM };
+
+struct answer_body {
+    json_t *root; /* jansson's object when jansson could parse the body, else NULL */
+    struct provider_members pm;
+    bool lenient;    /* the strict parse refused the body */
+    int strict_pos;  /* where it did (jansson's byte position) */
+    const char *how; /* short wording of the lenient reading, for the detail */
+};
+
+static void answer_body_clear(struct answer_body *ab)
+{
+    json_decref(ab->root);
+    provider_members_clear(&ab->pm);
+    memset(ab, 0, sizeof(*ab));
+}
+
+static bool json_oom(const json_error_t *jerr)
+{
+    return json_error_code(jerr) == json_error_out_of_memory;
+}
+
+/* Copies our members out of jansson's object; -1 out of memory. */
+static int members_from_json(const json_t *root, struct provider_members *pm)
+{
+    for (int i = 0; i < PM_COUNT; i++) {
+        enum provider_member_id id = (enum provider_member_id)i;
+        const json_t *v = json_object_get(root, provider_member_name(id));
+        if (!v)
+            continue;
+        if (json_is_string(v)) {
+            const char *s = json_string_value(v);
+            size_t n = json_string_length(v);
+            if (memchr(s, '\0', n)) /* \u0000, accepted by the lenient pass */
+                provider_members_set_other(pm, id, PMK_UNUSABLE, 0.0);
+            else if (provider_members_set_string(pm, id, s, n) < 0)
+                return -1;
+        } else if (json_is_integer(v)) {
+            provider_members_set_other(pm, id, PMK_NUMBER, (double)json_integer_value(v));
+        } else if (json_is_real(v)) {
+            provider_members_set_other(pm, id, PMK_NUMBER, json_real_value(v));
+        } else {
+            provider_members_set_other(pm, id, json_is_null(v) ? PMK_NULL : PMK_OTHER, 0.0);
+        }
+    }
+    return 0;
+}
+
+static enum body_kind answer_body_read(const struct http_answer *ans,
+                                       const struct provider_dialect *d, struct answer_body *ab)
+{
+    memset(ab, 0, sizeof(*ab));
+    ab->strict_pos = -1;
+    if (!ans->body || ans->body_len == 0)
+        return BODY_EMPTY;
+    json_error_t jerr;
+    json_alloc_failed = false;
+    ab->root = json_loadb(ans->body, ans->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!ab->root) {
+        if (json_oom(&jerr) || json_alloc_failed)
+            return BODY_OOM;
+        ab->lenient = true;
+        ab->strict_pos = jerr.position;
+        ab->how = "duplicate members or \\u0000";
+        ab->root = json_loadb(ans->body, ans->body_len, JSON_ALLOW_NUL, &jerr);
+        if (!ab->root && json_oom(&jerr))
+            return BODY_OOM;
+    }
+    if (json_alloc_failed)
+        return BODY_OOM; /* what jansson returned may be silently cut: see json_wiping_malloc */
+    if (ab->root) {
+        if (!json_is_object(ab->root))
+            return BODY_NOT_OBJECT;
+        return members_from_json(ab->root, &ab->pm) < 0 ? BODY_OOM : BODY_READ;
+    }
+    int rc = provider_scan_json(ans->body, ans->body_len, &ab->pm);
+    ab->how = "top-level members only";
+    if (rc == 1 && d && d->form_answers) {
+        rc = provider_scan_form(ans->body, ans->body_len, &ab->pm);
+        ab->how = "form-encoded";
+    }
+    return rc < 0 ? BODY_OOM : rc > 0 ? BODY_NOT_JSON : BODY_READ;
+}
+
+/* ---- JSON error answers ---- */
 
 static enum refresh_outcome map_error_code(const struct provider_dialect *d, const char *code)
 {
@@ -339,15 +448,11 @@ static enum refresh_outcome map_error_code(const struct provider_dialect *d, con
     return OUTCOME_BAD_RESPONSE;
 }
 
-static void classify_error_field(const json_t *root, const json_t *err,
-                                 const struct provider_dialect *d, struct token_result *res)
+/* An answer with a non-empty string "error": never a token, whatever else it carries. */
+static void classify_error(const struct answer_body *ab, const struct provider_dialect *d,
+                           struct token_result *res)
 {
-    if (!json_is_string(err) || json_string_length(err) == 0) {
-        set_result(res, OUTCOME_BAD_RESPONSE, "bad_error_field",
-                   "answer has an \"error\" member that is not a non-empty string");
-        return;
-    }
-    const char *raw = json_string_value(err);
+    const char *raw = ab->pm.m[PM_ERROR].text;
     char code[sizeof(res->error)];
     provider_sanitize_code(raw, code, sizeof(code));
     if (!code[0])
@@ -359,55 +464,58 @@ static void classify_error_field(const json_t *root, const json_t *err,
     size_t dl = sizeof(res->detail);
     det[0] = '\0';
     detail_add(det, dl, code);
-    if (d && d->error_note) {
+    if (d && d->error_note && ab->root) {
         char note[128] = "";
-        d->error_note(root, note, sizeof(note));
+        d->error_note(ab->root, note, sizeof(note));
         if (note[0]) {
             detail_add(det, dl, " (");
             detail_add(det, dl, note);
             detail_add(det, dl, ")");
         }
     }
-    const json_t *desc = json_object_get(root, "error_description");
-    if (json_is_string(desc) && json_string_length(desc) > 0) {
+    const struct provider_member *desc = &ab->pm.m[PM_ERROR_DESCRIPTION];
+    if (desc->kind == PMK_STRING && desc->len > 0) {
         detail_add(det, dl, ": ");
-        detail_append(det, dl, json_string_value(desc), json_string_length(desc));
+        detail_append(det, dl, desc->text, desc->len);
     }
 }
 
-/* expires_in: an integer (or integral-valued number, or string of digits) in 1..1 year. */
-static bool read_expires_in(const json_t *v, int64_t *out, const char **why)
+/* ---- success answers ---- */
+
+/* expires_in: a number (integral or not) or a string of digits, in 1 s .. 1 year. */
+static bool read_expires_in(const struct provider_member *m, int64_t *out, const char **why)
 {
-    if (!v || json_is_null(v)) {
+    int64_t n = 0;
+    switch (m->kind) {
+    case PMK_ABSENT:
+    case PMK_NULL:
         *why = "expires_in missing";
         return false;
-    }
-    int64_t n;
-    if (json_is_integer(v)) {
-        n = (int64_t)json_integer_value(v);
-    } else if (json_is_real(v)) {
-        double x = json_real_value(v);
-        if (!isfinite(x) || x < 1.0 || x > (double)EXPIRES_IN_MAX_S) {
+    case PMK_NUMBER:
+        if (!isfinite(m->num) || m->num < 1.0 || m->num > (double)EXPIRES_IN_MAX_S) {
             *why = "expires_in out of range";
             return false;
         }
-        n = (int64_t)x;
-    } else if (json_is_string(v)) {
-        const char *s = json_string_value(v);
-        size_t len = json_string_length(v);
-        if (len == 0 || len > 9) {
+        n = (int64_t)m->num;
+        break;
+    case PMK_STRING:
+        if (m->len == 0 || m->len > 9) {
             *why = "expires_in is not a number";
             return false;
         }
-        n = 0;
-        for (size_t i = 0; i < len; i++) {
-            if (s[i] < '0' || s[i] > '9') {
+        for (size_t i = 0; i < m->len; i++) {
+            if (m->text[i] < '0' || m->text[i] > '9') {
                 *why = "expires_in is not a number";
                 return false;
             }
-            n = n * 10 + (s[i] - '0');
+            n = n * 10 + (m->text[i] - '0');
         }
-    } else {
+        break;
+    case PMK_UNUSABLE:
+        *why = "expires_in is not a number";
+        return false;
+    case PMK_OTHER:
+    default:
         *why = "expires_in has the wrong type";
         return false;
     }
@@ -419,65 +527,109 @@ static bool read_expires_in(const json_t *v, int64_t *out, const char **why)
     return true;
 }
 
+/*
+ * The answer could not be read as a whole (or said nothing usable) for a
+ * reason that is not an error answer, or memory ran out: the token_result
+ * contract (provider.h) is that res->error says so and nothing more than the
+ * tokens already copied is kept.
+ */
 static void oom(struct token_result *res)
 {
     set_result(res, OUTCOME_TRANSIENT, "out_of_memory", "out of memory reading the answer");
 }
 
-static void read_success(const json_t *root, int64_t default_lifetime_s, struct token_result *res)
+static bool member_usable(const struct provider_member *m)
 {
-    const json_t *rt = json_object_get(root, "refresh_token");
-    if (rt && !json_is_null(rt)) {
-        if (!json_is_string(rt)) {
-            set_result(res, OUTCOME_BAD_RESPONSE, "bad_shape", "refresh_token is not a string");
-            return;
-        }
-        if (json_string_length(rt) > 0 &&
-            secret_set(&res->refresh_token, json_string_value(rt), json_string_length(rt)) < 0) {
-            oom(res);
-            return;
-        }
+    return m->kind == PMK_STRING && m->len > 0;
+}
+
+/*
+ * Copies a rotated refresh token, and the id token that came with it, into
+ * res: whatever else is wrong with a 2xx answer, these are kept (SPEC §6).
+ * Returns -1 out of memory (what was copied stays).
+ */
+static int keep_rotated(const struct provider_members *pm, struct token_result *res)
+{
+    const struct provider_member *rt = &pm->m[PM_REFRESH_TOKEN];
+    if (!member_usable(rt))
+        return 0;
+    if (secret_set(&res->refresh_token, rt->text, rt->len) < 0)
+        return -1;
+    const struct provider_member *idt = &pm->m[PM_ID_TOKEN];
+    if (member_usable(idt) && secret_set(&res->id_token, idt->text, idt->len) < 0)
+        return -1;
+    return 0;
+}
+
+static int copy_text(const struct provider_member *m, char **out)
+{
+    if (m->kind != PMK_STRING)
+        return 0;
+    *out = strdup(m->text); /* no NUL inside: provider_members guarantees it */
+    return *out ? 0 : -1;
+}
+
+static void success_detail(const struct answer_body *ab, const char *why, int64_t lifetime,
+                           struct token_result *res)
+{
+    res->detail[0] = '\0';
+    if (why)
+        snprintf(res->detail, sizeof(res->detail), "%s; used the default lifetime of %llds", why,
+                 (long long)lifetime);
+    if (ab->lenient) {
+        size_t o = strlen(res->detail);
+        snprintf(res->detail + o, sizeof(res->detail) - o,
+                 "%sread leniently (%s; strict parse failed near byte %d)", o ? "; " : "", ab->how,
+                 ab->strict_pos);
+    }
+}
+
+static void read_success(const struct answer_body *ab, int64_t default_lifetime_s,
+                         struct token_result *res)
+{
+    const struct provider_members *pm = &ab->pm;
+    enum provider_member_kind rk = pm->m[PM_REFRESH_TOKEN].kind;
+    if (rk == PMK_NUMBER || rk == PMK_OTHER || rk == PMK_UNUSABLE) {
+        set_result(res, OUTCOME_BAD_RESPONSE, "bad_shape",
+                   rk == PMK_UNUSABLE ? "refresh_token is not usable text"
+                                      : "refresh_token is not a string");
+        return;
+    }
+    if (keep_rotated(pm, res) < 0) {
+        oom(res);
+        return;
     }
     bool rotated = res->refresh_token.len > 0;
 
-    const json_t *at = json_object_get(root, "access_token");
-    if (!json_is_string(at) || json_string_length(at) == 0) {
-        set_result(res, OUTCOME_BAD_RESPONSE, "missing_access_token",
-                   rotated ? "answer has no usable access_token (it did carry a refresh_token)"
-                           : "answer has no usable access_token");
+    /*
+     * A body that is not even one whole object (cut short, or broken between
+     * members) is never a success: what follows the break is unknown. A rotated
+     * refresh token read before the break is whole (it is taken only once the
+     * ',' or '}' after it is seen) and is still handed back.
+     */
+    const struct provider_member *at = &pm->m[PM_ACCESS_TOKEN];
+    bool whole = ab->root || pm->complete;
+    if (!whole || !member_usable(at)) {
+        set_result(res, OUTCOME_BAD_RESPONSE, whole ? "missing_access_token" : "bad_json",
+                   whole ? "answer has no usable access_token"
+                         : "answer is not one complete JSON object");
+        if (rotated)
+            detail_add(res->detail, sizeof(res->detail), " (it did carry a refresh_token)");
         return;
     }
 
+    /* SPEC §6: a missing or absurd expires_in is the documented default plus a warning. */
     const char *why = NULL;
     int64_t expires_in = 0;
-    bool defaulted = false;
-    if (!read_expires_in(json_object_get(root, "expires_in"), &expires_in, &why)) {
-        if (!rotated) {
-            set_result(res, OUTCOME_BAD_RESPONSE, "bad_expires_in", why);
-            return;
-        }
-        /* SPEC §6: never throw away a rotated refresh token. */
+    bool defaulted = !read_expires_in(&pm->m[PM_EXPIRES_IN], &expires_in, &why);
+    if (defaulted)
         expires_in = default_lifetime_s;
-        defaulted = true;
-    }
 
-    if (secret_set(&res->access_token, json_string_value(at), json_string_length(at)) < 0) {
-        oom(res);
-        return;
-    }
-    const json_t *idt = json_object_get(root, "id_token");
-    if (json_is_string(idt) && json_string_length(idt) > 0 &&
-        secret_set(&res->id_token, json_string_value(idt), json_string_length(idt)) < 0) {
-        oom(res);
-        return;
-    }
-    const json_t *scope = json_object_get(root, "scope");
-    if (json_is_string(scope) && !(res->scope = strdup(json_string_value(scope)))) {
-        oom(res);
-        return;
-    }
-    const json_t *tt = json_object_get(root, "token_type");
-    if (json_is_string(tt) && !(res->token_type = strdup(json_string_value(tt)))) {
+    const struct provider_member *idt = &pm->m[PM_ID_TOKEN];
+    if (secret_set(&res->access_token, at->text, at->len) < 0 ||
+        (!rotated && member_usable(idt) && secret_set(&res->id_token, idt->text, idt->len) < 0) ||
+        copy_text(&pm->m[PM_SCOPE], &res->scope) < 0 ||
+        copy_text(&pm->m[PM_TOKEN_TYPE], &res->token_type) < 0) {
         oom(res);
         return;
     }
@@ -485,12 +637,8 @@ static void read_success(const json_t *root, int64_t default_lifetime_s, struct 
     res->expires_in_s = expires_in;
     res->expires_in_defaulted = defaulted;
     res->outcome = OUTCOME_SUCCESS;
-    snprintf(res->error, sizeof(res->error), "%s", "");
-    if (defaulted)
-        snprintf(res->detail, sizeof(res->detail), "%s; used the default lifetime of %llds", why,
-                 (long long)default_lifetime_s);
-    else
-        res->detail[0] = '\0';
+    res->error[0] = '\0';
+    success_detail(ab, defaulted ? why : NULL, default_lifetime_s, res);
 }
 
 static void http_status_error(long status, const char *what, struct token_result *res)
@@ -499,6 +647,30 @@ static void http_status_error(long status, const char *what, struct token_result
     snprintf(code, sizeof(code), "http_%ld", status);
     snprintf(detail, sizeof(detail), "HTTP %ld %s", status, what);
     set_result(res, OUTCOME_BAD_RESPONSE, code, detail);
+}
+
+/* The members of a body that was read: an error answer, a 4xx/5xx without one, or success. */
+static void read_members(const struct answer_body *ab, const struct provider_dialect *d,
+                         long status, struct token_result *res)
+{
+    bool http_error = status >= 400;
+    const struct provider_member *err = &ab->pm.m[PM_ERROR];
+    if (member_usable(err)) {
+        classify_error(ab, d, res); /* whatever the status (GitHub: 200) */
+        return;
+    }
+    if (err->kind != PMK_ABSENT && err->kind != PMK_NULL) {
+        set_result(res, OUTCOME_BAD_RESPONSE, "bad_error_field",
+                   "answer has an \"error\" member that is not a non-empty string");
+        /* Not an error answer we understand: a 2xx that rotated still hands the token back. */
+        if (!http_error && keep_rotated(&ab->pm, res) < 0)
+            oom(res);
+        return;
+    }
+    if (http_error)
+        http_status_error(status, "without a JSON error", res);
+    else
+        read_success(ab, d ? d->default_lifetime_s : 3600, res);
 }
 
 /* Reads the body of a complete, non-redirect answer (res already reset). */
@@ -511,40 +683,38 @@ static void read_json_body(const struct http_answer *ans, const struct provider_
         return;
     }
     json_ensure_wiping();
-    json_error_t jerr;
-    json_t *root = NULL;
-    if (ans->body && ans->body_len > 0)
-        root = json_loadb(ans->body, ans->body_len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root) {
-        if (http_error) {
-            http_status_error(ans->status, "without a JSON error", res);
-        } else {
-            /* jerr.text may quote the input: report the position only. */
-            char detail[96];
-            if (ans->body_len == 0)
-                snprintf(detail, sizeof(detail), "empty response body");
-            else
-                snprintf(detail, sizeof(detail), "response is not valid JSON (near byte %d)",
-                         jerr.position);
-            set_result(res, OUTCOME_BAD_RESPONSE, "bad_json", detail);
-        }
-        return;
-    }
-    if (!json_is_object(root)) {
+    struct answer_body ab;
+    enum body_kind kind = answer_body_read(ans, d, &ab);
+    char detail[96];
+    switch (kind) {
+    case BODY_READ:
+        read_members(&ab, d, ans->status, res);
+        break;
+    case BODY_OOM:
+        oom(res);
+        break;
+    case BODY_NOT_OBJECT:
         if (http_error)
             http_status_error(ans->status, "without a JSON error", res);
         else
             set_result(res, OUTCOME_BAD_RESPONSE, "bad_shape", "response JSON is not an object");
-    } else {
-        const json_t *err = json_object_get(root, "error");
-        if (err && !json_is_null(err))
-            classify_error_field(root, err, d, res); /* whatever the status (GitHub: 200) */
-        else if (http_error)
+        break;
+    case BODY_EMPTY:
+    case BODY_NOT_JSON:
+        if (http_error) {
             http_status_error(ans->status, "without a JSON error", res);
+            break;
+        }
+        /* jansson's text may quote the input: report the position only. */
+        if (kind == BODY_EMPTY)
+            snprintf(detail, sizeof(detail), "empty response body");
         else
-            read_success(root, d ? d->default_lifetime_s : 3600, res);
+            snprintf(detail, sizeof(detail), "response is not valid JSON (near byte %d)",
+                     ab.strict_pos);
+        set_result(res, OUTCOME_BAD_RESPONSE, "bad_json", detail);
+        break;
     }
-    json_decref(root);
+    answer_body_clear(&ab);
 }
 
 void provider_read_standard_json(const struct http_answer *ans, int64_t default_lifetime_s,
@@ -644,8 +814,8 @@ int provider_build_form(const struct provider_config *pc, const struct provider_
 }
 
 int provider_build_refresh_form(const char *dialect, const struct provider_config *pc,
-                                const char *refresh_token, struct provider_request *out,
-                                char *err, size_t errlen)
+                                const char *refresh_token, struct provider_request *out, char *err,
+                                size_t errlen)
 {
     if (!pc || !pc->client_id || !refresh_token) {
         memset(out, 0, sizeof(*out));

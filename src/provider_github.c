@@ -4,7 +4,9 @@
  * is required, or GitHub answers form-encoded. Every refresh rotates the
  * refresh token. Errors arrive with HTTP 200 and an "error" member, which the
  * shared reader treats as failure whatever the status: bad_refresh_token means
- * revoked, incorrect_client_credentials a configuration error. Pure: no I/O.
+ * revoked, incorrect_client_credentials a configuration error. Should an
+ * answer still come form-encoded (a proxy dropping the Accept header), it is
+ * read as a form, so that its rotated refresh token is not lost. Pure: no I/O.
  */
 #include <stdio.h>
 #include <string.h>
@@ -24,6 +26,7 @@ static const struct provider_dialect github_dialect = {
     .default_lifetime_s = GITHUB_DEFAULT_LIFETIME_S,
     .errors = github_errors,
     .error_note = NULL,
+    .form_answers = true,
 };
 
 static int github_build_request(const struct provider_config *pc, const char *refresh_token,

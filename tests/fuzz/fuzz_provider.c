@@ -19,8 +19,15 @@
  * Properties: the result is always fully classified (an outcome, a machine
  * code made of [A-Za-z0-9_.-], a printable detail); success only from a 2xx
  * answer without an "error" member, with an access token and an expires_in in
- * 1 s .. 1 year; no token of the answer appears in the detail; a built request
- * carries the refresh token and scope exactly, percent-encoded.
+ * 1 s .. 1 year (the dialect's default when flagged defaulted); no token of
+ * the answer appears in the detail; a built request carries the refresh token
+ * and scope exactly, percent-encoded. Issue 10: a refresh token handed back
+ * is a member of the body, i.e. some quoted string of the body decodes (by
+ * jansson, independently of the tolerant scanner) to exactly it, or for a
+ * form-encoded GitHub answer some refresh_token= value percent-decodes to it;
+ * a failure carries a refresh token only as a bad response or out_of_memory,
+ * and an id token only next to it; when jansson's strict parse finds a usable
+ * refresh_token in a 2xx answer without "error", it is handed back.
  */
 #include <string.h>
 
@@ -58,6 +65,101 @@ static bool has_error_member(const char *body, size_t len)
     return has;
 }
 
+/* Does the quoted string at body[p] (a '"') decode, by jansson, to exactly want? */
+static bool quoted_string_is(const char *body, size_t len, size_t p, const struct secret *want)
+{
+    size_t e = p + 1;
+    while (e < len && body[e] != '"')
+        e += body[e] == '\\' ? 2 : 1;
+    if (e >= len)
+        return false;
+    json_t *v = json_loadb(body + p, e - p + 1, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+    bool same = json_is_string(v) && json_string_length(v) == want->len &&
+                memcmp(json_string_value(v), want->data, want->len) == 0;
+    json_decref(v);
+    return same;
+}
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* Does a "refresh_token=" pair of the form body decode to exactly want? */
+static bool form_value_is(const char *body, size_t len, const struct secret *want)
+{
+    static const char key[] = "refresh_token=";
+    for (size_t p = 0; p + sizeof(key) - 1 <= len; p++) {
+        if ((p > 0 && body[p - 1] != '&') || memcmp(body + p, key, sizeof(key) - 1) != 0)
+            continue;
+        size_t i = p + sizeof(key) - 1, o = 0;
+        bool same = true;
+        while (i < len && body[i] != '&' && same) {
+            int c = (unsigned char)body[i];
+            if (c == '+') {
+                c = ' ';
+                i++;
+            } else if (c == '%' && len - i >= 3 && hexval(body[i + 1]) >= 0 &&
+                       hexval(body[i + 2]) >= 0) {
+                c = hexval(body[i + 1]) * 16 + hexval(body[i + 2]);
+                i += 3;
+            } else {
+                i++;
+            }
+            same = o < want->len && (unsigned char)want->data[o] == c;
+            o++;
+        }
+        if (same && o == want->len)
+            return true;
+    }
+    return false;
+}
+
+static bool is_member_of_body(const struct http_answer *ans, const struct secret *tok)
+{
+    for (size_t p = 0; p < ans->body_len; p++)
+        if (ans->body[p] == '"' && quoted_string_is(ans->body, ans->body_len, p, tok))
+            return true;
+    return form_value_is(ans->body, ans->body_len, tok);
+}
+
+/* The refresh_token jansson's strict parse sees in a 2xx answer without "error", or NULL. */
+static json_t *strict_rotated(const struct http_answer *ans, const char **rt, size_t *rtlen)
+{
+    json_t *root = json_loadb(ans->body, ans->body_len, JSON_REJECT_DUPLICATES, NULL);
+    *rt = NULL;
+    if (!json_is_object(root))
+        return root;
+    json_t *e = json_object_get(root, "error");
+    json_t *r = json_object_get(root, "refresh_token");
+    if ((e == NULL || json_is_null(e)) && json_is_string(r) && json_string_length(r) > 0 &&
+        strlen(json_string_value(r)) == json_string_length(r)) {
+        *rt = json_string_value(r);
+        *rtlen = json_string_length(r);
+    }
+    return root;
+}
+
+static void check_rotation_kept(const struct http_answer *ans, const struct token_result *res)
+{
+    if (ans->transport_error != 0 || ans->oversized || ans->status < 200 || ans->status > 299 ||
+        ans->body_len > PROVIDER_MAX_RESPONSE_BYTES || strcmp(res->error, "out_of_memory") == 0)
+        return;
+    const char *rt;
+    size_t rtlen = 0;
+    json_t *root = strict_rotated(ans, &rt, &rtlen);
+    if (rt)
+        FUZZ_CHECK(res->refresh_token.len == rtlen &&
+                       memcmp(res->refresh_token.data, rt, rtlen) == 0,
+                   "a rotated refresh token of a well-formed 2xx answer was not handed back "
+                   "(outcome %d, error \"%s\")",
+                   (int)res->outcome, res->error);
+    json_decref(root);
+}
+
 static void check_result(const struct provider_ops *ops, const struct http_answer *ans,
                          const struct token_result *res)
 {
@@ -86,19 +188,31 @@ static void check_result(const struct provider_ops *ops, const struct http_answe
         FUZZ_CHECK(res->expires_in_s >= 1 && res->expires_in_s <= EXPIRES_IN_MAX_S,
                    "success with expires_in %lld", (long long)res->expires_in_s);
         if (res->expires_in_defaulted)
-            FUZZ_CHECK(res->expires_in_s == ops->default_lifetime_s && res->refresh_token.len > 0,
-                       "defaulted expires_in %lld without a rotated refresh token",
+            FUZZ_CHECK(res->expires_in_s == ops->default_lifetime_s,
+                       "defaulted expires_in %lld is not the dialect's default",
                        (long long)res->expires_in_s);
         FUZZ_CHECK(!has_error_member(ans->body, ans->body_len),
                    "an answer with an \"error\" member was taken for success");
     } else {
         FUZZ_CHECK(res->error[0] != '\0', "failure (%d) without an error code", (int)res->outcome);
-        FUZZ_CHECK(res->access_token.len == 0 && res->id_token.len == 0,
-                   "a failed answer kept an access or id token");
-        if (res->outcome != OUTCOME_BAD_RESPONSE)
+        FUZZ_CHECK(res->access_token.len == 0, "a failed answer kept an access token");
+        FUZZ_CHECK(res->id_token.len == 0 || res->refresh_token.len > 0,
+                   "a failed answer kept an id token without a rotated refresh token");
+        if (res->outcome != OUTCOME_BAD_RESPONSE && strcmp(res->error, "out_of_memory") != 0)
             FUZZ_CHECK(res->refresh_token.len == 0,
                        "only a bad response may carry a rotated refresh token");
+        if (res->refresh_token.len > 0)
+            FUZZ_CHECK(ans->transport_error == 0 && ans->status >= 200 && ans->status <= 299,
+                       "a refresh token handed back from a failed transfer or HTTP %ld",
+                       ans->status);
     }
+    if (res->refresh_token.len > 0) {
+        FUZZ_CHECK(memchr(res->refresh_token.data, '\0', res->refresh_token.len) == NULL,
+                   "a refresh token with a NUL inside");
+        FUZZ_CHECK(is_member_of_body(ans, &res->refresh_token),
+                   "the refresh token handed back is not a member of the body");
+    }
+    check_rotation_kept(ans, res);
     if (ans->oversized)
         FUZZ_CHECK(strcmp(res->error, "oversized") == 0, "oversized answer classified \"%s\"",
                    res->error);

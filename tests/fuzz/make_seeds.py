@@ -169,6 +169,22 @@ P = {
     "request-ms-scope": answer(M | REQUEST, 200, b"M.C5 rt+with/odd=chars&\n  openid\tUser.Read\r\noffline_access "),
     "request-ms-no-scope": answer(M | REQUEST, 200, b"M.C5rt"),
     "request-github": answer(H | REQUEST, 200, b"ghr_\xff\xfe\x00nul\nrepo"),
+    # issue 10: rotating answers a strict parser refuses; the refresh token must come back
+    "rotate-expires-1e400": answer(H, 200, b'{"access_token":"ghu_a","refresh_token":"ghr_r",'
+                                           b'"expires_in":1e400}'),
+    "rotate-int-beyond-2-63": answer(M, 200, b'{"access_token":"a","refresh_token":"M.r",'
+                                             b'"expires_in":9223372036854775809}'),
+    "rotate-duplicate-keys": answer(H, 200, b'{"refresh_token":"ghr_old","access_token":"a",'
+                                            b'"refresh_token":"ghr_new","expires_in":28800}'),
+    "rotate-bad-escape": answer(M, 200, b'{"x":"\\udc00","access_token":"a","refresh_token":'
+                                        b'"M.r\\u00e9\\ud83d\\ude00","expires_in":3600}'),
+    "rotate-nul-escape": answer(G, 200, b'{"x":"a\\u0000","access_token":"a","refresh_token":"1//r",'
+                                        b'"expires_in":3600}'),
+    "rotate-no-access": answer(M, 200, b'{"refresh_token":"M.r","id_token":"e.e.s","n":1e400}'),
+    "rotate-cut": answer(H, 200, b'{"n":1e400,"access_token":"a","refresh_token":"ghr_r","expires_in":36'),
+    "rotate-form": answer(H, 200, b"access_token=ghu_a&refresh_token=ghr_%2Br&expires_in=abc"),
+    "rotate-lone-surrogate-rt": answer(H, 200, b'{"access_token":"a","refresh_token":"r\\ud800",'
+                                               b'"n":1e400}'),
 }
 for n, v in P.items():
     put("fuzz_provider", n, v)

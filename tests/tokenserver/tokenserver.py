@@ -13,6 +13,18 @@ methods directly) or standalone for the try-it command and benchmarks:
 What it must never do: listen on anything but loopback, or decide a test's
 verdict; it only records, tests judge.
 
+Fault kind "rotate_broken" (issue 10): the provider REALLY rotates (the old
+refresh token is consumed at once, with no Microsoft grace; Google rotates too,
+which it normally does not) and then answers 200 with a body broken in the way
+inject(..., breakage=NAME) names; current_refresh_token() is the live one:
+    no_access_token             new refresh_token (and id_token), no access_token
+    expires_in_1e400            "expires_in": 1e400 (beyond double: strict parsers refuse)
+    int_beyond_2_63             "expires_in": 9223372036854775809 (2^63 + 1)
+    duplicate_keys              decoy access_token and refresh_token first, the real
+                                members last (the last wins, as Python's json reads it)
+    bad_escape_elsewhere        an unrelated member "debug_note": "\\udc00" (lone surrogate)
+    expires_in_string_garbage   "expires_in": "abc"
+
 Endpoints:
     POST /google/token
     POST /github/login/oauth/access_token
@@ -56,6 +68,10 @@ PRE_FAULTS = {
 }
 POST_FAULTS = {"missing_access_token", "missing_expires_in", "expires_in", "missing_refresh_token"}
 ALL_FAULTS = PRE_FAULTS | POST_FAULTS
+# Rotate for real, then answer with a broken body (see the module docstring).
+ROTATE_BREAKAGES = ("no_access_token", "expires_in_1e400", "int_beyond_2_63", "duplicate_keys",
+                    "bad_escape_elsewhere", "expires_in_string_garbage")
+ALL_FAULTS = ALL_FAULTS | {"rotate_broken"}
 
 
 @dataclass
@@ -293,8 +309,11 @@ class TokenServer:
         damages (None: unlimited); probability: chance per matching request.
         Params by kind: status(status=503, retry_after=None), 429/rate_limit(retry_after=2,
         retry_after_date=False), delay(ms), expires_in(value), huge_body(size=10 MiB),
-        error(status, error, description, error_codes), any kind: consume=bool (whether the
+        error(status, error, description, error_codes), rotate_broken(breakage=one of
+        ROTATE_BREAKAGES, see the module docstring), any kind: consume=bool (whether the
         provider really refreshed, i.e. rotated, before answering badly)."""
+        if kind == "rotate_broken" and params.get("breakage") not in ROTATE_BREAKAGES:
+            raise ValueError(f"rotate_broken needs breakage= one of {ROTATE_BREAKAGES}")
         f = Fault(kind, provider, account, count, probability, **params)
         with self._lock:
             self._faults.append(f)
@@ -661,6 +680,8 @@ class TokenServer:
     async def _faulty_answer(self, request, provider, rec, form, fault):
         p = fault.params
         kind = fault.kind
+        if kind == "rotate_broken":
+            return self._rotate_broken(request, provider, rec, form, p["breakage"])
         if kind in POST_FAULTS:
             resp = self._answer(provider, rec, form, request)
             if rec.outcome != "refreshed":
@@ -746,6 +767,42 @@ class TokenServer:
             rec.outcome = "fault:error:" + obj["error"]
             return self._json(p.get("status", 400), obj)
         raise ValueError(kind)
+
+    def _rotate_broken(self, request, provider, rec, form, breakage):
+        """A real rotation answered with a body broken as breakage says (issue 10)."""
+        resp = self._answer(provider, rec, form, request)
+        if rec.outcome != "refreshed":
+            return resp  # the request itself was bad: nothing rotated
+        body = json.loads(resp.body) if resp.content_type == "application/json" else \
+            dict(urllib.parse.parse_qsl(resp.body.decode(), keep_blank_values=True))
+        with self._lock:
+            acct = self._accounts[rec.account]
+            if "refresh_token" not in body:  # Google: rotate now, as this fault promises
+                new_rt = self._new_refresh_token(provider)
+                self._rotate(acct, new_rt, grace=0)
+                rec.issued_refresh_token = body["refresh_token"] = new_rt
+            acct.grace.clear()  # the old token is consumed at once
+        rec.outcome = "fault:rotate_broken:" + breakage
+        sentinel = "__rotate_broken_value__"
+        raw = None
+        if breakage == "no_access_token":
+            body.pop("access_token", None)
+        elif breakage == "expires_in_1e400":
+            body["expires_in"], raw = sentinel, "1e400"
+        elif breakage == "int_beyond_2_63":
+            body["expires_in"] = 2 ** 63 + 1
+        elif breakage == "expires_in_string_garbage":
+            body["expires_in"] = "abc"
+        text = json.dumps(body)
+        if raw is not None:
+            text = text.replace(json.dumps(sentinel), raw)
+        if breakage == "duplicate_keys":
+            decoys = {"access_token": "decoy-" + _rand(16), "refresh_token": "decoy-" + _rand(24)}
+            text = json.dumps(decoys)[:-1] + ", " + text[1:]
+        elif breakage == "bad_escape_elsewhere":
+            text = '{"debug_note": "\\udc00", ' + text[1:]
+        rec.expires_in = body.get("expires_in") if raw is None else raw
+        return web.Response(status=200, body=text.encode(), content_type="application/json")
 
     # ----- admin (standalone use) ---------------------------------------------------------------
 

@@ -94,6 +94,7 @@ static void probe_done_cb(void *ud, const struct http_answer *ans, double elapse
         json_object_set_new(o, "retry_after",
                             ans->retry_after ? json_string(ans->retry_after) : json_null());
         json_object_set_new(o, "http_version", json_integer(ans->http_version));
+        json_object_set_new(o, "recovered_from", json_integer(ans->recovered_from));
         json_object_set_new(o, "elapsed_ms", json_real(elapsed_s * 1000.0));
         json_object_set_new(o, "in_flight", json_integer(http_in_flight(p->http)));
         char *line = json_dumps(o, JSON_COMPACT);

@@ -208,21 +208,45 @@ static const struct row rows[] = {
           "invalid_client"),
 
     /* ---- success shape ---- */
-    ROW_S("200 not JSON", ALL, 200, "access_token=" AT "&expires_in=3600", OUTCOME_BAD_RESPONSE,
+    ROW_S("200 not JSON", G | M, 200, "access_token=" AT "&expires_in=3600", OUTCOME_BAD_RESPONSE,
+          "bad_json"),
+    ROW_S("github 200 form-encoded (no Accept honoured)", H, 200,
+          "access_token=" AT "&expires_in=28800&token_type=bearer", OUTCOME_SUCCESS, ""),
+    ROW_S("github 200 form-encoded error", H, 200,
+          "error=bad_refresh_token&error_description=The+refresh+token+passed+is+incorrect",
+          OUTCOME_REVOKED, "bad_refresh_token"),
+    ROW_S("200 html", ALL, 200, "<html><body>Sign in</body></html>", OUTCOME_BAD_RESPONSE,
           "bad_json"),
     ROW_S("200 empty body", ALL, 200, "", OUTCOME_BAD_RESPONSE, "bad_json"),
     ROW_S("200 JSON with trailing junk", ALL, 200,
-          "{\"access_token\":\"" AT "\",\"expires_in\":3600}x", OUTCOME_BAD_RESPONSE, "bad_json"),
-    ROW_S("200 JSON duplicate keys", ALL, 200,
-          "{\"access_token\":\"a\",\"access_token\":\"b\",\"expires_in\":3600}",
-          OUTCOME_BAD_RESPONSE, "bad_json"),
-    ROW_S("200 JSON with NUL in a string", ALL, 200,
-          "{\"access_token\":\"a\\u0000b\",\"expires_in\":3600}", OUTCOME_BAD_RESPONSE, "bad_json"),
+          "{\"access_token\":\"" AT "\",\"expires_in\":3600}x", OUTCOME_SUCCESS, ""),
+    ROW_S("200 JSON duplicate keys: the last wins", ALL, 200,
+          "{\"access_token\":\"a\",\"access_token\":\"" AT "\",\"expires_in\":3600}",
+          OUTCOME_SUCCESS, ""),
+    ROW_S("200 JSON with NUL in the access token", ALL, 200,
+          "{\"access_token\":\"a\\u0000b\",\"expires_in\":3600}", OUTCOME_BAD_RESPONSE,
+          "missing_access_token"),
+    ROW_S("200 JSON with NUL elsewhere", ALL, 200,
+          "{\"access_token\":\"" AT "\",\"x\":\"a\\u0000b\",\"expires_in\":3600}", OUTCOME_SUCCESS,
+          ""),
+    ROW_S("200 lone surrogate in the access token", ALL, 200,
+          "{\"access_token\":\"a\\udc00\",\"expires_in\":3600}", OUTCOME_BAD_RESPONSE,
+          "missing_access_token"),
+    ROW_S("200 lone surrogate elsewhere", ALL, 200,
+          "{\"x\":\"\\udc00\",\"access_token\":\"" AT "\",\"expires_in\":3600}", OUTCOME_SUCCESS,
+          ""),
+    ROW_S("200 expires_in 1e400", ALL, 200, "{\"access_token\":\"" AT "\",\"expires_in\":1e400}",
+          OUTCOME_SUCCESS, ""),
+    ROW_S("200 integer beyond 2^63 elsewhere", ALL, 200,
+          "{\"access_token\":\"" AT "\",\"n\":9223372036854775809,\"expires_in\":3600}",
+          OUTCOME_SUCCESS, ""),
     ROW_S("200 JSON scalar", ALL, 200, "\"" AT "\"", OUTCOME_BAD_RESPONSE, "bad_json"),
     ROW_S("200 JSON array", ALL, 200, "[{\"access_token\":\"" AT "\"}]", OUTCOME_BAD_RESPONSE,
           "bad_shape"),
     ROW_S("200 truncated JSON", ALL, 200, "{\"access_token\":\"" AT, OUTCOME_BAD_RESPONSE,
           "bad_json"),
+    ROW_S("200 truncated after the access token", ALL, 200,
+          "{\"access_token\":\"" AT "\",\"expires_in\":36", OUTCOME_BAD_RESPONSE, "bad_json"),
     ROW_S("missing access_token", ALL, 200, "{\"expires_in\":3600}", OUTCOME_BAD_RESPONSE,
           "missing_access_token"),
     ROW_S("access_token not a string", ALL, 200, "{\"access_token\":5,\"expires_in\":3600}",
@@ -238,28 +262,22 @@ static const struct row rows[] = {
           OUTCOME_SUCCESS, ""),
     ROW_S("success 201", ALL, 201, "{\"access_token\":\"" AT "\",\"expires_in\":3600}",
           OUTCOME_SUCCESS, ""),
-    ROW_S("expires_in zero, no rotation", ALL, 200,
-          "{\"access_token\":\"" AT "\",\"expires_in\":0}", OUTCOME_BAD_RESPONSE, "bad_expires_in"),
-    ROW_S("expires_in negative, no rotation", ALL, 200,
-          "{\"access_token\":\"" AT "\",\"expires_in\":-60}", OUTCOME_BAD_RESPONSE,
-          "bad_expires_in"),
-    ROW_S("expires_in one year, no rotation", ALL, 200,
-          "{\"access_token\":\"" AT "\",\"expires_in\":31536000}", OUTCOME_BAD_RESPONSE,
-          "bad_expires_in"),
-    ROW_S("expires_in huge, no rotation", ALL, 200,
-          "{\"access_token\":\"" AT "\",\"expires_in\":1e300}", OUTCOME_BAD_RESPONSE,
-          "bad_expires_in"),
-    ROW_S("expires_in missing, no rotation", ALL, 200, "{\"access_token\":\"" AT "\"}",
-          OUTCOME_BAD_RESPONSE, "bad_expires_in"),
-    ROW_S("expires_in bool, no rotation", ALL, 200,
-          "{\"access_token\":\"" AT "\",\"expires_in\":true}", OUTCOME_BAD_RESPONSE,
-          "bad_expires_in"),
-    ROW_S("expires_in word, no rotation", ALL, 200,
-          "{\"access_token\":\"" AT "\",\"expires_in\":\"soon\"}", OUTCOME_BAD_RESPONSE,
-          "bad_expires_in"),
-    ROW_S("expires_in negative string, no rotation", ALL, 200,
-          "{\"access_token\":\"" AT "\",\"expires_in\":\"-1\"}", OUTCOME_BAD_RESPONSE,
-          "bad_expires_in"),
+    ROW_S("expires_in zero, no rotation: default", ALL, 200,
+          "{\"access_token\":\"" AT "\",\"expires_in\":0}", OUTCOME_SUCCESS, ""),
+    ROW_S("expires_in negative, no rotation: default", ALL, 200,
+          "{\"access_token\":\"" AT "\",\"expires_in\":-60}", OUTCOME_SUCCESS, ""),
+    ROW_S("expires_in one year, no rotation: default", ALL, 200,
+          "{\"access_token\":\"" AT "\",\"expires_in\":31536000}", OUTCOME_SUCCESS, ""),
+    ROW_S("expires_in huge, no rotation: default", ALL, 200,
+          "{\"access_token\":\"" AT "\",\"expires_in\":1e300}", OUTCOME_SUCCESS, ""),
+    ROW_S("expires_in missing, no rotation: default", ALL, 200, "{\"access_token\":\"" AT "\"}",
+          OUTCOME_SUCCESS, ""),
+    ROW_S("expires_in bool, no rotation: default", ALL, 200,
+          "{\"access_token\":\"" AT "\",\"expires_in\":true}", OUTCOME_SUCCESS, ""),
+    ROW_S("expires_in word, no rotation: default", ALL, 200,
+          "{\"access_token\":\"" AT "\",\"expires_in\":\"soon\"}", OUTCOME_SUCCESS, ""),
+    ROW_S("expires_in negative string, no rotation: default", ALL, 200,
+          "{\"access_token\":\"" AT "\",\"expires_in\":\"-1\"}", OUTCOME_SUCCESS, ""),
     ROW_S("expires_in zero, rotated: kept", ALL, 200,
           "{\"access_token\":\"" AT "\",\"refresh_token\":\"" RT "\",\"expires_in\":0}",
           OUTCOME_SUCCESS, ""),
@@ -825,6 +843,418 @@ static void test_deeply_nested_json_is_rejected_without_crash(void **state)
     free(s);
 }
 
+/* ---- issue 10: a rotated refresh token is kept whatever else is wrong ---- */
+
+static const enum provider_id all_ids[] = {PROVIDER_GOOGLE, PROVIDER_GITHUB, PROVIDER_MICROSOFT};
+
+static void expect_secret(const char *where, const struct secret *s, const char *want)
+{
+    if (!want) {
+        if (s->data || s->len)
+            fail_msg("%s: expected no value, seen %zu bytes", where, s->len);
+        return;
+    }
+    if (!s->data || s->len != strlen(want) || memcmp(s->data, want, s->len) != 0)
+        fail_msg("%s: expected \"%.16s...\" (%zu bytes), seen %s (%zu bytes)", where, want,
+                 strlen(want), s->data ? "another value" : "none", s->len);
+}
+
+static void test_rotated_answer_without_usable_access_token_keeps_refresh_and_id_token(void **state)
+{
+    (void)state;
+    static const char *const at_forms[] = {
+        "",                                /* missing */
+        "\"access_token\":null,",          /* null */
+        "\"access_token\":5,",             /* not a string */
+        "\"access_token\":\"\",",          /* empty */
+        "\"access_token\":[\"x\"],",       /* array */
+        "\"access_token\":\"a\\u0000b\",", /* NUL: jansson's lenient pass */
+        "\"access_token\":\"a\\udc00\",",  /* lone surrogate: the scanner */
+    };
+    for (size_t d = 0; d < ARRAY_LEN(all_ids); d++) {
+        for (size_t i = 0; i < ARRAY_LEN(at_forms); i++) {
+            char body[512], where[96];
+            snprintf(body, sizeof(body),
+                     "{%s\"refresh_token\":\"" RT "\",\"id_token\":\"" IDT
+                     "\",\"expires_in\":3600,\"token_type\":\"Bearer\"}",
+                     at_forms[i]);
+            snprintf(where, sizeof(where), "%s, access token form %zu",
+                     provider_ops_get(all_ids[d])->name, i);
+            struct token_result res;
+            read_with(all_ids[d], 200, body, &res);
+            if (res.outcome != OUTCOME_BAD_RESPONSE ||
+                strcmp(res.error, "missing_access_token") != 0)
+                fail_msg("%s: expected bad_response/missing_access_token, seen %s/%s (%s)", where,
+                         refresh_outcome_name(res.outcome), res.error, res.detail);
+            expect_secret(where, &res.refresh_token, RT);
+            expect_secret(where, &res.id_token, IDT);
+            expect_secret(where, &res.access_token, NULL);
+            assert_non_null(strstr(res.detail, "it did carry a refresh_token"));
+            check_no_leak(where, &res);
+            token_result_clear(&res);
+        }
+    }
+}
+
+/* Bodies jansson's strict parse refuses as a whole; each rotates. */
+struct broken_body {
+    const char *name;
+    const char *body;
+    bool defaulted; /* expires_in is the broken value */
+    const char *want_rt;
+    bool strict_json; /* jansson's strict parse takes it (no "read leniently") */
+};
+
+#define OK_AT "\"access_token\":\"" AT "\""
+#define OK_RT "\"refresh_token\":\"" RT "\""
+
+static const struct broken_body broken_bodies[] = {
+    {"expires_in 1e400", "{" OK_AT "," OK_RT ",\"expires_in\":1e400}", true, RT, false},
+    {"expires_in -1e400", "{" OK_AT "," OK_RT ",\"expires_in\":-1e400}", true, RT, false},
+    {"expires_in 2^63+1", "{" OK_AT "," OK_RT ",\"expires_in\":9223372036854775809}", true, RT,
+     false},
+    {"expires_in 2^64", "{" OK_AT "," OK_RT ",\"expires_in\":18446744073709551616}", true, RT,
+     false},
+    {"integer beyond 2^63 elsewhere",
+     "{" OK_AT ",\"refresh_token_expires_in\":99999999999999999999," OK_RT ",\"expires_in\":28800}",
+     false, RT, false},
+    {"1e400 nested elsewhere", "{\"x\":{\"y\":[1e400]}," OK_AT "," OK_RT ",\"expires_in\":3600}",
+     false, RT, false},
+    {"duplicate keys", "{" OK_AT ",\"scope\":\"a\",\"scope\":\"b\"," OK_RT ",\"expires_in\":3600}",
+     false, RT, false},
+    {"duplicate refresh_token: the last wins",
+     "{\"refresh_token\":\"decoy\"," OK_AT "," OK_RT ",\"expires_in\":3600}", false, RT, false},
+    {"bad escape elsewhere", "{" OK_AT ",\"note\":\"\\udc00\"," OK_RT ",\"expires_in\":3600}",
+     false, RT, false},
+    {"bad escape elsewhere, 1e400 too",
+     "{" OK_AT ",\"note\":\"\\udc00\"," OK_RT ",\"expires_in\":1e400}", true, RT, false},
+    {"invalid escape letter elsewhere",
+     "{" OK_AT ",\"note\":\"\\q\"," OK_RT ",\"expires_in\":3600}", false, RT, false},
+    {"NUL escape elsewhere", "{" OK_AT ",\"note\":\"a\\u0000\"," OK_RT ",\"expires_in\":3600}",
+     false, RT, false},
+    {"raw control byte elsewhere", "{" OK_AT ",\"note\":\"a\x01\"," OK_RT ",\"expires_in\":3600}",
+     false, RT, false},
+    {"invalid UTF-8 elsewhere", "{" OK_AT ",\"note\":\"\xff\xfe\"," OK_RT ",\"expires_in\":3600}",
+     false, RT, false},
+    {"expires_in string garbage", "{" OK_AT "," OK_RT ",\"expires_in\":\"abc\"}", true, RT, true},
+    {"escaped member names",
+     "{\"access\\u005ftoken\":\"" AT "\",\"refresh\\u005Ftoken\":\"" RT
+     "\",\"n\":1e999,\"expires_in\":3600}",
+     false, RT, false},
+    {"trailing junk after the object", "{" OK_AT "," OK_RT ",\"expires_in\":3600} junk", false, RT,
+     false},
+};
+
+static void test_strictly_refused_bodies_still_yield_the_rotated_token(void **state)
+{
+    (void)state;
+    static const int64_t defaults[] = {3600, 28800, 3600};
+    for (size_t d = 0; d < ARRAY_LEN(all_ids); d++) {
+        for (size_t i = 0; i < ARRAY_LEN(broken_bodies); i++) {
+            const struct broken_body *b = &broken_bodies[i];
+            char where[128];
+            snprintf(where, sizeof(where), "%s [%s]", b->name, provider_ops_get(all_ids[d])->name);
+            struct token_result res;
+            read_with(all_ids[d], 200, b->body, &res);
+            if (res.outcome != OUTCOME_SUCCESS)
+                fail_msg("%s: expected success, seen %s/%s (%s)", where,
+                         refresh_outcome_name(res.outcome), res.error, res.detail);
+            expect_secret(where, &res.access_token, AT);
+            expect_secret(where, &res.refresh_token, b->want_rt);
+            if (b->defaulted != res.expires_in_defaulted)
+                fail_msg("%s: expires_in_defaulted %d, expected %d", where,
+                         res.expires_in_defaulted, b->defaulted);
+            int64_t want_exp = b->defaulted ? defaults[d] : 0;
+            if (b->defaulted && res.expires_in_s != want_exp)
+                fail_msg("%s: expected the default %lld, seen %lld", where, (long long)want_exp,
+                         (long long)res.expires_in_s);
+            if (!b->defaulted && (res.expires_in_s < 3600 || res.expires_in_s > 28800))
+                fail_msg("%s: expected the given expires_in, seen %lld", where,
+                         (long long)res.expires_in_s);
+            if (!b->strict_json && !strstr(res.detail, "read leniently"))
+                fail_msg("%s: the detail should say the answer was read leniently: \"%s\"", where,
+                         res.detail);
+            check_no_leak(where, &res);
+            token_result_clear(&res);
+        }
+    }
+}
+
+static void test_duplicate_members_the_last_one_wins(void **state)
+{
+    (void)state;
+    struct token_result res;
+    /* jansson's lenient pass */
+    read_with(PROVIDER_MICROSOFT, 200,
+              "{\"access_token\":\"old\",\"refresh_token\":\"first\",\"access_token\":\"" AT
+              "\",\"refresh_token\":\"" RT "\",\"expires_in\":60,\"expires_in\":4000}",
+              &res);
+    assert_int_equal(res.outcome, OUTCOME_SUCCESS);
+    expect_secret("jansson lenient", &res.access_token, AT);
+    expect_secret("jansson lenient", &res.refresh_token, RT);
+    assert_int_equal(res.expires_in_s, 4000);
+    token_result_clear(&res);
+    /* the scanner (1e400 makes jansson give up) */
+    read_with(PROVIDER_MICROSOFT, 200,
+              "{\"access_token\":\"old\",\"refresh_token\":\"first\",\"x\":1e400,"
+              "\"access_token\":\"" AT "\",\"refresh_token\":\"" RT
+              "\",\"expires_in\":60,\"expires_in\":4000}",
+              &res);
+    assert_int_equal(res.outcome, OUTCOME_SUCCESS);
+    expect_secret("scanner", &res.access_token, AT);
+    expect_secret("scanner", &res.refresh_token, RT);
+    assert_int_equal(res.expires_in_s, 4000);
+    token_result_clear(&res);
+}
+
+static void test_absurd_expires_in_without_rotation_uses_provider_default(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "1e400",  "-1",   "0",    "\"abc\"", "9223372036854775809", "31536000", "63072000", "-0",
+        "1e-400", "\"\"", "null", "false",   "{\"s\":3600}"};
+    static const int64_t defaults[] = {3600, 28800, 3600};
+    for (size_t d = 0; d < ARRAY_LEN(all_ids); d++) {
+        for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+            char body[256], where[96];
+            snprintf(body, sizeof(body), "{\"access_token\":\"" AT "\",\"expires_in\":%s}", bad[i]);
+            snprintf(where, sizeof(where), "%s expires_in %s", provider_ops_get(all_ids[d])->name,
+                     bad[i]);
+            struct token_result res;
+            read_with(all_ids[d], 200, body, &res);
+            if (res.outcome != OUTCOME_SUCCESS || !res.expires_in_defaulted ||
+                res.expires_in_s != defaults[d])
+                fail_msg("%s: expected success with the default %lld flagged, seen %s %lld %d (%s)",
+                         where, (long long)defaults[d], refresh_outcome_name(res.outcome),
+                         (long long)res.expires_in_s, res.expires_in_defaulted, res.detail);
+            expect_secret(where, &res.refresh_token, NULL);
+            assert_non_null(strstr(res.detail, "default lifetime"));
+            token_result_clear(&res);
+        }
+    }
+}
+
+static void test_error_answer_never_carries_a_token(void **state)
+{
+    (void)state;
+    static const struct {
+        enum provider_id id;
+        long status;
+        const char *body;
+    } cases[] = {
+        {PROVIDER_GOOGLE, 400,
+         "{\"error\":\"invalid_grant\"," OK_AT "," OK_RT ",\"id_token\":\"" IDT "\"}"},
+        {PROVIDER_MICROSOFT, 400,
+         "{\"error\":\"invalid_grant\"," OK_RT ",\"error_codes\":[70008]}"},
+        {PROVIDER_GITHUB, 200, "{\"error\":\"bad_refresh_token\"," OK_AT "," OK_RT "}"},
+        {PROVIDER_GITHUB, 200, "error=bad_refresh_token&refresh_token=" RT},
+        /* strictly refused: the scanner reads the error */
+        {PROVIDER_GITHUB, 200, "{\"error\":\"bad_refresh_token\",\"n\":1e400," OK_RT "}"},
+        {PROVIDER_GOOGLE, 400, "{\"error\":\"invalid_grant\",\"x\":\"\\udc00\"," OK_RT "}"},
+        /* a 4xx whose error field is unusable: no token either */
+        {PROVIDER_GOOGLE, 400, "{\"error\":42," OK_AT "," OK_RT "}"},
+        {PROVIDER_MICROSOFT, 401, "{" OK_AT "," OK_RT ",\"expires_in\":3600}"},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+        char where[64];
+        snprintf(where, sizeof(where), "error answer %zu", i);
+        struct token_result res;
+        read_with(cases[i].id, cases[i].status, cases[i].body, &res);
+        if (res.outcome == OUTCOME_SUCCESS)
+            fail_msg("%s: an error answer was taken for success", where);
+        expect_secret(where, &res.access_token, NULL);
+        expect_secret(where, &res.refresh_token, NULL);
+        expect_secret(where, &res.id_token, NULL);
+        check_no_leak(where, &res);
+        token_result_clear(&res);
+    }
+}
+
+static void test_2xx_with_unusable_error_member_keeps_rotated_token(void **state)
+{
+    (void)state;
+    struct token_result res;
+    read_with(PROVIDER_GITHUB, 200,
+              "{\"error\":\"\"," OK_AT "," OK_RT ",\"id_token\":\"" IDT "\",\"expires_in\":1}",
+              &res);
+    assert_int_equal(res.outcome, OUTCOME_BAD_RESPONSE);
+    assert_string_equal(res.error, "bad_error_field");
+    expect_secret("error \"\"", &res.refresh_token, RT);
+    expect_secret("error \"\"", &res.id_token, IDT);
+    expect_secret("error \"\"", &res.access_token, NULL);
+    token_result_clear(&res);
+}
+
+static void test_scanner_decodes_escapes_and_refuses_lone_surrogates(void **state)
+{
+    (void)state;
+    struct token_result res;
+    /* \u00e9, a surrogate pair (U+1F600), \/ and \" in the refresh token; 1e400 forces the scanner
+     */
+    read_with(PROVIDER_MICROSOFT, 200,
+              "{" OK_AT ",\"refresh_token\":\"r\\u00e9\\ud83d\\ude00\\/\\\"\\\\x\",\"n\":1e400,"
+              "\"expires_in\":3600}",
+              &res);
+    assert_int_equal(res.outcome, OUTCOME_SUCCESS);
+    expect_secret("escapes", &res.refresh_token, "r\xc3\xa9\xf0\x9f\x98\x80/\"\\x");
+    token_result_clear(&res);
+
+    static const char *const unusable[] = {"r\\udc00", "r\\ud83d", "r\\ud83dx", "r\\ud83d\\u0041",
+                                           "r\\u0000", "r\\u12",   "r\\x",      "r\xc0\xaf"};
+    for (size_t i = 0; i < ARRAY_LEN(unusable); i++) {
+        char body[256];
+        snprintf(body, sizeof(body),
+                 "{" OK_AT ",\"refresh_token\":\"%s\",\"n\":1e400,\"expires_in\":3600}",
+                 unusable[i]);
+        read_with(PROVIDER_MICROSOFT, 200, body, &res);
+        if (res.outcome == OUTCOME_SUCCESS || res.refresh_token.data)
+            fail_msg("refresh token \"%s\": an unusable member must not be used (seen %s)",
+                     unusable[i], refresh_outcome_name(res.outcome));
+        assert_string_equal(res.error, "bad_shape");
+        token_result_clear(&res);
+    }
+}
+
+static void test_github_form_encoded_rotation_is_read(void **state)
+{
+    (void)state;
+    struct token_result res;
+    read_with(PROVIDER_GITHUB, 200,
+              "access_token=ghu_abc%2Bdef&expires_in=28800&refresh_token=" RT
+              "&refresh_token_expires_in=15811200&scope=&token_type=bearer",
+              &res);
+    assert_int_equal(res.outcome, OUTCOME_SUCCESS);
+    expect_secret("form", &res.access_token, "ghu_abc+def");
+    expect_secret("form", &res.refresh_token, RT);
+    assert_int_equal(res.expires_in_s, 28800);
+    assert_false(res.expires_in_defaulted);
+    assert_string_equal(res.token_type, "bearer");
+    assert_string_equal(res.scope, "");
+    token_result_clear(&res);
+    /* no access token: the refresh token is still handed back */
+    read_with(PROVIDER_GITHUB, 200, "refresh_token=" RT "&expires_in=28800", &res);
+    assert_int_equal(res.outcome, OUTCOME_BAD_RESPONSE);
+    assert_string_equal(res.error, "missing_access_token");
+    expect_secret("form without access token", &res.refresh_token, RT);
+    token_result_clear(&res);
+    /* not a form at all */
+    read_with(PROVIDER_GITHUB, 200, "refresh_token " RT, &res);
+    assert_string_equal(res.error, "bad_json");
+    expect_secret("not a form", &res.refresh_token, NULL);
+    token_result_clear(&res);
+    /* the other dialects never read forms */
+    read_with(PROVIDER_GOOGLE, 200, "access_token=" AT "&refresh_token=" RT, &res);
+    assert_string_equal(res.error, "bad_json");
+    expect_secret("google form", &res.refresh_token, NULL);
+    token_result_clear(&res);
+}
+
+static void test_hostile_bodies_are_read_within_bounds(void **state)
+{
+    (void)state;
+    static const char *const bodies[] = {
+        "{",
+        "{\"",
+        "{\"refresh_token\"",
+        "{\"refresh_token\":",
+        "{\"refresh_token\":\"" RT,
+        "{\"refresh_token\":\"" RT "\\",
+        "{\"refresh_token\":\"" RT "\"",
+        "{\"n\":1e400,\"refresh_token\":\"" RT "\"",
+        "{\"n\":1e400,\"refresh_token\":\"" RT "\" x",
+        "{\"n\":1e400,\"x\":[[[[[{\"refresh_token\":\"" RT "\"}",
+        "{\"n\":1e400,\"x\":tru",
+        "{\"n\":1e400,\"x\":-",
+        "{\"n\":1e400,\"x\":1.",
+        "{\"n\":1e400,\"x\":1e",
+        "{\"n\":1e400,,}",
+        "  \r\n\t",
+        "\"{\"",
+        "{\"n\":1e400,\"x\":\"\\u",
+        "{\"n\":1e400,\"x\":\"\\ud800\\u",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(bodies); i++) {
+        /* an exact-size heap copy, so ASan sees any read past the end */
+        size_t n = strlen(bodies[i]);
+        char *b = malloc(n ? n : 1);
+        assert_non_null(b);
+        memcpy(b, bodies[i], n);
+        struct http_answer a = {.status = 200, .body = b, .body_len = n, .received_at = NOW_EPOCH};
+        for (size_t d = 0; d < ARRAY_LEN(all_ids); d++) {
+            struct token_result res;
+            memset(&res, 0, sizeof(res));
+            provider_ops_get(all_ids[d])->read_answer(&a, &res);
+            if (res.outcome == OUTCOME_SUCCESS)
+                fail_msg("hostile body %zu: success without an access token", i);
+            /* A refresh token cut short or nested never counts; a whole one at the top level does.
+             */
+            if (res.refresh_token.data && strcmp(res.refresh_token.data, RT) != 0)
+                fail_msg("hostile body %zu: a cut refresh token was kept", i);
+            if (res.refresh_token.data && (i < 6 || i == 9))
+                fail_msg("hostile body %zu: a refresh token without its delimiter was kept", i);
+            check_no_leak("hostile", &res);
+            token_result_clear(&res);
+        }
+        free(b);
+    }
+}
+
+static void test_cut_body_hands_back_a_whole_rotated_token_but_is_no_success(void **state)
+{
+    (void)state;
+    struct token_result res;
+    read_with(PROVIDER_GITHUB, 200,
+              "{\"n\":1e400,\"access_token\":\"" AT "\",\"refresh_token\":\"" RT
+              "\",\"id_token\":\"" IDT "\",\"expires_in\":28",
+              &res);
+    assert_int_equal(res.outcome, OUTCOME_BAD_RESPONSE);
+    assert_string_equal(res.error, "bad_json");
+    expect_secret("cut body", &res.refresh_token, RT);
+    expect_secret("cut body", &res.id_token, IDT);
+    expect_secret("cut body", &res.access_token, NULL);
+    check_no_leak("cut body", &res);
+    token_result_clear(&res);
+}
+
+static void test_long_number_literal_and_deep_nesting_in_scanner(void **state)
+{
+    (void)state;
+    size_t depth = 100000;
+    size_t cap = depth * 2 + 256;
+    char *s = malloc(cap);
+    assert_non_null(s);
+    size_t o = (size_t)snprintf(s, cap, "{\"n\":1e400,\"deep\":");
+    for (size_t i = 0; i < depth; i++)
+        s[o++] = '[';
+    for (size_t i = 0; i < depth; i++)
+        s[o++] = ']';
+    o += (size_t)snprintf(s + o, cap - o, ",\"access_token\":\"a\",\"refresh_token\":\"r\"}");
+    struct http_answer a = {.status = 200, .body = s, .body_len = o, .received_at = NOW_EPOCH};
+    struct token_result res;
+    memset(&res, 0, sizeof(res));
+    provider_ops_get(PROVIDER_GITHUB)->read_answer(&a, &res);
+    /* over the 64 KiB cap: refused, never parsed */
+    assert_string_equal(res.error, "oversized");
+    token_result_clear(&res);
+
+    depth = 20000; /* under the cap */
+    o = (size_t)snprintf(s, cap, "{\"n\":1e400,\"deep\":");
+    for (size_t i = 0; i < depth; i++)
+        s[o++] = '[';
+    for (size_t i = 0; i < depth; i++)
+        s[o++] = ']';
+    o += (size_t)snprintf(s + o, cap - o,
+                          ",\"expires_in\":1%0300d,\"access_token\":\"a\",\"refresh_token\":\"r\"}",
+                          0);
+    a.body_len = o;
+    provider_ops_get(PROVIDER_GITHUB)->read_answer(&a, &res);
+    assert_int_equal(res.outcome, OUTCOME_SUCCESS);
+    assert_true(res.expires_in_defaulted);
+    expect_secret("deep", &res.refresh_token, "r");
+    token_result_clear(&res);
+    free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -849,6 +1279,18 @@ int main(void)
         cmocka_unit_test(test_table_of_functions),
         cmocka_unit_test(test_oversized_body_without_flag_is_refused),
         cmocka_unit_test(test_deeply_nested_json_is_rejected_without_crash),
+        cmocka_unit_test(
+            test_rotated_answer_without_usable_access_token_keeps_refresh_and_id_token),
+        cmocka_unit_test(test_strictly_refused_bodies_still_yield_the_rotated_token),
+        cmocka_unit_test(test_duplicate_members_the_last_one_wins),
+        cmocka_unit_test(test_absurd_expires_in_without_rotation_uses_provider_default),
+        cmocka_unit_test(test_error_answer_never_carries_a_token),
+        cmocka_unit_test(test_2xx_with_unusable_error_member_keeps_rotated_token),
+        cmocka_unit_test(test_scanner_decodes_escapes_and_refuses_lone_surrogates),
+        cmocka_unit_test(test_github_form_encoded_rotation_is_read),
+        cmocka_unit_test(test_hostile_bodies_are_read_within_bounds),
+        cmocka_unit_test(test_cut_body_hands_back_a_whole_rotated_token_but_is_no_success),
+        cmocka_unit_test(test_long_number_literal_and_deep_nesting_in_scanner),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
