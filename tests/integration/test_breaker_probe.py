@@ -8,7 +8,7 @@ import time
 
 from lib.daemon import wait_until
 
-RETRY_MAX_S = 8
+RETRY_MAX_S = 10
 
 
 def test_a_malformed_answer_to_the_probe_does_not_keep_the_provider_paused(
