@@ -87,6 +87,8 @@ struct daemon {
     ev_timer shutdown_timer;
     ev_signal sig_term, sig_int, sig_hup;
     double next_due;       /* wall time of the next known due account, 0 = none */
+    double requests_deadline; /* ev_now() time by which every request sent so far has ended by
+                                 its own request_timeout (the shutdown drain waits for it) */
     bool wakeup_query_outstanding;
     unsigned releases_outstanding; /* release statements not yet answered */
 

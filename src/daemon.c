@@ -21,6 +21,7 @@
 #include "listen_check.h"
 #include "log.h"
 #include "metrics_server.h"
+#include "parse.h"
 #include "schema_check.h"
 #include "spool.h"
 #include "timeutil.h"
@@ -29,6 +30,8 @@
 #define STATUS_INTERVAL_S 2.0
 #define SUMMARY_INTERVAL_S 60.0
 #define STATUS_MAX         sizeof(((struct sdnotify *)0)->last_status)
+/* After aborting the requests still in flight, how long their results may take to be written. */
+#define SHUTDOWN_STORE_GRACE_S 5.0
 
 static const char *const listen_channels[] = {
     "oauth_refresh_request", "oauth_refreshd_account_changed", LISTEN_CHECK_CHANNEL, NULL};
@@ -139,8 +142,11 @@ static void format_status(struct daemon *d, char *buf, size_t len)
 static double summary_interval(void)
 {
     const char *env = getenv("OAUTH_REFRESHD_SUMMARY_INTERVAL");
-    double v = env ? strtod(env, NULL) : 0;
-    return v > 0 ? v : SUMMARY_INTERVAL_S;
+    double v;
+    /* parse_double: C locale, no nan/inf, within bounds. */
+    if (env && parse_double(env, 0.001, 86400, &v) && v > 0)
+        return v;
+    return SUMMARY_INTERVAL_S;
 }
 
 static void status_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -265,6 +271,8 @@ static void db_disconnected_cb(void *ud, const char *reason, double retry_in_s)
                   reason, retry_in_s);
     if (d->opt.once && !d->ever_connected)
         daemon_request_exit(d, EXIT_UNAVAILABLE);
+    /* Stopping: with the database gone, nothing in flight may be all that was left. */
+    engine_check_once_done(d);
     char status[STATUS_MAX];
     format_status(d, status, sizeof status);
     sdnotify_status(&d->sn, status);
@@ -383,13 +391,32 @@ static void shutdown_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         d->aborting = true;
         http_abort_all(d->http);
         /* Results of aborted requests are failures; give the store a moment. */
-        ev_timer_set(w, 5.0, 0.);
-        ev_timer_start(loop, w);
+        timer_arm(loop, w, SHUTDOWN_STORE_GRACE_S, 0.);
         engine_check_once_done(d);
         return;
     }
     log_err("shutdown: %zu results could not be written", store_pending(d->store));
-    daemon_request_exit(d, 0);
+    daemon_request_exit(d, 0); /* daemon_keep_unwritten() decides the status */
+}
+
+/*
+ * How long the drain waits: shutdown_timeout, or longer while a request is
+ * still within its own request_timeout (plus a second, so that curl's own
+ * timeout ends it as a normal failure before we would abort it). A request
+ * the provider may already have answered with a rotated refresh token is
+ * never aborted: its answer is the only copy of the new token. Chosen over
+ * refusing shutdown_timeout < request_timeout because the wait then costs
+ * only when a request really is in flight, and no existing config breaks.
+ */
+static double drain_seconds(const struct daemon *d)
+{
+    double s = (double)d->cfg->shutdown_timeout_ms / 1000.0;
+    if (d->in_flight > 0) {
+        double req = d->requests_deadline + 1.0 - ev_now(d->loop);
+        if (req > s)
+            s = req;
+    }
+    return s;
 }
 
 static void begin_shutdown(struct daemon *d, const char *why)
@@ -404,13 +431,13 @@ static void begin_shutdown(struct daemon *d, const char *why)
         return;
     }
     d->stopping = true;
+    double drain = drain_seconds(d);
     log_event(LOG_INFO, MSGID_STOPPING, NULL,
               "%s: stopping; waiting for %u requests in flight (at most %.0fs)", why,
-              d->in_flight, (double)d->cfg->shutdown_timeout_ms / 1000.0);
+              d->in_flight, drain);
     sdnotify_stopping(&d->sn, "stopping: finishing requests in flight");
     engine_stop_claiming(d);
-    ev_timer_set(&d->shutdown_timer, (double)d->cfg->shutdown_timeout_ms / 1000.0, 0.);
-    ev_timer_start(d->loop, &d->shutdown_timer);
+    timer_arm(d->loop, &d->shutdown_timer, drain, 0.);
     engine_check_once_done(d);
 }
 
@@ -579,8 +606,63 @@ static int daemon_setup(struct daemon *d)
     return 0;
 }
 
-static void daemon_teardown(struct daemon *d)
+/*
+ * At exit: every result the database did not take is looked at once more.
+ * A rotated one that is not in the spool yet is spooled now (the next start
+ * replays it); one that cannot be spooled either is lost, and the operator is
+ * told which accounts to reconnect. Returns how many were lost. The others
+ * (failures, access tokens of non-rotating providers) are had again by the
+ * next refresh and are only counted.
+ */
+static size_t daemon_keep_unwritten(struct daemon *d)
 {
+    struct store_item *all = store_take_all(d->store);
+    size_t unspooled = 0, others = 0, lost = 0;
+    for (struct store_item *it = all; it; it = it->next) {
+        if (it->rotated && it->spool_id == 0)
+            unspooled++;
+        else if (!it->rotated)
+            others++;
+    }
+    struct store_item **items = unspooled ? calloc(unspooled, sizeof *items) : NULL;
+    char err[ERRBUF_LEN] = "out of memory";
+    size_t n = 0;
+    for (struct store_item *it = all; it && items; it = it->next)
+        if (it->rotated && it->spool_id == 0)
+            items[n++] = it;
+    if (unspooled && (!items || !d->spool ||
+                      spool_write(d->spool, d->cfg->keys, items, n, err, sizeof err) < 0)) {
+        for (struct store_item *it = all; it; it = it->next) {
+            if (!it->rotated || it->spool_id != 0)
+                continue;
+            lost++;
+            struct log_ctx ctx = {.account_id = it->account_id,
+                                  .provider = provider_id_name(it->provider),
+                                  .error = "rotated_token_lost"};
+            log_event(LOG_ERR, NULL, &ctx,
+                      "account %" PRId64 " (%s): its rotated refresh token could be neither "
+                      "written nor spooled (%s); the account must be reconnected",
+                      it->account_id, provider_id_name(it->provider), err);
+        }
+    } else if (unspooled) {
+        log_notice("spooled %zu rotated results at exit; the next start writes them", unspooled);
+    }
+    if (others)
+        log_notice("%zu results not written at exit (no new refresh token in them: the next "
+                   "refresh redoes them)",
+                   others);
+    free(items);
+    while (all) {
+        struct store_item *next = all->next;
+        store_item_free(all);
+        all = next;
+    }
+    return lost;
+}
+
+static size_t daemon_teardown(struct daemon *d)
+{
+    size_t lost = 0;
     sdnotify_stop(&d->sn);
     ev_timer_stop(d->loop, &d->status_timer);
     ev_timer_stop(d->loop, &d->shutdown_timer);
@@ -596,13 +678,16 @@ static void daemon_teardown(struct daemon *d)
     if (d->db)
         db_free(d->db);
     metrics_server_free(d->metrics_server); /* after db_free: a count query may be pending */
-    if (d->store)
-        store_free(d->store); /* unwritten rotated results stay in the spool */
+    if (d->store) {
+        lost = daemon_keep_unwritten(d); /* after db_free: failed batches are back in the queue */
+        store_free(d->store);            /* spooled results stay in the spool */
+    }
     spool_close(d->spool);
     ev_signal_stop(d->loop, &d->sig_term);
     ev_signal_stop(d->loop, &d->sig_int);
     ev_signal_stop(d->loop, &d->sig_hup);
     config_unref(d->cfg);
+    return lost;
 }
 
 int daemon_run(struct config *cfg, const struct daemon_options *opt)
@@ -627,10 +712,11 @@ int daemon_run(struct config *cfg, const struct daemon_options *opt)
         start_signals(d);
         sdnotify_init(&d->sn, d->loop, loop_healthy_cb, d);
         sdnotify_status(&d->sn, "connecting to the database");
-        ev_timer_init(&d->status_timer, status_timer_cb, STATUS_INTERVAL_S, STATUS_INTERVAL_S);
+        ev_init(&d->status_timer, status_timer_cb);
+        timer_arm(d->loop, &d->status_timer, STATUS_INTERVAL_S, STATUS_INTERVAL_S);
         d->status_timer.data = d;
-        ev_timer_start(d->loop, &d->status_timer);
-        ev_timer_init(&d->shutdown_timer, shutdown_timer_cb, 1., 0.);
+        ev_init(&d->shutdown_timer, shutdown_timer_cb);
+        timer_set(&d->shutdown_timer, 1., 0.);
         d->shutdown_timer.data = d;
         d->last_summary = ev_now(d->loop);
         db_start(d->db);
@@ -646,7 +732,9 @@ int daemon_run(struct config *cfg, const struct daemon_options *opt)
         if (lat[0])
             log_info("%s", lat);
     }
-    daemon_teardown(d);
+    /* SPEC §2: 1 when work failed; losing a rotated refresh token is the worst. */
+    if (daemon_teardown(d) > 0 && rc == 0)
+        rc = EXIT_WORK_FAILED;
     free(d);
     return rc;
 }

@@ -28,8 +28,8 @@ static void print_usage(FILE *out)
             "      --once         refresh every account due now, write all results, then exit\n"
             "  -h, --help         show this help\n"
             "      --version      show the version\n\n"
-            "Exit status: 0 ok, 1 some refreshes failed (--once), 64 bad command line,\n"
-            "69 database unavailable, 78 configuration error.\n",
+            "Exit status: 0 ok, 1 some refreshes failed (--once) or a rotated token was lost\n"
+            "at exit, 64 bad command line, 69 database unavailable, 78 configuration error.\n",
             DEFAULT_CONFIG);
 }
 

@@ -28,6 +28,7 @@
 
 #include "log.h"
 #include "secret.h"
+#include "timeutil.h"
 
 enum db_state {
     DB_IDLE,       /* db_new done, db_start not yet called */
@@ -264,7 +265,7 @@ static void db_drop(struct db *db, const char *what, const char *detail, bool im
         db->attempts = 0;
     else
         delay = db_next_backoff(db);
-    ev_timer_set(&db->retry_timer, delay, 0.0);
+    timer_set(&db->retry_timer, delay, 0.0);
     ev_timer_start(db->loop, &db->retry_timer);
 
     unsigned gen = db->gen;
@@ -291,7 +292,7 @@ static void db_defer_drop(struct db *db, const char *reason, bool immediate)
     snprintf(db->defer_reason, sizeof(db->defer_reason), "%s", reason);
     db->defer_immediate = immediate;
     db_io_stop(db); /* libpq may already have closed the socket */
-    ev_timer_set(&db->defer_timer, 0.0, 0.0);
+    timer_set(&db->defer_timer, 0.0, 0.0);
     ev_timer_start(db->loop, &db->defer_timer);
 }
 
@@ -589,7 +590,7 @@ static void db_connect_begin(struct db *db)
     const char *vals[] = {db->conninfo, "oauth-refreshd", NULL};
     db->conn = PQconnectStartParams(keys, vals, 1);
     db->state = DB_CONNECTING;
-    ev_timer_set(&db->connect_timer, db->connect_timeout_s, 0.0);
+    timer_set(&db->connect_timer, db->connect_timeout_s, 0.0);
     ev_timer_start(db->loop, &db->connect_timer);
     if (db->conn == NULL) {
         db_drop(db, "connect failed", "out of memory", false);
@@ -719,7 +720,7 @@ void db_start(struct db *db)
         return;
     /* The first attempt runs from the loop, so no callback fires in here. */
     db->state = DB_WAIT_RETRY;
-    ev_timer_set(&db->retry_timer, 0.0, 0.0);
+    timer_set(&db->retry_timer, 0.0, 0.0);
     ev_timer_start(db->loop, &db->retry_timer);
 }
 
@@ -776,7 +777,7 @@ void db_set_conninfo(struct db *db, const char *conninfo)
     case DB_WAIT_RETRY:
         db->attempts = 0;
         ev_timer_stop(db->loop, &db->retry_timer);
-        ev_timer_set(&db->retry_timer, 0.0, 0.0);
+        timer_set(&db->retry_timer, 0.0, 0.0);
         ev_timer_start(db->loop, &db->retry_timer);
         return;
     default:

@@ -17,6 +17,7 @@
 #include <sodium.h>
 
 #include "daemon_ctx.h"
+#include "inbound.h"
 #include "log.h"
 #include "refresh.h"
 #include "strbuf.h"
@@ -133,10 +134,8 @@ static void provider_resume(struct daemon *d, enum provider_id p)
 
 void engine_kick(struct daemon *d)
 {
-    if (!ev_is_active(&d->kick_timer)) {
-        ev_timer_set(&d->kick_timer, KICK_COALESCE_S, 0.);
-        ev_timer_start(d->loop, &d->kick_timer);
-    }
+    if (!ev_is_active(&d->kick_timer))
+        timer_arm(d->loop, &d->kick_timer, KICK_COALESCE_S, 0.);
 }
 
 /*
@@ -168,13 +167,12 @@ static void wake_providers(struct daemon *d)
 static void arm_due_timer(struct daemon *d, double delay)
 {
     double scan = (double)d->cfg->scan_interval_ms / 1000.0;
-    if (delay > scan)
+    /* Written so that a NaN fails both tests into the safe side. */
+    if (!(delay <= scan))
         delay = scan;
-    if (delay < 0.05)
+    if (!(delay >= 0.05))
         delay = 0.05;
-    ev_timer_stop(d->loop, &d->due_timer);
-    ev_timer_set(&d->due_timer, delay, 0.);
-    ev_timer_start(d->loop, &d->due_timer);
+    timer_arm(d->loop, &d->due_timer, delay, 0.);
 }
 
 static void due_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -243,11 +241,20 @@ static void log_outcome(struct daemon *d, const struct job *job, const struct to
     }
 }
 
-/* Circuit breaker and Retry-After at the provider level. */
+/*
+ * Circuit breaker and Retry-After at the provider level. A probe ends here
+ * whatever its outcome: a success resumes the provider, a transient failure
+ * pauses it again, and anything else (one account's malformed answer, a
+ * credentials error) says nothing about the provider's health, so the next
+ * job is let through as the next probe. Left set, `probing` would keep
+ * provider_paused() true for good.
+ */
 static void update_breaker(struct daemon *d, enum provider_id p, const struct token_result *res,
                            bool probe)
 {
     struct provider_state *ps = &d->prov[p];
+    if (probe)
+        ps->probing = false;
     snprintf(ps->last_error, sizeof ps->last_error, "%s",
              res->outcome == OUTCOME_SUCCESS ? "" : res->error);
     switch (res->outcome) {
@@ -329,6 +336,10 @@ static void job_send(struct daemon *d, struct job *job)
         .connect_timeout_ms = connect_ms,
     };
     job->sent_at = ev_now(d->loop);
+    /* Shutdown waits for this: the answer may carry a rotated refresh token. */
+    double deadline = job->sent_at + (double)cfg->request_timeout_ms / 1000.0;
+    if (deadline > d->requests_deadline)
+        d->requests_deadline = deadline;
     if (ps->paused_until != 0 && ev_now(d->loop) >= ps->paused_until) {
         ps->probing = true;
         job->probe = true;
@@ -336,6 +347,10 @@ static void job_send(struct daemon *d, struct job *job)
     ps->in_flight++;
     d->in_flight++;
     if (http_submit(d->http, &req, job_http_done_cb, job) < 0) {
+        /* A local failure tells nothing about the provider: not a probe's answer. */
+        if (job->probe)
+            ps->probing = false;
+        job->probe = false;
         struct http_answer ans = {.transport_error = 2 /* CURLE_FAILED_INIT */,
                                   .transport_detail = "could not start the request"};
         job_http_done_cb(job, &ans, 0);
@@ -383,10 +398,8 @@ static void drain_waiting(struct daemon *d)
             job_send(d, wait_pop(ps));
         }
     }
-    if (next_wait >= 0 && !ev_is_active(&d->rate_timer)) {
-        ev_timer_set(&d->rate_timer, next_wait > 0.001 ? next_wait : 0.001, 0.);
-        ev_timer_start(d->loop, &d->rate_timer);
-    }
+    if (next_wait >= 0 && !ev_is_active(&d->rate_timer))
+        timer_arm(d->loop, &d->rate_timer, next_wait > 0.001 ? next_wait : 0.001, 0.);
 }
 
 static void rate_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -444,15 +457,31 @@ static void job_start(struct daemon *d, struct claimed_account *acct)
 
 /* ---- claiming -------------------------------------------------------------- */
 
+/* Attempts beyond this back off as long as retry_max anyway. */
+#define ATTEMPTS_MAX 1000000
+
+/*
+ * Every number of a claim row is checked where it is read: expires_at is
+ * whatever the application stored ('infinity' included), attempts is ours but
+ * still a row. A row whose id cannot be read is skipped (its lease runs out).
+ */
 static bool parse_claim_row(PGresult *res, int row, struct claimed_account *acct, double now)
 {
     memset(acct, 0, sizeof *acct);
-    acct->account_id = strtoll(PQgetvalue(res, row, 0), NULL, 10);
+    if (!inbound_account_id(PQgetvalue(res, row, 0), &acct->account_id)) {
+        log_warning("claimed a row whose account id is not a number: skipped");
+        return false;
+    }
     acct->provider = provider_id_from_name(PQgetvalue(res, row, 1));
     acct->refresh_ct = strdup(PQgetvalue(res, row, 2));
     acct->scope = PQgetisnull(res, row, 3) ? NULL : strdup(PQgetvalue(res, row, 3));
-    acct->expires_at = strtod(PQgetvalue(res, row, 4), NULL);
-    acct->attempts = atoi(PQgetvalue(res, row, 5));
+    /* Unknown expiry: treat it as expiring now (it only feeds the metrics). */
+    if (PQgetisnull(res, row, 4) || !inbound_pg_epoch(PQgetvalue(res, row, 4), &acct->expires_at))
+        acct->expires_at = now;
+    int64_t attempts = 0;
+    if (!inbound_pg_int(PQgetvalue(res, row, 5), INT64_MIN, INT64_MAX, &attempts) || attempts < 0)
+        attempts = 0;
+    acct->attempts = attempts > ATTEMPTS_MAX ? ATTEMPTS_MAX : (int)attempts;
     acct->claimed_at = now;
     if (!acct->refresh_ct || (!PQgetisnull(res, row, 3) && !acct->scope)) {
         claimed_account_clear(acct);
@@ -673,7 +702,16 @@ static void wakeup_done_cb(void *ud, PGresult *res)
         d->next_due = 0;
         arm_due_timer(d, scan);
     } else {
-        d->next_due = strtod(PQgetvalue(res, 0, 0), NULL);
+        double due;
+        if (!inbound_pg_epoch(PQgetvalue(res, 0, 0), &due)) {
+            log_warning("the next due time is not a number (%.40s); looking again in %.0fs",
+                        PQgetvalue(res, 0, 0), scan);
+            d->next_due = 0;
+            arm_due_timer(d, scan);
+            engine_check_once_done(d);
+            return;
+        }
+        d->next_due = due;
         double delay = d->next_due - time_now_wall();
         /* Due now but not claimable (capacity, paused provider): the end of a
          * request or the pause kicks us; do not spin on the timer. */
@@ -722,23 +760,14 @@ static void add_requested(struct daemon *d, int64_t id)
     d->requested[d->nrequested++] = id;
 }
 
-static bool parse_account_id(const char *s, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || end == s || v <= 0)
-        return false;
-    *out = v;
-    return *end == '\0' || *end == ' ';
-}
-
+/* Any database role may notify: payloads are parsed by inbound.h, which
+ * returns only valid ids and finite epochs, and everything else is dropped. */
 void engine_on_notify(struct daemon *d, const char *channel, const char *payload)
 {
     int64_t id;
-    log_debug("notification on %s: %s", channel, payload);
+    log_debug("notification on %s: %.80s", channel, payload);
     if (strcmp(channel, "oauth_refresh_request") == 0) {
-        if (!parse_account_id(payload, &id) || strchr(payload, ' ')) {
+        if (!inbound_refresh_request(payload, &id)) {
             log_warning("ignoring oauth_refresh_request with payload that is not an account id");
             return;
         }
@@ -748,11 +777,12 @@ void engine_on_notify(struct daemon *d, const char *channel, const char *payload
         return;
     }
     if (strcmp(channel, "oauth_refreshd_account_changed") == 0) {
-        if (!parse_account_id(payload, &id))
+        double expires;
+        if (!inbound_account_changed(payload, &id, &expires)) {
+            log_debug("ignoring oauth_refreshd_account_changed with a malformed payload");
             return;
+        }
         wake_providers(d);
-        const char *sp = strchr(payload, ' ');
-        double expires = sp ? strtod(sp + 1, NULL) : 0;
         double earliest = expires - (double)(d->cfg->lead_time_ms + d->cfg->jitter_ms) / 1000.0;
         double delay = earliest - time_now_wall();
         if (delay <= 0)
@@ -888,14 +918,18 @@ void engine_store_done_cb(void *ud, const struct store_item *item, enum store_fa
 
 void engine_init(struct daemon *d)
 {
-    ev_timer_init(&d->kick_timer, kick_timer_cb, 0., 0.);
+    ev_init(&d->kick_timer, kick_timer_cb);
+    timer_set(&d->kick_timer, 0., 0.);
     d->kick_timer.data = d;
-    ev_timer_init(&d->due_timer, due_timer_cb, 1., 0.);
+    ev_init(&d->due_timer, due_timer_cb);
+    timer_set(&d->due_timer, 1., 0.);
     d->due_timer.data = d;
     double scan = (double)d->cfg->scan_interval_ms / 1000.0;
-    ev_timer_init(&d->scan_timer, scan_timer_cb, scan, scan);
+    ev_init(&d->scan_timer, scan_timer_cb);
+    timer_set(&d->scan_timer, scan, scan);
     d->scan_timer.data = d;
-    ev_timer_init(&d->rate_timer, rate_timer_cb, 0., 0.);
+    ev_init(&d->rate_timer, rate_timer_cb);
+    timer_set(&d->rate_timer, 0., 0.);
     d->rate_timer.data = d;
     engine_on_config(d);
     if (!d->opt.once)
@@ -915,11 +949,8 @@ void engine_on_config(struct daemon *d)
     }
     double scan = d->listen_deaf ? engine_deaf_rescan_interval(d)
                                  : (double)d->cfg->scan_interval_ms / 1000.0;
-    if (ev_is_active(&d->scan_timer)) {
-        ev_timer_stop(d->loop, &d->scan_timer);
-        ev_timer_set(&d->scan_timer, scan, scan);
-        ev_timer_start(d->loop, &d->scan_timer);
-    }
+    if (ev_is_active(&d->scan_timer))
+        timer_arm(d->loop, &d->scan_timer, scan, scan);
     store_set_lead(d->store, d->cfg->lead_time_ms);
 }
 
@@ -1003,12 +1034,25 @@ bool engine_idle(const struct daemon *d)
            store_pending(d->store) == 0 && d->releases_outstanding == 0;
 }
 
+/*
+ * Stopping with the database away and no request in flight: nothing can
+ * happen any more that waiting would improve. The results held for the
+ * database are either spooled (rotated ones: the next start replays them)
+ * or can be had again by refreshing (the others); daemon.c spools any
+ * rotated one still unspooled on its way out. Waiting shutdown_timeout for a
+ * reconnection would only delay a `systemctl restart` during an outage.
+ */
+static bool engine_nothing_left_but_db(const struct daemon *d)
+{
+    return !d->connected && d->in_flight == 0 && engine_waiting(d) == 0;
+}
+
 void engine_check_once_done(struct daemon *d)
 {
     if (d->exit_requested)
         return;
     if (d->stopping) {
-        if (engine_idle(d))
+        if (engine_idle(d) || engine_nothing_left_but_db(d))
             daemon_request_exit(d, 0);
         return;
     }
@@ -1049,9 +1093,7 @@ void engine_on_listen_deaf(struct daemon *d, bool deaf)
     if (!ev_is_active(&d->scan_timer))
         return; /* --once, or stopping */
     double scan = deaf ? engine_deaf_rescan_interval(d) : (double)d->cfg->scan_interval_ms / 1000.0;
-    ev_timer_stop(d->loop, &d->scan_timer);
-    ev_timer_set(&d->scan_timer, scan, scan);
-    ev_timer_start(d->loop, &d->scan_timer);
+    timer_arm(d->loop, &d->scan_timer, scan, scan);
     if (deaf) {
         wake_providers(d);
         engine_kick(d);

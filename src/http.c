@@ -32,6 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "timeutil.h"
+
 #define HTTP_DEFAULT_MAX_CONNECTIONS 64
 #define HTTP_DEFAULT_TIMEOUT_MS      30000
 #define HTTP_FREE_LIST_MAX           1024
@@ -262,7 +264,7 @@ static int http_timer_fn_cb(CURLM *multi, long timeout_ms, void *userp)
     ev_timer_stop(h->loop, &h->timer);
     if (timeout_ms >= 0) {
         /* 0 means "soon": run from the loop, not from inside this callback. */
-        ev_timer_set(&h->timer, (double)timeout_ms / 1000.0, 0.0);
+        timer_set(&h->timer, (double)timeout_ms / 1000.0, 0.0);
         ev_timer_start(h->loop, &h->timer);
     }
     return 0;

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "timeutil.h"
 
 /* After a (re)connection, beat this soon: a fresh LISTEN is proven at once. */
 #define FIRST_BEAT_S 1.0
@@ -83,8 +84,7 @@ static void arm(struct listen_check *lc, double first)
     ev_timer_stop(lc->loop, &lc->beat);
     if (lc->interval_s <= 0)
         return;
-    ev_timer_set(&lc->beat, first, lc->interval_s);
-    ev_timer_start(lc->loop, &lc->beat);
+    timer_arm(lc->loop, &lc->beat, first, lc->interval_s);
 }
 
 struct listen_check *listen_check_new(struct ev_loop *loop, struct db *db, const char *owner,

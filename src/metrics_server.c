@@ -125,7 +125,7 @@ static void drive(struct metrics_server *s)
     MHD_UNSIGNED_LONG_LONG ms;
     ev_timer_stop(s->loop, &s->timer);
     if (MHD_get_timeout(s->mhd, &ms) == MHD_YES) {
-        ev_timer_set(&s->timer, (double)ms / 1000.0, 0.);
+        timer_set(&s->timer, (double)ms / 1000.0, 0.);
         ev_timer_start(s->loop, &s->timer);
     }
 }

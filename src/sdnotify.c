@@ -12,6 +12,8 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "timeutil.h"
+
 static void watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct sdnotify *sn = w->data;
@@ -29,7 +31,8 @@ void sdnotify_init(struct sdnotify *sn, struct ev_loop *loop, bool (*healthy)(vo
     if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
         sn->watchdog_usec = usec;
         double interval = (double)usec / 2e6;
-        ev_timer_init(&sn->watchdog, watchdog_cb, interval, interval);
+        ev_init(&sn->watchdog, watchdog_cb);
+        timer_set(&sn->watchdog, interval, interval);
         sn->watchdog.data = sn;
         ev_timer_start(loop, &sn->watchdog);
         /* Loop timers must not keep --once alive. */

@@ -293,7 +293,7 @@ static void arm_flush(struct store *st, double delay)
 {
     if (ev_is_active(&st->flush_timer))
         return;
-    ev_timer_set(&st->flush_timer, delay, 0.);
+    timer_set(&st->flush_timer, delay, 0.);
     ev_timer_start(st->loop, &st->flush_timer);
 }
 

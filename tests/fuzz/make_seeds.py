@@ -319,4 +319,15 @@ S.update({
 for n, v in S.items():
     put("fuzz_spool", n, v)
 
+# ---- fuzz_notify_request / fuzz_notify_changed (the payload as it is) ------------------------
+HOSTILE = ["nan", "NaN", "inf", "-inf", "Infinity", "-Infinity", "1e999", "-1e999", "-0", "0x1p3",
+           "9" * 300, "", " ", "1,5", "\x01\x02\x7f", "\u00ff\ufffd", "18446744073709551616",
+           "9223372036854775807", "9223372036854775808", "007", "1.0", "+1"]
+for i, v in enumerate(HOSTILE + ["42", "1 2"]):
+    put("fuzz_notify_request", f"{i:02d}", v)
+CHANGED = ["42", "42 1733333333.123456", "42 1733333333", "42 -0", "42 -86400.5",
+           "42 253402300799", "42 253402300800", "42 -62135596801", "42  1", "42 1 2", "42 1."]
+for i, v in enumerate(CHANGED + ["1 " + h for h in HOSTILE] + HOSTILE):
+    put("fuzz_notify_changed", f"{i:02d}", v)
+
 print("seeds written to", CORPUS)

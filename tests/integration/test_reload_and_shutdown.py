@@ -303,20 +303,26 @@ def test_second_sigterm_abandons_what_is_left_but_writes_what_was_received(
     assert lease_of(db, quick.id)["lease_owner"] is None
 
 
-def test_shutdown_timeout_abandons_requests_in_flight(migrated_env, seeder, token_server, db):
+def test_shutdown_waits_for_a_request_up_to_its_own_timeout_then_exits(
+        migrated_env, seeder, token_server, db):
+    """shutdown_timeout (2s) is shorter than request_timeout (4s): the drain waits for the
+    request until its own timeout (issue 10 part 6: its answer may carry a rotated refresh
+    token), then the failure is written, the claim released, and the daemon exits 0."""
     slow = seeder.add_account("google", expires_in=-60)
     token_server.inject("delay", account=slow.account_key, ms=20000)
-    d = continuous(migrated_env, {"daemon": {"shutdown_timeout": "2s"}})
+    d = continuous(migrated_env, {"daemon": {"shutdown_timeout": "2s"},
+                                  "refresh": {"request_timeout": "4s"}})
     wait_until(lambda: token_server.in_flight() == 1, timeout=15, message="a request in flight")
     t0 = time.monotonic()
     d.send_signal(signal.SIGTERM)
     rc = d.wait(15)
     elapsed = time.monotonic() - t0
     assert rc == 0, f"expected exit 0, saw {rc}\n{d.log_tail()}"
-    assert 1.8 <= elapsed < 8, f"shutdown_timeout = 2s: exited after {elapsed:.1f}s"
-    assert "shutdown timeout: abandoning 1 requests in flight" in d.log(), d.log_tail()
+    assert elapsed < 8, f"request_timeout = 4s: exited after {elapsed:.1f}s"
+    assert elapsed >= 3.5, f"the request was given up before its own timeout ({elapsed:.1f}s)"
+    assert "abandoning" not in d.log(), "ended by its own timeout, not abandoned\n" + d.log_tail()
+    assert re.search(rf"account {slow.id} \(google\): refresh failed", d.log()), d.log_tail()
     assert lease_of(db, slow.id)["lease_owner"] is None
-
 
 
 def test_claim_completing_after_sigterm_is_released_not_sent(

@@ -124,8 +124,15 @@ def test_unit_keeps_the_settings_the_daemon_relies_on():
     creds = {v.split(":", 1)[0] for v in s.get(("Service", "LoadCredential"), [])}
     assert {"fernet.keys", "google.secret", "github.secret", "microsoft.secret"} <= creds, creds
     stop = one("TimeoutStopSec")
-    assert int(re.match(r"\d+", stop).group(0)) > 20, (
-        "TimeoutStopSec must leave room for the default shutdown_timeout (20s)")
+    # The longest drain (issue 10 part 6): requests in flight are waited for up to their own
+    # request_timeout (+1 s), then the store has 5 s; defaults shutdown_timeout 20s,
+    # request_timeout 30s.
+    drain = max(20, 30 + 1) + 5
+    m = re.fullmatch(r"(\d+)(s|min)?", stop)
+    assert m, stop
+    stop_s = int(m.group(1)) * (60 if m.group(2) == "min" else 1)
+    assert stop_s > drain, (
+        f"TimeoutStopSec={stop} must cover the longest drain with the defaults ({drain}s)")
     for key in ("NoNewPrivileges", "ProtectSystem", "PrivateDevices", "PrivateTmp",
                 "ProtectHome", "RestrictAddressFamilies", "SystemCallFilter",
                 "MemoryDenyWriteExecute", "CapabilityBoundingSet"):
