@@ -21,5 +21,6 @@ int ctl_migrate(const struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_status(const struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_refresh(const struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_rotate_keys(const struct ctl_ctx *ctx, int argc, char **argv);
+int ctl_grants(const struct ctl_ctx *ctx, int argc, char **argv);
 
 #endif

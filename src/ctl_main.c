@@ -28,6 +28,7 @@ static const struct ctl_command commands[] = {
     {"refresh", ctl_refresh, "ask the running daemon to refresh accounts now: refresh ID..."},
     {"rotate-keys", ctl_rotate_keys,
      "re-encrypt every stored token under the primary key (online, resumable)"},
+    {"grants", ctl_grants, "print the GRANTs a least-privilege daemon role needs: grants ROLE"},
 };
 
 static void print_usage(FILE *out)

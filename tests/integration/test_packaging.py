@@ -350,6 +350,10 @@ def channels_in_code():
         found |= set(re.findall(r"pg_notify\(\s*'([a-z_]+)'", t))
     found |= set(re.findall(r'"(oauth_[a-z_]+)"', re.search(
         r"listen_channels\[\]\s*=\s*\{(.*?)\}", read("src", "daemon.c"), re.S).group(1)))
+    # Channels named by a header's constant (e.g. the heartbeat of listen_check.h).
+    for h in os.listdir(os.path.join(SRC, "include")):
+        if h.endswith(".h"):
+            found |= set(re.findall(r'#define \w+_CHANNEL\s+"(oauth_[a-z_]+)"', read("include", h)))
     return found
 
 
@@ -382,8 +386,9 @@ def test_every_channel_is_documented_with_json_examples_matching_the_sql(text):
     # The payloads are built, compact, by oauth_refreshd.event_<name>() and sent by the
     # store functions: the keys are the '"key":' pieces of each builder's body.
     sent = {}
-    for m in re.finditer(r"FUNCTION oauth_refreshd\.event_(\w+)\(.*?AS \$\$(.*?)\$\$", sql, re.S):
-        name, body = m.group(1), m.group(2)
+    for m in re.finditer(r"FUNCTION oauth_refreshd\.event_(\w+)\((?:(?!FUNCTION).)*?"
+                         r"(?:AS \$\$(.*?)\$\$|BEGIN ATOMIC(.*?)\bEND;)", sql, re.S):
+        name, body = m.group(1), m.group(2) or m.group(3)
         keys = re.findall(r'"(\w+)":', body)
         assert keys[0] == "event" and f'"event":"{name}"' in body, (
             f"event_{name}() must start its payload with \"event\":\"{name}\": {body}")
