@@ -70,7 +70,7 @@ void fernet_generate_key(char out[45])
  * the AES schedule, the HMAC key and its ipad/opad states, and CBC's held-back
  * last plaintext block never outlive the call in OpenSSL's ordinary heap: the
  * only long-lived copy of a key is the caller's (the keyring's guarded
- * memory). Cost: about 0.3 us per 1.4 kB token (tests/tools/fernet_speed).
+ * memory). Cost: about 0.4 us per 1.4 kB token (tests/tools/fernet_speed).
  */
 struct fernet_engine {
     EVP_CIPHER *aes;
