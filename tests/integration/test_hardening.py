@@ -112,3 +112,20 @@ def test_oauth_refreshd_is_not_dumpable_and_has_no_core_limit(nobody_dir, migrat
         assert _proc_owner(p.pid) == 0, "/proc/PID/status stays nobody's: the daemon is dumpable"
     finally:
         _stop(p)
+
+
+# ------------------------------------------------ TLS record buffers are wiped
+
+def test_token_endpoint_connections_cleanse_tls_plaintext(token_server, pki, oauth_build_dir):
+    """Every TLS context the http adapter makes for a token endpoint connection gets
+    SSL_OP_CLEANSE_PLAINTEXT (counted by the adapter's CURLOPT_SSL_CTX_FUNCTION after
+    reading the option back from the context), and requests still complete."""
+    import json
+    probe = os.path.join(oauth_build_dir, "tests", "tools", "http_probe")
+    p = subprocess.run([probe, "--quiet", "-n", "4", "-c", "2", "--ca-file", pki.ca_file,
+                        token_server.token_url("google", tenant=None)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, env=clean_env())
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    summary = json.loads(p.stdout.decode().strip().splitlines()[-1])
+    assert summary["completed"] == 4 and summary["transport_errors"] == 0, summary
+    assert summary["tls_cleansing_contexts"] >= 1, summary
