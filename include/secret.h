@@ -26,6 +26,16 @@ void secure_free_str(char *s);
 void secure_free(void *p, size_t len);
 
 /*
+ * A long-lived secret string (client secret, conninfo): len bytes + NUL in
+ * guarded memory (sodium_malloc: guard pages, locked, kept out of core dumps)
+ * made read-only. Never written to again; released with secret_guarded_free,
+ * which wipes it. Returns NULL when out of memory.
+ */
+char *secret_guarded_dup(const char *s, size_t len) WUR;
+/* Wipes and releases what secret_guarded_dup returned (NULL is fine). */
+void secret_guarded_free(char *s);
+
+/*
  * Reads a whole file that holds secrets (a key file, a client secret) into
  * guarded memory: sodium_malloc()ed (locked, kept out of core dumps), NUL
  * terminated, released with sodium_free(), which wipes it. Refuses what is

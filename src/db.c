@@ -47,7 +47,7 @@ struct db {
     struct ev_loop *loop;
     struct db_callbacks cbs;
 
-    char *conninfo; /* may hold a password: wiped on replace/free */
+    char *conninfo; /* may hold a password: guarded (secret_guarded_dup) */
     char **channels;
     size_t nchannels;
     char *session_sql;
@@ -298,7 +298,7 @@ static void db_defer_drop(struct db *db, const char *reason, bool immediate)
 static void db_destroy(struct db *db)
 {
     free(db->ring);
-    secure_free_str(db->conninfo);
+    secret_guarded_free(db->conninfo);
     for (size_t i = 0; i < db->nchannels; i++)
         free(db->channels[i]);
     free(db->channels);
@@ -586,6 +586,8 @@ static void db_connect_step(struct db *db, PostgresPollingStatusType st)
 static void db_connect_begin(struct db *db)
 {
     static const char *const keys[] = {"dbname", "fallback_application_name", NULL};
+    /* vals only points at our guarded copy; libpq parses it into its own
+     * (ordinary, unwiped) memory, which we cannot avoid. */
     const char *vals[] = {db->conninfo, "oauth-refreshd", NULL};
     db->conn = PQconnectStartParams(keys, vals, 1);
     db->state = DB_CONNECTING;
@@ -669,7 +671,8 @@ struct db *db_new(struct ev_loop *loop, const struct db_options *opt, const stru
     db->loop = loop;
     if (cb != NULL)
         db->cbs = *cb;
-    db->conninfo = strdup(opt->conninfo != NULL ? opt->conninfo : "");
+    const char *conninfo = opt->conninfo != NULL ? opt->conninfo : "";
+    db->conninfo = secret_guarded_dup(conninfo, strlen(conninfo));
     if (db->conninfo == NULL)
         goto fail;
     if (opt->session_sql != NULL && (db->session_sql = strdup(opt->session_sql)) == NULL)
@@ -765,10 +768,12 @@ void db_set_conninfo(struct db *db, const char *conninfo)
 {
     if (db->state == DB_CLOSED)
         return;
-    char *copy = strdup(conninfo != NULL ? conninfo : "");
+    if (conninfo == NULL)
+        conninfo = "";
+    char *copy = secret_guarded_dup(conninfo, strlen(conninfo));
     if (copy == NULL)
         return; /* keep the old one; the caller's reload still stands otherwise */
-    secure_free_str(db->conninfo);
+    secret_guarded_free(db->conninfo);
     db->conninfo = copy;
     switch (db->state) {
     case DB_IDLE:
