@@ -129,3 +129,40 @@ def test_token_endpoint_connections_cleanse_tls_plaintext(token_server, pki, oau
     summary = json.loads(p.stdout.decode().strip().splitlines()[-1])
     assert summary["completed"] == 4 and summary["transport_errors"] == 0, summary
     assert summary["tls_cleansing_contexts"] >= 1, summary
+
+
+# ------------------------------------------ database errors are logged redacted
+
+def test_a_failed_write_back_logs_no_row_values(migrated_env, seeder, db):
+    """A CHECK constraint that refuses every update of oauth_accounts makes the write-back
+    fail with a DETAIL that echoes the whole new row, Fernet ciphertexts of the tokens
+    included ("Failing row contains (..., gAAAAA..., ...)"). The log says which constraint
+    refused the write, and carries none of the row."""
+    a = seeder.add_account("github", expires_in=-60)
+    db.execute("ALTER TABLE oauth_accounts ADD CONSTRAINT frozen_for_test CHECK (false) NOT VALID")
+    d = migrated_env.daemon().start()
+    try:
+        d.wait_for_log(r"writing \d+ results? failed", timeout=30)
+    finally:
+        d.kill()
+    log = d.log()
+    assert "frozen_for_test" in log, "the reason must still name the constraint"
+    assert "Failing row contains" not in log
+    assert "gAAAAA" not in log, "a token ciphertext from the DETAIL line reached the log"
+    assert a.refresh_token not in log
+
+
+def test_a_failed_claim_logs_no_row_values(migrated_env, seeder, db):
+    """The claim path: a CHECK constraint on the state table refuses the lease update;
+    the DETAIL (the failing state row) stays out of the log."""
+    seeder.add_account("google", expires_in=-60)
+    db.execute("ALTER TABLE oauth_refreshd.account_state "
+               "ADD CONSTRAINT frozen_for_test CHECK (false) NOT VALID")
+    d = migrated_env.daemon().start()
+    try:
+        d.wait_for_log(r"claiming due accounts failed", timeout=30)
+    finally:
+        d.kill()
+    log = d.log()
+    assert "frozen_for_test" in log, "the reason must still name the constraint"
+    assert "Failing row contains" not in log
