@@ -7,6 +7,8 @@
 #ifndef OAUTH_SECRET_H
 #define OAUTH_SECRET_H
 
+#include <sys/types.h>
+
 #include "common.h"
 
 struct secret {
@@ -46,5 +48,8 @@ void secret_guarded_free(char *s);
  */
 char *secret_file_read(const char *path, size_t max_bytes, size_t *len, unsigned *mode,
                        char *err, size_t errlen) WUR;
+/* The same, also setting *owner to the file's owner (for keys.c's warning). */
+char *secret_file_read_owned(const char *path, size_t max_bytes, size_t *len, unsigned *mode,
+                             uid_t *owner, char *err, size_t errlen) WUR;
 
 #endif

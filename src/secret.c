@@ -95,6 +95,13 @@ void secret_guarded_free(char *s)
 char *secret_file_read(const char *path, size_t max_bytes, size_t *len, unsigned *mode, char *err,
                        size_t errlen)
 {
+    uid_t owner;
+    return secret_file_read_owned(path, max_bytes, len, mode, &owner, err, errlen);
+}
+
+char *secret_file_read_owned(const char *path, size_t max_bytes, size_t *len, unsigned *mode,
+                             uid_t *owner, char *err, size_t errlen)
+{
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
         snprintf(err, errlen, "cannot open: %s", strerror(errno));
@@ -148,5 +155,6 @@ char *secret_file_read(const char *path, size_t max_bytes, size_t *len, unsigned
     buf[got] = '\0';
     *len = got;
     *mode = (unsigned)(st.st_mode & 07777);
+    *owner = st.st_uid;
     return buf;
 }
