@@ -5,8 +5,9 @@
  * anything) by one that records every live block; after an encryption and a
  * decryption through one engine, every live block is searched for the AES key
  * (the first round key of an AES-128 schedule is the key itself), the HMAC key
- * (the HMAC provider keeps a copy of it) and the last plaintext bytes (CBC
- * keeps the final block in its context for the padding).
+ * (the HMAC provider keeps a copy of it), HMAC's inner and outer SHA-256
+ * states (as good as the key) and the last plaintext bytes (CBC keeps the
+ * final block in its context for the padding).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,8 +18,13 @@
 #include <string.h>
 
 #include <cmocka.h>
+#define OPENSSL_SUPPRESS_DEPRECATED /* SHA256_Init & co: to compute HMAC's inner state */
 #include <openssl/crypto.h>
+#include <openssl/sha.h>
 #include <sodium.h>
+
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
 
 #include "fernet.h"
 #include "secret.h"
@@ -92,6 +98,33 @@ static int live_blocks_holding(const void *needle, size_t len)
     return found;
 }
 
+/*
+ * HMAC-SHA256 keeps, besides the key, the SHA-256 states after absorbing
+ * key ^ ipad and key ^ opad: either is as good as the key for forging MACs.
+ * This computes them (the h[] words, as OpenSSL's SHA256_CTX holds them).
+ */
+static void hmac_pad_state(const uint8_t key[16], uint8_t pad, uint8_t out[32])
+{
+    uint8_t block[64];
+    memset(block, pad, sizeof block);
+    for (int i = 0; i < 16; i++)
+        block[i] ^= key[i];
+    SHA256_CTX c;
+    SHA256_Init(&c);
+    SHA256_Update(&c, block, sizeof block);
+    memcpy(out, c.h, 32);
+    OPENSSL_cleanse(&c, sizeof c);
+}
+
+static void assert_no_hmac_state(const uint8_t key[16])
+{
+    uint8_t st[32];
+    hmac_pad_state(key, 0x36, st);
+    assert_int_equal(live_blocks_holding(st, sizeof st), 0);
+    hmac_pad_state(key, 0x5c, st);
+    assert_int_equal(live_blocks_holding(st, sizeof st), 0);
+}
+
 static void test_a_reused_engine_keeps_no_key_or_plaintext_between_operations(void **state)
 {
     (void)state;
@@ -111,6 +144,7 @@ static void test_a_reused_engine_keeps_no_key_or_plaintext_between_operations(vo
     assert_int_equal(live_blocks_holding(key.encryption, sizeof key.encryption), 0);
     assert_int_equal(live_blocks_holding(key.signing, sizeof key.signing), 0);
     assert_int_equal(live_blocks_holding(plain + sizeof plain - 8, 8), 0);
+    assert_no_hmac_state(key.signing);
 
     struct secret out = {0};
     char err[128];
@@ -124,6 +158,7 @@ static void test_a_reused_engine_keeps_no_key_or_plaintext_between_operations(vo
     assert_int_equal(live_blocks_holding(key.signing, sizeof key.signing), 0);
     assert_int_equal(live_blocks_holding(tail, 16), 0);
     assert_int_equal(live_blocks_holding(plain + sizeof plain - 8, 8), 0);
+    assert_no_hmac_state(key.signing);
 
     /* A failed verification under a second, wrong key leaves nothing either. */
     struct fernet_key keys[2];
@@ -137,6 +172,8 @@ static void test_a_reused_engine_keeps_no_key_or_plaintext_between_operations(vo
     assert_int_equal(live_blocks_holding(key.signing, sizeof key.signing), 0);
     assert_int_equal(live_blocks_holding(key.encryption, sizeof key.encryption), 0);
     assert_int_equal(live_blocks_holding(tail, 16), 0);
+    assert_no_hmac_state(keys[0].signing);
+    assert_no_hmac_state(key.signing);
 
     free(tok);
     fernet_engine_free(eng);
@@ -156,6 +193,30 @@ static void test_the_search_sees_openssl_allocations(void **state)
     assert_int_equal(live_blocks_holding(probe, sizeof probe), 1);
     OPENSSL_clear_free(p, 64);
     assert_int_equal(live_blocks_holding(probe, sizeof probe), 0);
+
+    /* A keyed HMAC context that is kept: its key and pad states are found. */
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    EVP_MAC_CTX *ctx = EVP_MAC_CTX_new(mac);
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    uint8_t key[16], out[32], st[32];
+    size_t got = 0;
+    randombytes_buf(key, sizeof key);
+    assert_int_equal(EVP_MAC_CTX_set_params(ctx, params), 1);
+    assert_int_equal(EVP_MAC_init(ctx, key, sizeof key, NULL), 1);
+    assert_int_equal(EVP_MAC_update(ctx, (const uint8_t *)"x", 1), 1);
+    assert_int_equal(EVP_MAC_final(ctx, out, &got, sizeof out), 1);
+    assert_true(live_blocks_holding(key, sizeof key) >= 1);
+    hmac_pad_state(key, 0x36, st);
+    assert_true(live_blocks_holding(st, sizeof st) >= 1);
+    hmac_pad_state(key, 0x5c, st);
+    assert_true(live_blocks_holding(st, sizeof st) >= 1);
+    EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(mac);
+    assert_no_hmac_state(key);
+    assert_int_equal(live_blocks_holding(key, sizeof key), 0);
 }
 
 int main(void)
