@@ -27,7 +27,7 @@ enum key_derivation {
 struct provider_config {
     enum provider_id id;
     char *client_id;
-    char *client_secret;    /* secret: wiped on free */
+    char *client_secret;    /* secret: guarded (secret_guarded_dup), read-only */
     char *tenant;           /* microsoft only; "common" by default */
     char *token_url;        /* with {tenant} already substituted */
     unsigned max_in_flight; /* default 128 */
@@ -46,7 +46,8 @@ struct config {
     int64_t shutdown_timeout_ms; /* default 20s */
 
     /* [database] */
-    char *conninfo; /* secret (may hold a password); "" means libpq's PG* environment */
+    char *conninfo; /* secret (may hold a password), guarded and read-only;
+                     "" means libpq's PG* environment */
     int64_t heartbeat_interval_ms; /* 30s: a NOTIFY to ourselves proves LISTEN hears; 0 = off */
 
     /* [crypto] */

@@ -23,4 +23,8 @@ int ctl_refresh(const struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_rotate_keys(const struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_grants(const struct ctl_ctx *ctx, int argc, char **argv);
 
+/* Warns on stderr when a conninfo taken from the command line (so shown by ps)
+ * holds a password; never prints the conninfo. */
+void ctl_warn_argv_conninfo(const char *cmd, const char *conninfo);
+
 #endif

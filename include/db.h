@@ -74,10 +74,20 @@ void db_free(struct db *db);
 /*
  * Copies a libpq message into dst as one printable line with every password
  * removed: anything after "password=" (or "password:") is dropped and the
- * secret of a URI's "user:secret@" becomes "[redacted]". Control characters
- * become spaces. Returns the length written. Used for every reason db reports
+ * secret of a URI's "user:secret@" becomes "[redacted]"; so does any run of 64
+ * or more base64 characters (a token, a ciphertext: longer than any SQL
+ * identifier). Control characters become spaces. Returns the length written. Used for every reason db reports
  * and by oauth-refreshctl.
  */
 size_t db_redact(char *dst, size_t dstlen, const char *msg);
+
+/*
+ * The reason a statement failed, for a log line: the first line of the
+ * server's message (severity and primary text) and the SQLSTATE, through
+ * db_redact. DETAIL, HINT and CONTEXT are dropped: a DETAIL can carry a row's
+ * values, token ciphertexts among them. Returns dst. Use it for every
+ * PGresult error that is logged.
+ */
+const char *db_result_reason(char *dst, size_t dstlen, const PGresult *res);
 
 #endif

@@ -49,6 +49,9 @@ struct http *http_new(struct ev_loop *loop, const struct http_options *opt, char
 int http_submit(struct http *h, const struct http_request *req, http_done_cb done, void *ud) WUR;
 /* Number of requests started and not yet completed. */
 unsigned http_in_flight(const struct http *h);
+/* TLS contexts (one per new connection) set up with SSL_OP_CLEANSE_PLAINTEXT,
+ * so far: for the tests' and the curious operator's eyes. */
+unsigned long http_tls_cleansing_contexts(const struct http *h);
 /* Applies new options to future requests (reload). */
 int http_set_options(struct http *h, const struct http_options *opt, char *err, size_t errlen) WUR;
 /* Aborts everything in flight: each done() gets transport_error CURLE_ABORTED_BY_CALLBACK. */

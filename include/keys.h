@@ -20,8 +20,9 @@ typedef void (*keyring_warn_fn)(void *ud, const char *msg);
 /*
  * Loads a key file: one urlsafe-base64 key per line, first = primary, blank
  * lines and '#' comments allowed. On error returns NULL with "line N: reason"
- * in err (never the key text). Warns through warn (may be NULL) when the file
- * is group- or world-readable.
+ * in err (never the key text). Warns once through warn (may be NULL) when the
+ * file is readable or writable by group or others, or owned by a user that is
+ * neither the calling process's nor root.
  */
 struct keyring *keyring_load_file(const char *path, keyring_warn_fn warn, void *warn_ud,
                                   char *err, size_t errlen) WUR;

@@ -7,6 +7,8 @@
 #ifndef OAUTH_SECRET_H
 #define OAUTH_SECRET_H
 
+#include <sys/types.h>
+
 #include "common.h"
 
 struct secret {
@@ -26,6 +28,16 @@ void secure_free_str(char *s);
 void secure_free(void *p, size_t len);
 
 /*
+ * A long-lived secret string (client secret, conninfo): len bytes + NUL in
+ * guarded memory (sodium_malloc: guard pages, locked, kept out of core dumps)
+ * made read-only. Never written to again; released with secret_guarded_free,
+ * which wipes it. Returns NULL when out of memory.
+ */
+char *secret_guarded_dup(const char *s, size_t len) WUR;
+/* Wipes and releases what secret_guarded_dup returned (NULL is fine). */
+void secret_guarded_free(char *s);
+
+/*
  * Reads a whole file that holds secrets (a key file, a client secret) into
  * guarded memory: sodium_malloc()ed (locked, kept out of core dumps), NUL
  * terminated, released with sodium_free(), which wipes it. Refuses what is
@@ -36,5 +48,8 @@ void secure_free(void *p, size_t len);
  */
 char *secret_file_read(const char *path, size_t max_bytes, size_t *len, unsigned *mode,
                        char *err, size_t errlen) WUR;
+/* The same, also setting *owner to the file's owner (for keys.c's warning). */
+char *secret_file_read_owned(const char *path, size_t max_bytes, size_t *len, unsigned *mode,
+                             uid_t *owner, char *err, size_t errlen) WUR;
 
 #endif

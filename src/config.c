@@ -503,8 +503,9 @@ static char *read_secret_file(struct load *ld, const char *path, const char *sec
 
 /*
  * Reads a single-value secret file: surrounding whitespace (the trailing
- * newline editors add) is stripped. Returns a malloc()ed copy the caller
- * wipes with secure_free_str(), or NULL after reporting.
+ * newline editors add) is stripped. Returns a guarded copy
+ * (secret_guarded_dup; the caller releases it with secret_guarded_free), or
+ * NULL after reporting.
  */
 static char *secret_file_single(struct load *ld, const char *name, enum section_id sec, int k,
                                 int line, bool multiline_ok)
@@ -535,13 +536,9 @@ static char *secret_file_single(struct load *ld, const char *name, enum section_
     } else if (!multiline_ok && memchr(a, '\n', (size_t)(b - a)) != NULL) {
         add_error(ld, line, secname, key, "%s: holds more than one line; expected one value", path);
     } else {
-        out = malloc((size_t)(b - a) + 1);
-        if (out == NULL) {
+        out = secret_guarded_dup(a, (size_t)(b - a));
+        if (out == NULL)
             add_error(ld, line, secname, key, "out of memory");
-        } else {
-            memcpy(out, a, (size_t)(b - a));
-            out[b - a] = '\0';
-        }
     }
     sodium_free(buf);
     free(path);
@@ -761,7 +758,7 @@ static void load_database(struct load *ld)
         if (!conninfo_valid(c)) {
             add_error(ld, file_line, "database", "conninfo_file",
                       "%s does not hold a valid libpq conninfo string or URI", file_v);
-            secure_free_str(c);
+            secret_guarded_free(c);
             return;
         }
         ld->cfg->conninfo = c;
@@ -771,7 +768,11 @@ static void load_database(struct load *ld)
         add_error(ld, line, "database", "conninfo", "not a valid libpq conninfo string or URI");
         return;
     }
-    ld->cfg->conninfo = dup_or_oom(ld, inline_v != NULL ? inline_v : "");
+    /* Guarded like the keys. libpq makes its own copies when it connects
+     * (db.c, ctl_db.c): those are out of our hands. */
+    const char *c = inline_v != NULL ? inline_v : "";
+    if ((ld->cfg->conninfo = secret_guarded_dup(c, strlen(c))) == NULL)
+        add_error(ld, line, "database", "conninfo", "out of memory");
 }
 
 /* ---- key derivations --------------------------------------------------- */
@@ -1221,7 +1222,7 @@ static void provider_config_free(struct provider_config *pc)
     if (pc == NULL)
         return;
     free(pc->client_id);
-    secure_free_str(pc->client_secret);
+    secret_guarded_free(pc->client_secret);
     free(pc->tenant);
     free(pc->token_url);
     free(pc);
@@ -1281,7 +1282,8 @@ static void load_provider(struct load *ld, enum provider_id id)
         if (has_control_chars(sec_inline)) {
             add_error(ld, sline_inline, secname, "client_secret", "contains control characters");
             ok = false;
-        } else if ((pc->client_secret = strdup(sec_inline)) == NULL) {
+        } else if ((pc->client_secret = secret_guarded_dup(sec_inline, strlen(sec_inline))) ==
+                   NULL) {
             add_error(ld, sline_inline, secname, "client_secret", "out of memory");
             ok = false;
         } else {
@@ -1358,7 +1360,7 @@ static void config_free(struct config *cfg)
     free(cfg->path);
     free(cfg->dir);
     free(cfg->state_directory);
-    secure_free_str(cfg->conninfo);
+    secret_guarded_free(cfg->conninfo);
     if (cfg->keys != NULL)
         keyring_unref(cfg->keys);
     free(cfg->ca_file);

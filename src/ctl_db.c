@@ -65,6 +65,34 @@ static void ctl_db_usage(FILE *out, const char *cmd)
                  "                           default: [database] of the configuration\n");
 }
 
+void ctl_warn_argv_conninfo(const char *cmd, const char *conninfo)
+{
+    /* libpq's own parser: key=value, URI userinfo and ?password= alike. */
+    bool has_password = false;
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &perr);
+    if (perr != NULL)
+        PQfreemem(perr); /* may quote the conninfo: never printed */
+    if (opts != NULL) {
+        for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
+            if (strcmp(o->keyword, "password") == 0 && o->val != NULL && o->val[0] != '\0')
+                has_password = true;
+        PQconninfoFree(opts);
+    } else {
+        /* Unparsable: libpq will refuse it, but argv already shows it. */
+        char clean[ERRBUF_LEN];
+        db_redact(clean, sizeof clean, conninfo);
+        has_password = strstr(clean, "[redacted]") != NULL;
+    }
+    if (has_password)
+        fprintf(stderr,
+                PROG " %s: warning: the conninfo given with --conninfo holds a password, which is "
+                     "visible to every user of this machine in the process list (ps) while this "
+                     "command runs; put the password in a password file (PGPASSFILE, ~/.pgpass) "
+                     "or the conninfo in the configuration's conninfo_file instead\n",
+                cmd);
+}
+
 /* Returns 0, or an exit code (after printing why). */
 static int ctl_db_parse(int argc, char **argv, bool allow_json, struct ctl_db_args *a)
 {
@@ -112,6 +140,8 @@ static int ctl_db_parse(int argc, char **argv, bool allow_json, struct ctl_db_ar
         }
     }
     a->first = optind;
+    if (a->conninfo != NULL)
+        ctl_warn_argv_conninfo(cmd, a->conninfo);
     return 0;
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ctl.h"
+#include "harden.h"
 #include "log.h"
 #include "version.h"
 
@@ -55,6 +56,9 @@ int main(int argc, char **argv)
 
     log_init("oauth-refreshctl");
     log_force_stderr(true);
+    char herr[ERRBUF_LEN];
+    if (harden_process(herr, sizeof herr) != 0) /* before any secret is read */
+        fprintf(stderr, "oauth-refreshctl: warning: %s\n", herr);
     int opt;
     /* '+' stops at the first non-option: the subcommand's options are its own. */
     while ((opt = getopt_long(argc, argv, "+c:h", options, NULL)) != -1) {

@@ -758,6 +758,8 @@ static int rot_load(const struct ctl_ctx *ctx, const struct rot_opts *o, struct 
     *cfg = NULL;
     *kr = NULL;
     *conninfo = o->conninfo;
+    if (o->conninfo != NULL)
+        ctl_warn_argv_conninfo(CMD, o->conninfo);
     bool need_config = o->conninfo == NULL || o->keys_file == NULL || ctx->config_path_given;
     if (need_config) {
         struct config_errors *errs = calloc(1, sizeof *errs);

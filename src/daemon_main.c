@@ -13,6 +13,7 @@
 
 #include "config.h"
 #include "daemon.h"
+#include "harden.h"
 #include "log.h"
 #include "version.h"
 
@@ -62,6 +63,9 @@ int main(int argc, char **argv)
     bool check_only = false, once = false;
 
     log_init("oauth-refreshd");
+    char herr[ERRBUF_LEN];
+    if (harden_process(herr, sizeof herr) != 0) /* before any secret is read */
+        log_warning("%s", herr);
     int opt;
     while ((opt = getopt_long(argc, argv, "c:h", options, NULL)) != -1) {
         switch (opt) {

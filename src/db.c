@@ -48,7 +48,7 @@ struct db {
     struct ev_loop *loop;
     struct db_callbacks cbs;
 
-    char *conninfo; /* may hold a password: wiped on replace/free */
+    char *conninfo; /* may hold a password: guarded (secret_guarded_dup) */
     char **channels;
     size_t nchannels;
     char *session_sql;
@@ -82,6 +82,19 @@ struct db {
 #define DB_RING_INITIAL 256u
 
 /* ---- reason strings ------------------------------------------------------ */
+
+/*
+ * A run this long of base64/urlsafe characters is not a word, a number or an
+ * identifier (PostgreSQL's are at most 63 bytes) but a token, a ciphertext or
+ * a key: masked. Every Fernet token is at least 100 characters.
+ */
+#define DB_REDACT_RUN 64
+
+static bool db_token_char(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '=' || c == '+' || c == '/';
+}
 
 size_t db_redact(char *dst, size_t dstlen, const char *msg)
 {
@@ -123,6 +136,21 @@ size_t db_redact(char *dst, size_t dstlen, const char *msg)
             }
         }
         unsigned char c = (unsigned char)msg[i];
+        if (db_token_char(c) && (i == 0 || !db_token_char((unsigned char)msg[i - 1]))) {
+            size_t j = i;
+            while (db_token_char((unsigned char)msg[j]))
+                j++;
+            if (j - i >= DB_REDACT_RUN) {
+                if (space && o > 0 && o + 1 < dstlen)
+                    dst[o++] = ' ';
+                space = false;
+                static const char mark[] = "[redacted]";
+                for (size_t k = 0; mark[k] != '\0' && o + 1 < dstlen; k++)
+                    dst[o++] = mark[k];
+                i = j - 1;
+                continue;
+            }
+        }
         if (c == '\n' || c == '\r' || c == '\t' || c < 0x20 || c == 0x7f) {
             space = true; /* runs of control characters become one space */
             continue;
@@ -137,6 +165,31 @@ size_t db_redact(char *dst, size_t dstlen, const char *msg)
         o--;
     dst[o] = '\0';
     return o;
+}
+
+const char *db_result_reason(char *dst, size_t dstlen, const PGresult *res)
+{
+    if (dstlen == 0)
+        return dst;
+    const char *msg = res != NULL ? PQresultErrorMessage(res) : NULL;
+    if (msg == NULL || *msg == '\0')
+        msg = res != NULL ? PQresStatus(PQresultStatus(res)) : "no result";
+    /* The first line is "SEVERITY:  primary message"; DETAIL, HINT, CONTEXT
+     * and the statement follow on lines of their own, and a DETAIL can echo a
+     * row's values ("Failing row contains (...)", "Key (...)=(...)"): only
+     * the first line is kept, its own values masked by db_redact. */
+    char first[ERRBUF_LEN];
+    size_t n = strcspn(msg, "\n");
+    if (n >= sizeof first)
+        n = sizeof first - 1;
+    memcpy(first, msg, n);
+    first[n] = '\0';
+    const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    char raw[ERRBUF_LEN + 32];
+    snprintf(raw, sizeof raw, "%s%s%s%s", first, state != NULL ? " (SQLSTATE " : "",
+             state != NULL ? state : "", state != NULL ? ")" : "");
+    db_redact(dst, dstlen, raw);
+    return dst;
 }
 
 /* ---- small helpers --------------------------------------------------------- */
@@ -299,7 +352,7 @@ static void db_defer_drop(struct db *db, const char *reason, bool immediate)
 static void db_destroy(struct db *db)
 {
     free(db->ring);
-    secure_free_str(db->conninfo);
+    secret_guarded_free(db->conninfo);
     for (size_t i = 0; i < db->nchannels; i++)
         free(db->channels[i]);
     free(db->channels);
@@ -587,6 +640,8 @@ static void db_connect_step(struct db *db, PostgresPollingStatusType st)
 static void db_connect_begin(struct db *db)
 {
     static const char *const keys[] = {"dbname", "fallback_application_name", NULL};
+    /* vals only points at our guarded copy; libpq parses it into its own
+     * (ordinary, unwiped) memory, which we cannot avoid. */
     const char *vals[] = {db->conninfo, "oauth-refreshd", NULL};
     db->conn = PQconnectStartParams(keys, vals, 1);
     db->state = DB_CONNECTING;
@@ -670,7 +725,8 @@ struct db *db_new(struct ev_loop *loop, const struct db_options *opt, const stru
     db->loop = loop;
     if (cb != NULL)
         db->cbs = *cb;
-    db->conninfo = strdup(opt->conninfo != NULL ? opt->conninfo : "");
+    const char *conninfo = opt->conninfo != NULL ? opt->conninfo : "";
+    db->conninfo = secret_guarded_dup(conninfo, strlen(conninfo));
     if (db->conninfo == NULL)
         goto fail;
     if (opt->session_sql != NULL && (db->session_sql = strdup(opt->session_sql)) == NULL)
@@ -766,10 +822,12 @@ void db_set_conninfo(struct db *db, const char *conninfo)
 {
     if (db->state == DB_CLOSED)
         return;
-    char *copy = strdup(conninfo != NULL ? conninfo : "");
+    if (conninfo == NULL)
+        conninfo = "";
+    char *copy = secret_guarded_dup(conninfo, strlen(conninfo));
     if (copy == NULL)
         return; /* keep the old one; the caller's reload still stands otherwise */
-    secure_free_str(db->conninfo);
+    secret_guarded_free(db->conninfo);
     db->conninfo = copy;
     switch (db->state) {
     case DB_IDLE:

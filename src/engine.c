@@ -534,8 +534,9 @@ static void claim_done_cb(void *ud, PGresult *res)
     struct daemon *d = cc->d;
     int rows = 0;
     bool ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
+    char why[ERRBUF_LEN];
     if (res && !ok)
-        log_err("claiming due accounts failed: %s", PQresultErrorMessage(res));
+        log_err("claiming due accounts failed: %s", db_result_reason(why, sizeof why, res));
     if (cc->provider >= 0) {
         struct provider_state *ps = &d->prov[cc->provider];
         ps->claiming = false;
@@ -693,8 +694,10 @@ static void wakeup_done_cb(void *ud, PGresult *res)
     struct daemon *d = ud;
     d->wakeup_query_outstanding = false;
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        char why[ERRBUF_LEN];
         if (res)
-            log_err("asking for the next due time failed: %s", PQresultErrorMessage(res));
+            log_err("asking for the next due time failed: %s",
+                    db_result_reason(why, sizeof why, res));
         return;
     }
     double scan = (double)d->cfg->scan_interval_ms / 1000.0;

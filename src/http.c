@@ -12,7 +12,8 @@
  *
  * Policy on every transfer: only https (http too when allow_insecure_http),
  * TLS peer and host always verified, no redirects followed, HTTP/2 over TLS
- * multiplexed when offered (PIPEWAIT), a connect and a total timeout, the
+ * multiplexed when offered (PIPEWAIT), TLS record buffers wiped after use
+ * (SSL_OP_CLEANSE_PLAINTEXT), a connect and a total timeout, the
  * response body capped (the transfer is aborted and flagged oversized), no
  * signals. ca_file: curl's CAINFO replaces the default bundle, so the system's
  * CA directory is kept as CAPATH where curl knows one (OpenSSL consults both);
@@ -24,6 +25,7 @@
 #include "http.h"
 
 #include <curl/curl.h>
+#include <openssl/ssl.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,6 +105,7 @@ struct http {
     unsigned gen;
 
     unsigned in_flight;
+    unsigned long tls_cleansing_contexts; /* http_ssl_ctx_cb calls */
     struct http_xfer *active; /* in flight, doubly linked */
     struct http_xfer *idle;   /* free list (singly linked through next) */
     unsigned idle_count;
@@ -486,6 +489,25 @@ static void http_drain(struct http *h)
     }
 }
 
+/*
+ * Called by curl with the SSL_CTX of each new TLS connection (curl's OpenSSL
+ * backend; the package depends on it). OpenSSL keeps the plaintext of the
+ * records it reads and writes in its record buffers, reused and freed without
+ * wiping: our request (client secret, refresh token) and the answer (new
+ * tokens) would stay in the heap. SSL_OP_CLEANSE_PLAINTEXT (OpenSSL >= 3.0)
+ * wipes them once consumed. Read back so a library that ignores it is seen.
+ */
+static CURLcode http_ssl_ctx_cb(CURL *easy, void *ssl_ctx, void *ud)
+{
+    (void)easy;
+    struct http *h = ud;
+    SSL_CTX_set_options(ssl_ctx, SSL_OP_CLEANSE_PLAINTEXT);
+    if ((SSL_CTX_get_options(ssl_ctx) & SSL_OP_CLEANSE_PLAINTEXT) == 0)
+        return CURLE_SSL_CONNECT_ERROR;
+    h->tls_cleansing_contexts++;
+    return CURLE_OK;
+}
+
 /* Options that stay the same for every transfer of one options generation. */
 static int xfer_setup_easy(struct http *h, struct http_xfer *x)
 {
@@ -506,6 +528,8 @@ static int xfer_setup_easy(struct http *h, struct http_xfer *x)
     SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
     SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
     SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
+    SETOPT(CURLOPT_SSL_CTX_FUNCTION, http_ssl_ctx_cb);
+    SETOPT(CURLOPT_SSL_CTX_DATA, (void *)h);
     if (h->ca_file) {
         SETOPT(CURLOPT_CAINFO, h->ca_file);
         if (h->capath)
@@ -670,6 +694,11 @@ fail:
 unsigned http_in_flight(const struct http *h)
 {
     return h ? h->in_flight : 0;
+}
+
+unsigned long http_tls_cleansing_contexts(const struct http *h)
+{
+    return h ? h->tls_cleansing_contexts : 0;
 }
 
 void http_abort_all(struct http *h)

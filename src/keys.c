@@ -105,31 +105,65 @@ struct keyring *keyring_from_raw(const uint8_t (*raw)[FERNET_KEY_BYTES], size_t 
     return keyring_seal(kr, err, errlen);
 }
 
+/* "group", "others" or "group and others" for the two bits of one kind. */
+static const char *who_of(unsigned mode, unsigned grp, unsigned oth)
+{
+    if ((mode & grp) && (mode & oth))
+        return "group and others";
+    return (mode & grp) ? "group" : "others";
+}
+
 /*
- * Reads the whole file into guarded memory (secret_file_read; wiped by
- * sodium_free) and warns when others can read it. Returns the buffer
- * (NUL-terminated, *len bytes) or NULL with err set.
+ * One warning per load, naming every way the file is looser than it should
+ * be: readable by group/others (they can read the keys), writable by
+ * group/others or owned by a user that is neither this process's nor root
+ * (they can replace the keys, and with them what every new token is
+ * encrypted to). Never the content.
+ */
+static void warn_key_file(const char *path, unsigned mode, uid_t owner, keyring_warn_fn warn,
+                          void *warn_ud)
+{
+    char msg[ERRBUF_LEN] = "";
+    size_t o = 0;
+    uid_t me = geteuid();
+    if ((mode & (S_IRGRP | S_IROTH)) != 0)
+        o += (size_t)snprintf(msg + o, sizeof msg - o, "; readable by %s (mode %04o)",
+                              who_of(mode, S_IRGRP, S_IROTH), mode);
+    if (o < sizeof msg && (mode & (S_IWGRP | S_IWOTH)) != 0)
+        o += (size_t)snprintf(msg + o, sizeof msg - o, "; writable by %s (mode %04o)",
+                              who_of(mode, S_IWGRP, S_IWOTH), mode);
+    if (o < sizeof msg && owner != me && owner != 0)
+        o += (size_t)snprintf(msg + o, sizeof msg - o,
+                              "; owned by uid %u, neither this process's user (uid %u) nor root",
+                              (unsigned)owner, (unsigned)me);
+    if (o == 0 || warn == NULL)
+        return;
+    char full[ERRBUF_LEN + 256];
+    snprintf(full, sizeof full,
+             "key file %s is %s; it should be mode 0600 or 0400 and owned by the daemon's user "
+             "or root",
+             path, msg + 2);
+    warn(warn_ud, full);
+}
+
+/*
+ * Reads the whole file into guarded memory (secret_file_read_owned; wiped by
+ * sodium_free) and warns, once, when it is looser than it should be.
+ * Returns the buffer (NUL-terminated, *len bytes) or NULL with err set.
  */
 static char *read_key_file(const char *path, keyring_warn_fn warn, void *warn_ud, size_t *len,
                            char *err, size_t errlen)
 {
     char why[ERRBUF_LEN];
     unsigned mode = 0;
-    char *buf = secret_file_read(path, KEYFILE_MAX_BYTES, len, &mode, why, sizeof why);
+    uid_t owner = 0;
+    char *buf =
+        secret_file_read_owned(path, KEYFILE_MAX_BYTES, len, &mode, &owner, why, sizeof why);
     if (buf == NULL) {
-        set_err(err, errlen, "%s%s", why,
-                strncmp(why, "larger", 6) == 0 ? "; not a key file" : "");
+        set_err(err, errlen, "%s%s", why, strncmp(why, "larger", 6) == 0 ? "; not a key file" : "");
         return NULL;
     }
-    if ((mode & (S_IRGRP | S_IROTH)) != 0 && warn != NULL) {
-        char msg[ERRBUF_LEN];
-        snprintf(msg, sizeof(msg),
-                 "key file %s is readable by %s (mode %04o); it should be mode 0600 or 0400",
-                 path,
-                 (mode & S_IROTH) ? ((mode & S_IRGRP) ? "group and others" : "others") : "group",
-                 mode);
-        warn(warn_ud, msg);
-    }
+    warn_key_file(path, mode, owner, warn, warn_ud);
     return buf;
 }
 
@@ -181,8 +215,8 @@ static long parse_keys(const char *buf, size_t len, struct fernet_key *keys, cha
     return count;
 }
 
-struct keyring *keyring_load_file(const char *path, keyring_warn_fn warn, void *warn_ud,
-                                  char *err, size_t errlen)
+struct keyring *keyring_load_file(const char *path, keyring_warn_fn warn, void *warn_ud, char *err,
+                                  size_t errlen)
 {
     if (sodium_init() < 0) {
         set_err(err, errlen, "libsodium failed to initialise");
@@ -242,8 +276,8 @@ int keyring_encrypt(const struct keyring *kr, const uint8_t *plain, size_t len, 
     if (kr == NULL || kr->n == 0)
         return -1;
     time_t now = time(NULL);
-    return fernet_encrypt_with(kr->engine, &kr->keys[0], plain, len,
-                               (uint64_t)(now > 0 ? now : 0), NULL, token_out);
+    return fernet_encrypt_with(kr->engine, &kr->keys[0], plain, len, (uint64_t)(now > 0 ? now : 0),
+                               NULL, token_out);
 }
 
 int keyring_decrypt(const struct keyring *kr, const char *token, size_t token_len,
@@ -260,8 +294,8 @@ int keyring_decrypt(const struct keyring *kr, const char *token, size_t token_le
 
 /* The tag key is the whole 32-byte Fernet key; the personalisation keeps its
  * outputs apart from every other use of that key. */
-static void tag_with(const struct fernet_key *k, const char *personal, const void *msg,
-                     size_t len, uint8_t tag[KEYRING_TAG_BYTES])
+static void tag_with(const struct fernet_key *k, const char *personal, const void *msg, size_t len,
+                     uint8_t tag[KEYRING_TAG_BYTES])
 {
     uint8_t key[sizeof k->signing + sizeof k->encryption];
     memcpy(key, k->signing, sizeof k->signing);
@@ -280,9 +314,9 @@ int keyring_tag(const struct keyring *kr, const char personal[KEYRING_TAG_PERSON
     return 0;
 }
 
-bool keyring_tag_verify(const struct keyring *kr,
-                        const char personal[KEYRING_TAG_PERSONAL_BYTES], const void *msg,
-                        size_t len, const uint8_t tag[KEYRING_TAG_BYTES], size_t *key_index)
+bool keyring_tag_verify(const struct keyring *kr, const char personal[KEYRING_TAG_PERSONAL_BYTES],
+                        const void *msg, size_t len, const uint8_t tag[KEYRING_TAG_BYTES],
+                        size_t *key_index)
 {
     if (kr == NULL)
         return false;

@@ -162,7 +162,9 @@ static void counts_done_cb(void *ud, PGresult *res)
     if (res == NULL)
         return;
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        log_debug("metrics: reading the account counts failed: %s", PQresultErrorMessage(res));
+        char why[ERRBUF_LEN];
+        log_debug("metrics: reading the account counts failed: %s",
+                  db_result_reason(why, sizeof why, res));
         return;
     }
     metrics_set_counts(s->m, strtoll(PQgetvalue(res, 0, 0), NULL, 10),

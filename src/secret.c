@@ -3,8 +3,9 @@
  * only the wipe-then-free discipline: every byte handed to it is zeroed with
  * sodium_memzero before the memory goes back to the allocator. It must never
  * hold key material (keys.c keeps keys in guarded memory) and never print what
- * it holds. It also reads secret files into guarded memory, for keys.c and
- * config.c alike.
+ * it holds. It also owns guarded copies of long-lived secret strings (client
+ * secrets, the conninfo: sodium_malloc, read-only) and reads secret files
+ * into guarded memory, for keys.c, config.c and db.c alike.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -66,8 +67,40 @@ void secure_free(void *p, size_t len)
     free(p);
 }
 
-char *secret_file_read(const char *path, size_t max_bytes, size_t *len, unsigned *mode,
-                       char *err, size_t errlen)
+char *secret_guarded_dup(const char *s, size_t len)
+{
+    if (sodium_init() < 0)
+        return NULL;
+    char *copy = sodium_malloc(len + 1);
+    if (copy == NULL)
+        return NULL;
+    if (len > 0)
+        memcpy(copy, s, len);
+    copy[len] = '\0';
+    /* Read-only: a stray write faults instead of corrupting the secret, and
+     * nothing may wipe it but secret_guarded_free. */
+    if (sodium_mprotect_readonly(copy) != 0) {
+        sodium_free(copy);
+        return NULL;
+    }
+    return copy;
+}
+
+void secret_guarded_free(char *s)
+{
+    if (s != NULL)
+        sodium_free(s); /* makes it writable, wipes, unmaps */
+}
+
+char *secret_file_read(const char *path, size_t max_bytes, size_t *len, unsigned *mode, char *err,
+                       size_t errlen)
+{
+    uid_t owner;
+    return secret_file_read_owned(path, max_bytes, len, mode, &owner, err, errlen);
+}
+
+char *secret_file_read_owned(const char *path, size_t max_bytes, size_t *len, unsigned *mode,
+                             uid_t *owner, char *err, size_t errlen)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
@@ -122,5 +155,6 @@ char *secret_file_read(const char *path, size_t max_bytes, size_t *len, unsigned
     buf[got] = '\0';
     *len = got;
     *mode = (unsigned)(st.st_mode & 07777);
+    *owner = st.st_uid;
     return buf;
 }

@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -514,6 +515,78 @@ static bool is_segment_name(const char *name, int64_t *id)
     return true;
 }
 
+/*
+ * The longest line replay reads: far beyond any valid line (four token
+ * ciphertexts, scope and token type, all from a provider answer of at most
+ * PROVIDER_MAX_RESPONSE_BYTES = 64 KiB, in base64 twice over for a line of the
+ * first format: under 400 KiB). A longer line is damage: skipped to its end,
+ * never held whole, and the segment set aside like any damaged one.
+ */
+#define SPOOL_LINE_MAX (1024 * 1024)
+
+/*
+ * getline() with that bound. Returns the bytes read (newline included) and
+ * sets *too_long for a line longer than SPOOL_LINE_MAX, whose content is then
+ * not kept; 0 at the end of the file, -1 when out of memory. *buf (NUL
+ * terminated) grows to at most SPOOL_LINE_MAX + 2 bytes.
+ */
+static ssize_t getline_bounded(char **buf, size_t *cap, FILE *f, bool *too_long)
+{
+    size_t len = 0;
+    int c;
+    *too_long = false;
+    while ((c = getc_unlocked(f)) != EOF) {
+        if (len < SPOOL_LINE_MAX) {
+            if (len + 2 > *cap) {
+                size_t want = *cap < 4096 ? 4096 : *cap * 2;
+                if (want > SPOOL_LINE_MAX + 2)
+                    want = SPOOL_LINE_MAX + 2;
+                char *p = realloc(*buf, want);
+                if (p == NULL)
+                    return -1;
+                *buf = p;
+                *cap = want;
+            }
+            (*buf)[len] = (char)c;
+        } else {
+            *too_long = true;
+        }
+        len++;
+        if (c == '\n')
+            break;
+    }
+    if (*buf != NULL)
+        (*buf)[len < SPOOL_LINE_MAX ? len : SPOOL_LINE_MAX] = '\0';
+    return len > SSIZE_MAX ? SSIZE_MAX : (ssize_t)len;
+}
+
+/*
+ * A segment is opened as what it must be: a regular file of the spool
+ * directory itself, not a symlink (O_NOFOLLOW: a planted link cannot make the
+ * daemon read, and set aside, a file elsewhere) nor a FIFO or device
+ * (O_NONBLOCK, then fstat: nothing stalls the replay). NULL with errno set.
+ */
+static FILE *open_segment(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0)
+        return NULL;
+    struct stat st;
+    int e = fstat(fd, &st) != 0 ? errno : !S_ISREG(st.st_mode) ? EINVAL : 0;
+    if (e != 0) {
+        close(fd);
+        errno = e;
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "r");
+    if (f == NULL) {
+        e = errno;
+        close(fd);
+        errno = e;
+    }
+    return f;
+}
+
 /* Replays one segment; returns the number of items handed over. */
 static size_t replay_segment(struct spool *sp, const struct keyring *kr, int64_t id,
                              void (*add)(void *, struct store_item *),
@@ -522,7 +595,7 @@ static size_t replay_segment(struct spool *sp, const struct keyring *kr, int64_t
 {
     char path[4096], msg[8192];
     segment_path(sp, id, path, sizeof path);
-    FILE *f = fopen(path, "re");
+    FILE *f = open_segment(path);
     if (!f) {
         snprintf(msg, sizeof msg, "spool: cannot read %.1024s: %s", path, strerror(errno));
         warn(ud, msg);
@@ -534,8 +607,17 @@ static size_t replay_segment(struct spool *sp, const struct keyring *kr, int64_t
     char *line = NULL;
     size_t linecap = 0;
     ssize_t got;
-    while ((got = getline(&line, &linecap, f)) > 0) {
+    bool too_long;
+    while ((got = getline_bounded(&line, &linecap, f, &too_long)) > 0) {
         lineno++;
+        if (too_long) {
+            snprintf(msg, sizeof msg,
+                     "spool: %.1024s line %zu is longer than any valid line (damaged); not read",
+                     path, lineno);
+            warn(ud, msg);
+            bad++;
+            continue;
+        }
         size_t len = (size_t)got;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             len--;

@@ -443,8 +443,9 @@ static void batch_done_cb(void *ud, PGresult *res)
         return;
     }
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        char why[ERRBUF_LEN];
         log_event(LOG_ERR, NULL, NULL, "store: writing %zu results failed, retrying: %s",
-                  b->items.n, PQresultErrorMessage(res));
+                  b->items.n, db_result_reason(why, sizeof why, res));
         batch_hold(st, b, STORE_RETRY_DELAY_S);
         return;
     }

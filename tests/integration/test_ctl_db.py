@@ -386,6 +386,36 @@ def test_unreachable_database_exits_69_without_the_password(cmd):
         assert PASSWORD not in p.stderr + out(p), f"password leaked: {p.stderr}"
 
 
+# ---- a password on the command line ---------------------------------------------------------------
+
+
+PS_WARNING = "visible to every user of this machine in the process list"
+
+
+@pytest.mark.parametrize("cmd", [["migrate"], ["status"], ["refresh", "1"], ["rotate-keys"]])
+def test_a_password_in_conninfo_on_the_command_line_is_warned_about(cmd, fernet_keys):
+    """--conninfo sits in argv, which ps shows to everyone: a password in it (key=value,
+    URI userinfo or URI query) gets a warning on stderr that names the ways to avoid it
+    and never the password itself; a conninfo without one gets no warning."""
+    if cmd[0] == "rotate-keys":
+        cmd = [*cmd, "--keys-file", fernet_keys.path]
+    port = free_port()
+    with_password = (f"postgresql://app:{PASSWORD}@127.0.0.1:{port}/app?connect_timeout=5",
+                     f"host=127.0.0.1 port={port} user=app password={PASSWORD} dbname=app",
+                     f"postgresql://app@127.0.0.1:{port}/app?password={PASSWORD}")
+    for conninfo in with_password:
+        p = run_ctl(cmd[0], "--conninfo", conninfo, *cmd[1:])
+        assert p.returncode == 69, f"{cmd}: expected 69, saw {p.returncode}: {p.stderr}"
+        assert PS_WARNING in p.stderr, f"{cmd} {conninfo!r}: no warning:\n{p.stderr}"
+        assert "PGPASSFILE" in p.stderr and "conninfo_file" in p.stderr, p.stderr
+        assert PASSWORD not in p.stderr + out(p), f"password leaked: {p.stderr}"
+    for conninfo in (f"postgresql://app@127.0.0.1:{port}/app?connect_timeout=5",
+                     f"host=127.0.0.1 port={port} user=app dbname=app passfile=/nonexistent"):
+        p = run_ctl(cmd[0], "--conninfo", conninfo, *cmd[1:])
+        assert p.returncode == 69, f"{cmd}: expected 69, saw {p.returncode}: {p.stderr}"
+        assert PS_WARNING not in p.stderr, p.stderr
+
+
 # ---- the claim query's plan ------------------------------------------------------------------------
 
 

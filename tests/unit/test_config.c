@@ -1218,12 +1218,83 @@ static void provider_names_round_trip(void **state)
     assert_string_equal(provider_id_name(PROVIDER_COUNT), "unknown");
 }
 
+/*
+ * True when p lies in a read-only mapping that is kept out of core dumps
+ * (VmFlags "dd"): what sodium_malloc + sodium_mprotect_readonly give, and what
+ * malloc never does.
+ */
+static bool in_guarded_memory(const void *p)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    assert_non_null(f);
+    char line[512];
+    bool inside = false, found = false, readonly = false, dontdump = false;
+    uintptr_t a = (uintptr_t)p;
+    while (fgets(line, sizeof line, f) != NULL) {
+        unsigned long lo, hi;
+        char perms[8];
+        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3) {
+            if (found)
+                break;
+            inside = a >= lo && a < hi;
+            if (inside) {
+                found = true;
+                readonly = perms[0] == 'r' && perms[1] == '-';
+            }
+        } else if (inside && strncmp(line, "VmFlags:", 8) == 0) {
+            dontdump = strstr(line, " dd") != NULL;
+        }
+    }
+    fclose(f);
+    return found && readonly && dontdump;
+}
+
+static void client_secrets_and_conninfo_live_in_guarded_memory(void **state)
+{
+    (void)state;
+    /* The check itself: malloc'ed memory is not guarded, a guarded copy is. */
+    char *plain = strdup("x");
+    assert_false(in_guarded_memory(plain));
+    free(plain);
+    char *g = secret_guarded_dup("abc", 3);
+    assert_non_null(g);
+    assert_string_equal(g, "abc");
+    assert_true(in_guarded_memory(g));
+    secret_guarded_free(g);
+    secret_guarded_free(NULL);
+
+    write_file("g.secret", "gsecret\n", 0600);
+    write_file("db.conninfo", "host=db dbname=app password=hunter2\n", 0600);
+    struct config *cfg = expect_ok(CRYPTO_OK "[database]\nconninfo_file = db.conninfo\n"
+                                             "[provider.google]\nclient_id = gid\n"
+                                             "client_secret_file = g.secret\n"
+                                             "[provider.github]\nclient_id = ghid\n"
+                                             "client_secret = inline-secret\n");
+    assert_string_equal(cfg->conninfo, "host=db dbname=app password=hunter2");
+    assert_true(in_guarded_memory(cfg->conninfo));
+    assert_string_equal(cfg->providers[PROVIDER_GOOGLE]->client_secret, "gsecret");
+    assert_true(in_guarded_memory(cfg->providers[PROVIDER_GOOGLE]->client_secret));
+    assert_string_equal(cfg->providers[PROVIDER_GITHUB]->client_secret, "inline-secret");
+    assert_true(in_guarded_memory(cfg->providers[PROVIDER_GITHUB]->client_secret));
+    config_unref(cfg);
+
+    cfg = expect_ok(CRYPTO_OK "[database]\nconninfo = host=db password=hunter2\n");
+    assert_string_equal(cfg->conninfo, "host=db password=hunter2");
+    assert_true(in_guarded_memory(cfg->conninfo));
+    config_unref(cfg);
+    cfg = expect_ok(CRYPTO_OK);
+    assert_string_equal(cfg->conninfo, "");
+    assert_true(in_guarded_memory(cfg->conninfo));
+    config_unref(cfg);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(minimal_config_gets_every_default),
+        T(client_secrets_and_conninfo_live_in_guarded_memory),
         T(empty_values_mean_default),
         T(every_key_is_read),
         T(provider_defaults_fill_token_urls),

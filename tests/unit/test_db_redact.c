@@ -50,6 +50,38 @@ static void test_plain_libpq_messages_pass_unchanged(void **state)
     expect_redacted(NULL, "");
 }
 
+static void test_long_token_like_runs_are_masked_identifiers_kept(void **state)
+{
+    /* A Fernet ciphertext inside a DETAIL-like text. */
+    expect_redacted("Failing row contains (1, gAAAAABrEyM4Zp93gWt3QNHrB6ZyyvLnei90UC3SED2LEh2Nn0u50Mm"
+                    "y6v2TdD8kAAAAAAAAAAAAAAAAAAAAAAAAAAA, bearer)",
+                    "Failing row contains (1, [redacted], bearer)");
+    /* 63 characters (the longest SQL identifier) stay; 64 do not. */
+    char ident[64], run[65], in[256], want[256];
+    memset(ident, 'a', 63);
+    ident[63] = '\0';
+    memset(run, 'b', 64);
+    run[64] = '\0';
+    snprintf(in, sizeof in, "constraint \"%s\"", ident);
+    expect_redacted(in, in);
+    snprintf(in, sizeof in, "x %s\n%s y", run, ident);
+    snprintf(want, sizeof want, "x [redacted] %s y", ident);
+    expect_redacted(in, want);
+    snprintf(in, sizeof in, "%s", run);
+    expect_redacted(in, "[redacted]");
+}
+
+static void test_a_result_reason_without_a_server_message_names_the_status(void **state)
+{
+    char out[64];
+    PGresult *r = PQmakeEmptyPGresult(NULL, PGRES_FATAL_ERROR);
+    assert_non_null(r);
+    assert_string_equal(db_result_reason(out, sizeof out, r), "PGRES_FATAL_ERROR");
+    PQclear(r);
+    assert_string_equal(db_result_reason(out, sizeof out, NULL), "no result");
+    assert_string_equal(db_result_reason(out, 1, NULL), "");
+}
+
 static void test_uri_userinfo_secret_is_masked(void **state)
 {
     expect_redacted("bad uri postgresql://app:hunter2@db.example:5432/app?sslmode=require",
@@ -181,6 +213,8 @@ int main(void)
         cmocka_unit_test(test_password_keyword_and_everything_after_it_is_dropped),
         cmocka_unit_test(test_plain_libpq_messages_pass_unchanged),
         cmocka_unit_test(test_uri_userinfo_secret_is_masked),
+        cmocka_unit_test(test_long_token_like_runs_are_masked_identifiers_kept),
+        cmocka_unit_test(test_a_result_reason_without_a_server_message_names_the_status),
         cmocka_unit_test(test_control_characters_become_single_spaces),
         cmocka_unit_test(test_secret_never_survives_any_framing_or_buffer_size),
         cmocka_unit_test(test_schema_check_verdicts),

@@ -2,7 +2,8 @@
  * test_keys.c — the key file loader: one key per line, '#' comments, blank
  * lines, surrounding whitespace and CRLF accepted; bad keys named by line
  * without quoting them; empty lists, unreadable paths and non-files rejected;
- * a group/world-readable file warned about. Loaded keyrings encrypt with the
+ * a group/world-readable or -writable file, or one owned by another user,
+ * warned about (once per load). Loaded keyrings encrypt with the
  * first key and decrypt with any, in file order. Keyed tags (the spool's
  * integrity) match Python's BLAKE2b and verify under any loaded key.
  */
@@ -160,8 +161,9 @@ static void test_spec_vector_decrypts_with_loaded_key(void **state)
     struct fixture *f = *state;
     write_text(f, K2 "\n" K1); /* spec key second, no final newline */
     struct keyring *kr = load_ok(f, NULL);
-    const char *tok = "gAAAAAAdwJ6wAAECAwQFBgcICQoLDA0ODy021cpGVWKZ_eEwCGM4BLLF_5CV9dOPmrhuVUPgJobwOz7"
-                      "JcbmrR64jVmpU4IwqDA==";
+    const char *tok =
+        "gAAAAAAdwJ6wAAECAwQFBgcICQoLDA0ODy021cpGVWKZ_eEwCGM4BLLF_5CV9dOPmrhuVUPgJobwOz7"
+        "JcbmrR64jVmpU4IwqDA==";
     struct secret p = {0};
     size_t idx = 9;
     char err[ERRBUF_LEN];
@@ -183,7 +185,7 @@ static void test_comments_blank_lines_whitespace_and_crlf_are_accepted(void **st
                   "\t" K2 "\t\n"
                   "   \n"
                   "#" K3 "\n" /* commented out: not loaded */
-                  K3 "\r\n"
+               K3 "\r\n"
                   "# trailing comment");
     struct keyring *kr = load_ok(f, NULL);
     assert_int_equal(keyring_count(kr), 3);
@@ -200,7 +202,8 @@ static void test_bad_key_is_reported_by_line_without_its_text(void **state)
     load_fails(f, "line 4: not a valid Fernet key (expected 44 characters of urlsafe base64");
 
     /* One char short, one long, standard alphabet, unpadded, inline junk. */
-    write_text(f, K1 "\n" "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4\n");
+    write_text(f, K1 "\n"
+                     "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4\n");
     load_fails(f, "line 2: not a valid Fernet key");
     write_text(f, K1 "=\n");
     load_fails(f, "line 1: not a valid Fernet key");
@@ -260,10 +263,18 @@ static void test_loose_mode_warns_and_strict_mode_does_not(void **state)
     static const struct {
         mode_t mode;
         int warns;
-        const char *who;
+        const char *want; /* in the one warning */
+        const char *also; /* a second part of the same warning, or NULL */
     } cases[] = {
-        {0600, 0, NULL},    {0400, 0, NULL},           {0640, 1, "group"},
-        {0604, 1, "others"}, {0644, 1, "group and others"}, {0620, 0, NULL},
+        {0600, 0, NULL, NULL},
+        {0400, 0, NULL, NULL},
+        {0640, 1, "readable by group (mode 0640)", NULL},
+        {0604, 1, "readable by others (mode 0604)", NULL},
+        {0644, 1, "readable by group and others (mode 0644)", NULL},
+        {0620, 1, "writable by group (mode 0620)", NULL},
+        {0602, 1, "writable by others (mode 0602)", NULL},
+        {0666, 1, "readable by group and others (mode 0666)",
+         "writable by group and others (mode 0666)"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         write_file(f, K1 "\n", 45, cases[i].mode);
@@ -273,12 +284,10 @@ static void test_loose_mode_warns_and_strict_mode_does_not(void **state)
             fail_msg("mode %04o: expected %d warning(s), saw %d (\"%s\")", cases[i].mode,
                      cases[i].warns, w.count, w.last);
         if (cases[i].warns) {
-            char want[64];
-            snprintf(want, sizeof(want), "readable by %s (mode %04o)", cases[i].who,
-                     cases[i].mode);
-            if (strstr(w.last, want) == NULL || strstr(w.last, f->path) == NULL)
+            if (strstr(w.last, cases[i].want) == NULL || strstr(w.last, f->path) == NULL ||
+                (cases[i].also != NULL && strstr(w.last, cases[i].also) == NULL))
                 fail_msg("mode %04o: expected warning naming the path and \"%s\", saw \"%s\"",
-                         cases[i].mode, want, w.last);
+                         cases[i].mode, cases[i].want, w.last);
             assert_null(strstr(w.last, K1));
         }
         keyring_unref(kr);
@@ -288,6 +297,36 @@ static void test_loose_mode_warns_and_strict_mode_does_not(void **state)
     char err[ERRBUF_LEN];
     struct keyring *kr = keyring_load_file(f->path, NULL, NULL, err, sizeof(err));
     assert_non_null(kr);
+    keyring_unref(kr);
+}
+
+static void test_a_key_file_owned_by_another_user_warns_once(void **state)
+{
+    struct fixture *f = *state;
+    if (geteuid() != 0)
+        skip(); /* only root can give a file away */
+    write_file(f, K1 "\n", 45, 0600);
+    assert_int_equal(chown(f->path, 12345, 12345), 0);
+    struct warnings w = {0};
+    struct keyring *kr = load_ok(f, &w);
+    assert_int_equal(w.count, 1);
+    if (strstr(w.last, "owned by uid 12345, neither this process's user (uid 0) nor root") == NULL)
+        fail_msg("expected the owner warning, saw \"%s\"", w.last);
+    keyring_unref(kr);
+    /* Several problems still make one warning. */
+    assert_int_equal(chmod(f->path, 0666), 0);
+    w = (struct warnings){0};
+    kr = load_ok(f, &w);
+    assert_int_equal(w.count, 1);
+    assert_non_null(strstr(w.last, "writable by group and others"));
+    assert_non_null(strstr(w.last, "owned by uid 12345"));
+    keyring_unref(kr);
+    /* Owned by root (we are root): no warning. */
+    assert_int_equal(chown(f->path, 0, 0), 0);
+    assert_int_equal(chmod(f->path, 0400), 0);
+    w = (struct warnings){0};
+    kr = load_ok(f, &w);
+    assert_int_equal(w.count, 0);
     keyring_unref(kr);
 }
 
@@ -341,8 +380,8 @@ static struct keyring *raw_ring(const uint8_t first_byte[], size_t n)
         for (size_t j = 0; j < FERNET_KEY_BYTES; j++)
             raw[i][j] = (uint8_t)(first_byte[i] + j);
     char err[ERRBUF_LEN];
-    struct keyring *kr = keyring_from_raw((const uint8_t(*)[FERNET_KEY_BYTES])raw, n, err,
-                                          sizeof err);
+    struct keyring *kr =
+        keyring_from_raw((const uint8_t(*)[FERNET_KEY_BYTES])raw, n, err, sizeof err);
     assert_non_null(kr);
     return kr;
 }
@@ -421,6 +460,7 @@ int main(void)
         T(test_missing_file_and_directory_are_errors),
         T(test_unreadable_file_is_an_error),
         T(test_loose_mode_warns_and_strict_mode_does_not),
+        T(test_a_key_file_owned_by_another_user_warns_once),
         T(test_many_keys_load_in_order),
         T(test_references_keep_keys_alive_after_the_loader_lets_go),
         T(test_tags_match_python_blake2b_keyed_and_personalised),

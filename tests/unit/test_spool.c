@@ -10,9 +10,11 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -328,6 +330,68 @@ static void test_garbage_line_is_reported(void **state)
     replay_damaged(*state, append_garbage, 3, 1);
 }
 
+/*
+ * Line 1 stays, then a 256 MiB line of NUL bytes (a hole: no disk used) ends
+ * with a newline before lines 2 and 3. Longer than any valid line: damage.
+ */
+#define HUGE_LINE (256L * 1024 * 1024)
+static void insert_a_huge_line_after_line_one(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    static char text[64 * 1024];
+    size_t len = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[len] = '\0';
+    char *nl = strchr(text, '\n');
+    assert_non_null(nl);
+    size_t first = (size_t)(nl - text) + 1;
+    int fd = open(path, O_WRONLY | O_TRUNC);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, text, first, 0), (ssize_t)first);
+    off_t at = (off_t)first + HUGE_LINE;
+    assert_int_equal(pwrite(fd, "\n", 1, at), 1);
+    assert_int_equal(pwrite(fd, text + first, len - first, at + 1), (ssize_t)(len - first));
+    close(fd);
+}
+
+static long max_rss_kib(void)
+{
+    struct rusage ru;
+    assert_int_equal(getrusage(RUSAGE_SELF, &ru), 0);
+    return ru.ru_maxrss;
+}
+
+static void test_an_overlong_line_is_set_aside_without_being_held(void **state)
+{
+    long before = max_rss_kib();
+    replay_damaged(*state, insert_a_huge_line_after_line_one, 3, 1);
+    long grown = max_rss_kib() - before;
+    if (grown > 64 * 1024)
+        fail_msg("replaying a %ld MiB line raised the peak RSS by %ld MiB: it was read whole",
+                 HUGE_LINE >> 20, grown >> 10);
+}
+
+static void test_a_segment_that_is_a_symlink_is_not_followed(void **state)
+{
+    struct fixture *fx = *state;
+    write_three_and_crash(fx);
+    char *path = only_segment_path(fx->dir);
+    /* The real file moves elsewhere; the segment's name becomes a link to it. */
+    char elsewhere[128];
+    snprintf(elsewhere, sizeof elsewhere, "%s/elsewhere", fx->dir);
+    assert_int_equal(rename(path, elsewhere), 0);
+    assert_int_equal(symlink(elsewhere, path), 0);
+
+    struct spool_replay_stats st;
+    struct spool *sp = restart_and_replay(fx, fx->kr, &st);
+    assert_int_equal(st.items, 0);
+    assert_int_equal(st.bad_segments, 1);
+    assert_true(fx->warnings >= 1);
+    spool_close(sp);
+    free(path);
+}
+
 static void test_segment_under_unknown_key_is_kept_aside(void **state)
 {
     struct fixture *fx = *state;
@@ -561,6 +625,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tampered_entry_is_detected_and_skipped, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_garbage_line_is_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_an_overlong_line_is_set_aside_without_being_held,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_segment_that_is_a_symlink_is_not_followed, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_segment_under_unknown_key_is_kept_aside, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_a_line_moved_to_another_account_does_not_verify,
