@@ -33,7 +33,8 @@ struct provider_state {
                                claimed again before this unless woken (engine.c) */
     double paused_until;    /* ev_now() time; 0 = not paused */
     bool probing;           /* paused provider: one probe allowed */
-    bool config_error;      /* invalid_client & co: paused until reload */
+    bool config_error;      /* invalid_client & co: paused until a probe succeeds or a reload */
+    double config_probe_at; /* ev_now() time: config_error's next probe may go */
     unsigned consecutive_failures;
     unsigned pauses;        /* consecutive pauses, for the pause length */
     bool unconfigured_reported;
