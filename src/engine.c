@@ -110,6 +110,25 @@ static void provider_pause(struct daemon *d, enum provider_id p, double seconds,
               "provider %s paused for %.0fs after %s", provider_id_name(p), seconds, why);
 }
 
+/*
+ * Before a provider paused for a configuration error is probed, the
+ * configuration and its secret files are read again (once per probe), so a
+ * secret fixed on disk is used without a SIGHUP; a fix made only at the
+ * provider is seen by the probe itself.
+ */
+static void provider_config_reread(struct daemon *d)
+{
+    for (int p = 0; p < PROVIDER_COUNT; p++) {
+        struct provider_state *ps = &d->prov[p];
+        if (ps->config_error && !ps->probing && !ps->config_reread &&
+            ev_now(d->loop) >= ps->config_probe_at) {
+            ps->config_reread = true;
+            daemon_reread_config(d);
+            return; /* one re-read serves every provider */
+        }
+    }
+}
+
 /* A paused provider's next request is its probe. */
 static bool provider_probe_due(struct daemon *d, const struct provider_state *ps)
 {
@@ -128,12 +147,15 @@ static void provider_config_pause(struct daemon *d, enum provider_id p, bool pro
 {
     struct provider_state *ps = &d->prov[p];
     double every = (double)d->cfg->config_error_probe_ms / 1000.0;
-    if (ps->config_error && !probe)
+    bool was = ps->config_error;
+    if (was && !probe)
         return; /* sent before the pause: nothing new */
     ps->config_error = true;
     ps->config_probe_at = ev_now(d->loop) + every;
-    if (probe) {
+    ps->config_reread = false;
+    if (probe)
         ps->probing = false;
+    if (probe && was) {
         struct log_ctx ctx = {.provider = provider_id_name(p), .error = ps->last_error};
         log_event(LOG_INFO, NULL, &ctx,
                   "provider %s still refuses our client registration (%s); next probe in %.0fs",
@@ -177,6 +199,7 @@ static void provider_resume(struct daemon *d, enum provider_id p)
                   provider_id_name(p));
         ps->config_error = false;
         ps->config_probe_at = 0;
+        ps->config_reread = false;
     } else if (ps->paused_until != 0) {
         struct log_ctx ctx = {.provider = provider_id_name(p)};
         log_event(LOG_NOTICE, MSGID_PROVIDER_RESUMED, &ctx, "provider %s resumed",
@@ -356,6 +379,7 @@ static void update_breaker(struct daemon *d, enum provider_id p, const struct to
     /* A configuration probe that got no verdict: the next one after the interval. */
     if (probe && ps->config_error && res->outcome != OUTCOME_CONFIG) {
         ps->probing = false;
+        ps->config_reread = false;
         ps->config_probe_at = ev_now(d->loop) + (double)d->cfg->config_error_probe_ms / 1000.0;
     }
 }
@@ -721,6 +745,7 @@ static void claim_more(struct daemon *d)
     }
     if (d->nrequested && !d->claiming_ids && !d->opt.once)
         claim_requested(d);
+    provider_config_reread(d);
     /* Share the global in-flight budget between the providers that may claim,
      * so one provider's backlog cannot starve the others. */
     unsigned global_free = global_free_slots(d);
@@ -1004,9 +1029,12 @@ void engine_on_config(struct daemon *d)
         struct provider_state *ps = &d->prov[p];
         token_bucket_init(&ps->bucket, pc ? pc->max_rate : 0, now);
         ps->dry_until = 0; /* a reload may have changed what is claimable */
-        /* A reload is the operator's answer to a credentials error. */
-        ps->config_error = false;
-        ps->config_probe_at = 0;
+        /* A reload is the operator's answer to a credentials error; the
+         * engine's own re-read before a probe is not: the probe decides. */
+        if (!d->rereading) {
+            ps->config_error = false;
+            ps->config_probe_at = 0;
+        }
     }
     double scan = (double)d->cfg->scan_interval_ms / 1000.0;
     if (ev_is_active(&d->scan_timer)) {
