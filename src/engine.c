@@ -116,7 +116,7 @@ static void provider_pause(struct daemon *d, enum provider_id p, double seconds,
  * secret fixed on disk is used without a SIGHUP; a fix made only at the
  * provider is seen by the probe itself.
  */
-static void provider_config_reread(struct daemon *d)
+static bool provider_config_reread(struct daemon *d)
 {
     for (int p = 0; p < PROVIDER_COUNT; p++) {
         struct provider_state *ps = &d->prov[p];
@@ -124,9 +124,10 @@ static void provider_config_reread(struct daemon *d)
             ev_now(d->loop) >= ps->config_probe_at) {
             ps->config_reread = true;
             daemon_reread_config(d);
-            return; /* one re-read serves every provider */
+            return true; /* one re-read serves every provider */
         }
     }
+    return false;
 }
 
 /* A paused provider's next request is its probe. */
@@ -745,7 +746,10 @@ static void claim_more(struct daemon *d)
     }
     if (d->nrequested && !d->claiming_ids && !d->opt.once)
         claim_requested(d);
-    provider_config_reread(d);
+    if (provider_config_reread(d)) {
+        engine_kick(d); /* claim under the configuration now in force */
+        return;
+    }
     /* Share the global in-flight budget between the providers that may claim,
      * so one provider's backlog cannot starve the others. */
     unsigned global_free = global_free_slots(d);
