@@ -314,7 +314,8 @@ static void log_outcome(struct daemon *d, const struct job *job, const struct to
         break;
     case OUTCOME_REVOKED:
         log_event(LOG_NOTICE, MSGID_REVOKED, &ctx,
-                  "account %" PRId64 " (%s): refresh token refused (%s): %s",
+                  "account %" PRId64 " (%s): refresh token refused (%s), the user must "
+                  "reconnect: %s",
                   job->ra.acct.account_id, pname, res->error, res->detail);
         break;
     case OUTCOME_CONFIG:

@@ -66,7 +66,8 @@ def test_microsoft_unauthorized_client_in_one_tenant_marks_only_that_account(
     assert st["revoked"] is True and st["last_error"] == "unauthorized_client", st
     assert seeder.row(tenant_gone.id) == before, "the user must reconnect; the row is untouched"
     d.wait_for_log(rf"account {tenant_gone.id} \(microsoft\): refresh token refused "
-                   rf"\(unauthorized_client\): unauthorized_client \(AADSTS700016\)", timeout=5)
+                   rf"\(unauthorized_client\), the user must reconnect: unauthorized_client "
+                   rf"\(AADSTS700016\)", timeout=5)
 
     # The other users of the same provider keep being refreshed: nothing was paused.
     others = [seeder.add_account("microsoft", expires_in=-60) for _ in range(3)]
