@@ -63,6 +63,8 @@ struct config {
     int64_t request_timeout_ms; /* 30s */
     int64_t retry_min_ms;       /* 5s */
     int64_t retry_max_ms;       /* 1h */
+    /* 10min: a provider paused for a configuration error is probed this often */
+    int64_t config_error_probe_ms;
 
     /* [http] */
     char *ca_file;    /* resolved against the config dir; NULL when unset */

@@ -33,7 +33,9 @@ struct provider_state {
                                claimed again before this unless woken (engine.c) */
     double paused_until;    /* ev_now() time; 0 = not paused */
     bool probing;           /* paused provider: one probe allowed */
-    bool config_error;      /* invalid_client & co: paused until reload */
+    bool config_error;      /* invalid_client & co: paused until a probe succeeds or a reload */
+    double config_probe_at; /* ev_now() time: config_error's next probe may go */
+    bool config_reread;     /* the config was read again for the coming probe */
     unsigned consecutive_failures;
     unsigned pauses;        /* consecutive pauses, for the pause length */
     bool unconfigured_reported;
@@ -102,6 +104,7 @@ struct daemon {
     double last_summary;
     struct daemon_stats stats;
     char reload_error[200];
+    bool rereading; /* a reload made by the engine before a configuration probe */
     int exit_code;
     bool exit_requested;
 };
@@ -126,5 +129,9 @@ void engine_latency_summary(const struct daemon *d, char *buf, size_t len);
 
 /* daemon.c */
 void daemon_request_exit(struct daemon *d, int code);
+/* Reads the configuration and its secret files again, as SIGHUP does, but as
+ * the engine's own step before probing a provider paused for a configuration
+ * error (d->rereading is set meanwhile: the pause stays, the probe decides). */
+void daemon_reread_config(struct daemon *d);
 
 #endif

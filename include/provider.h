@@ -24,6 +24,25 @@ enum refresh_outcome {
 };
 const char *refresh_outcome_name(enum refresh_outcome o);
 
+/*
+ * Whose failure an answer is, and when to ask again (docs/providers.md). The
+ * outcome says what happened; these say who pays. Zero values (an account's
+ * own answer, retried after its backoff) suit success and most failures.
+ */
+enum answer_scope {
+    SCOPE_ACCOUNT,  /* this account's state changes; the provider keeps going */
+    SCOPE_PROVIDER, /* the provider is paused; the account is not to blame */
+};
+enum answer_retry {
+    RETRY_BACKOFF,   /* this account again after its backoff (Retry-After honoured) */
+    RETRY_RECONNECT, /* never, until the application stores a new refresh token */
+    RETRY_PROBE,     /* provider paused; one account probes every config_error_probe */
+    RETRY_PAUSE,     /* provider paused for Retry-After or a bounded default; the account
+                        is not charged an attempt and is simply tried again after it */
+};
+const char *answer_scope_name(enum answer_scope s);
+const char *answer_retry_name(enum answer_retry r);
+
 /* What to send. All members owned; free with provider_request_clear(). */
 struct provider_request {
     char *url;
@@ -84,7 +103,9 @@ struct token_result {
     enum refresh_outcome outcome;
     char error[64];   /* machine code: "invalid_grant", "http_503", "timeout", "bad_json"... */
     char detail[256]; /* for humans and logs: no token text, ever */
-    int64_t retry_after_ms; /* -1 when the provider gave none */
+    int64_t retry_after_ms;          /* -1 when the provider gave none */
+    enum answer_scope failure_scope; /* whose failure it is (docs/providers.md) */
+    enum answer_retry retry_rule;    /* when to ask again */
     /* SUCCESS (refresh_token and id_token also on a rotated BAD_RESPONSE, see above): */
     struct secret access_token;
     struct secret refresh_token; /* empty when not rotated */

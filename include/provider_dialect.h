@@ -1,8 +1,9 @@
 /*
  * provider_dialect.h — private to provider*.c: what a dialect adds to the
- * shared RFC 6749 machinery of provider.c. A dialect names its extra error
- * codes and may add a short, non-secret note (e.g. AADSTS numbers) to the
- * detail; everything else (transport, status, JSON, success fields) is shared.
+ * shared RFC 6749 machinery of provider.c. A dialect names itself (its rows
+ * of the classification table, provider_table.c, apply) and may add a short,
+ * non-secret note (e.g. AADSTS numbers) to the detail; everything else
+ * (transport, status, JSON, success fields) is shared.
  * Nothing outside the provider files includes this header.
  */
 #ifndef OAUTH_PROVIDER_DIALECT_H
@@ -12,16 +13,9 @@
 
 #include "provider.h"
 
-/* One dialect-specific error code and what it means. */
-struct provider_error_map {
-    const char *code;
-    enum refresh_outcome outcome;
-};
-
 struct provider_dialect {
+    int id; /* enum provider_id: which rows of provider_table.c apply */
     int64_t default_lifetime_s;
-    /* Extra codes, consulted before the RFC 6749 ones; {NULL, 0}-terminated or NULL. */
-    const struct provider_error_map *errors;
     /*
      * Optional: writes a short note about an error answer into buf (e.g.
      * "AADSTS70008" or "error_subtype=invalid_rapt"); only characters that

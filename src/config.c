@@ -91,7 +91,7 @@ enum section_id {
     SEC_COUNT = SEC_PROVIDER + PROVIDER_COUNT,
 };
 
-enum { K_MAX = 8 };
+enum { K_MAX = 10 }; /* the most keys a section has, with room */
 
 /* Key indexes per section (must match section_keys below). */
 enum { K_LOG_LEVEL, K_STATE_DIRECTORY, K_SHUTDOWN_TIMEOUT };
@@ -113,6 +113,7 @@ enum {
     K_REQUEST_TIMEOUT,
     K_RETRY_MIN,
     K_RETRY_MAX,
+    K_CONFIG_ERROR_PROBE,
 };
 enum { K_CA_FILE, K_USER_AGENT, K_ALLOW_INSECURE_HTTP };
 enum { K_LISTEN };
@@ -143,9 +144,9 @@ static const char *const *section_keys(enum section_id sec)
                                          "salt_keys_file",
                                          "fernet_keys_file",
                                          NULL};
-    static const char *const refresh[] = {"lead_time",  "jitter",        "scan_interval",
-                                          "batch_size", "max_in_flight", "request_timeout",
-                                          "retry_min",  "retry_max",     NULL};
+    static const char *const refresh[] = {
+        "lead_time",       "jitter",    "scan_interval", "batch_size",         "max_in_flight",
+        "request_timeout", "retry_min", "retry_max",     "config_error_probe", NULL};
     static const char *const http[] = {"ca_file", "user_agent", "allow_insecure_http", NULL};
     static const char *const metrics[] = {"listen", NULL};
 
@@ -1056,6 +1057,7 @@ static void load_refresh(struct load *ld)
         (void)raw_get(ld, SEC_REFRESH, K_RETRY_MIN, &line);
         add_error(ld, line, "refresh", "retry_min", "must not exceed retry_max");
     }
+    (void)get_duration(ld, SEC_REFRESH, K_CONFIG_ERROR_PROBE, S, D, &cfg->config_error_probe_ms);
 }
 
 static void load_http(struct load *ld)
@@ -1390,6 +1392,7 @@ static struct config *config_new_defaults(void)
     cfg->request_timeout_ms = 30 * 1000;
     cfg->retry_min_ms = 5 * 1000;
     cfg->retry_max_ms = 3600 * 1000;
+    cfg->config_error_probe_ms = 10 * 60 * 1000;
     cfg->allow_insecure_http = false;
     return cfg;
 }

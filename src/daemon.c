@@ -326,8 +326,10 @@ static void reload(struct daemon *d)
         log_notice("SIGHUP ignored: stopping");
         return;
     }
-    sdnotify_reloading(&d->sn);
-    log_info("reloading %s", d->opt.config_path);
+    if (!d->rereading)
+        sdnotify_reloading(&d->sn);
+    log_info("%s %s", d->rereading ? "re-reading, before a configuration probe," : "reloading",
+             d->opt.config_path);
     struct config_errors errs = {0};
     struct config *cfg = config_load(d->opt.config_path, config_warn_cb, NULL, &errs);
     if (!cfg) {
@@ -381,6 +383,13 @@ static void reload(struct daemon *d)
     char status[STATUS_MAX];
     format_status(d, status, sizeof status);
     sdnotify_ready(&d->sn, status);
+}
+
+void daemon_reread_config(struct daemon *d)
+{
+    d->rereading = true;
+    reload(d);
+    d->rereading = false;
 }
 
 static void shutdown_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)

@@ -53,8 +53,8 @@ static double random_unit(void)
 static bool provider_paused(struct daemon *d, enum provider_id p)
 {
     struct provider_state *ps = &d->prov[p];
-    if (ps->config_error)
-        return true;
+    if (ps->config_error) /* until its probe time; then one probe */
+        return ev_now(d->loop) < ps->config_probe_at || ps->probing;
     if (ps->paused_until == 0)
         return false;
     if (ev_now(d->loop) < ps->paused_until)
@@ -81,7 +81,7 @@ static unsigned provider_free_slots(struct daemon *d, enum provider_id p, unsign
         if (free_slots > by_rate)
             free_slots = by_rate;
     }
-    if (ps->paused_until != 0 && free_slots > 1)
+    if ((ps->paused_until != 0 || ps->config_error) && free_slots > 1)
         free_slots = 1; /* half-open: a single probe */
     return free_slots;
 }
@@ -111,10 +111,98 @@ static void provider_pause(struct daemon *d, enum provider_id p, double seconds,
               "provider %s paused for %.0fs after %s", provider_id_name(p), seconds, why);
 }
 
+/*
+ * Before a provider paused for a configuration error is probed, the
+ * configuration and its secret files are read again (once per probe), so a
+ * secret fixed on disk is used without a SIGHUP; a fix made only at the
+ * provider is seen by the probe itself.
+ */
+static bool provider_config_reread(struct daemon *d)
+{
+    for (int p = 0; p < PROVIDER_COUNT; p++) {
+        struct provider_state *ps = &d->prov[p];
+        if (ps->config_error && !ps->probing && !ps->config_reread &&
+            ev_now(d->loop) >= ps->config_probe_at) {
+            ps->config_reread = true;
+            daemon_reread_config(d);
+            return true; /* one re-read serves every provider */
+        }
+    }
+    return false;
+}
+
+/* A paused provider's next request is its probe. */
+static bool provider_probe_due(struct daemon *d, const struct provider_state *ps)
+{
+    if (ps->config_error)
+        return ev_now(d->loop) >= ps->config_probe_at;
+    return ps->paused_until != 0 && ev_now(d->loop) >= ps->paused_until;
+}
+
+/*
+ * The provider refused our client registration: say so loudly once
+ * (log_outcome), then let one account probe it every config_error_probe, so
+ * that a fix made at the provider (or a secret that was only late) is seen
+ * without a reload.
+ */
+static void provider_config_pause(struct daemon *d, enum provider_id p, bool probe)
+{
+    struct provider_state *ps = &d->prov[p];
+    double every = (double)d->cfg->config_error_probe_ms / 1000.0;
+    bool was = ps->config_error;
+    if (was && !probe)
+        return; /* sent before the pause: nothing new */
+    ps->config_error = true;
+    ps->config_probe_at = ev_now(d->loop) + every;
+    ps->config_reread = false;
+    if (probe)
+        ps->probing = false;
+    if (probe && was) {
+        struct log_ctx ctx = {.provider = provider_id_name(p), .error = ps->last_error};
+        log_event(LOG_INFO, NULL, &ctx,
+                  "provider %s still refuses our client registration (%s); next probe in %.0fs",
+                  provider_id_name(p), ps->last_error, every);
+    }
+}
+
+/*
+ * The provider's own overload (429, 408, Retry-After, rate-limit pages): pause
+ * it for its Retry-After, else for a pause that grows from retry_min. Answers
+ * to requests sent before the pause began add nothing and do not lengthen it.
+ */
+static void provider_overload_pause(struct daemon *d, enum provider_id p,
+                                    const struct token_result *res, bool probe)
+{
+    struct provider_state *ps = &d->prov[p];
+    double now = ev_now(d->loop);
+    bool paused = ps->paused_until > now;
+    double len;
+    if (res->retry_after_ms > 0) {
+        len = (double)res->retry_after_ms / 1000.0;
+    } else if (paused && !probe) {
+        return;
+    } else {
+        double base = (double)d->cfg->retry_min_ms / 1000.0;
+        len = base * pow(2.0, ps->pauses < 16 ? ps->pauses : 16);
+        ps->pauses++;
+    }
+    if (paused && now + len <= ps->paused_until)
+        return;
+    provider_pause(d, p, len, res->error);
+}
+
 static void provider_resume(struct daemon *d, enum provider_id p)
 {
     struct provider_state *ps = &d->prov[p];
-    if (ps->paused_until != 0) {
+    if (ps->config_error) {
+        struct log_ctx ctx = {.provider = provider_id_name(p)};
+        log_event(LOG_NOTICE, MSGID_PROVIDER_RESUMED, &ctx,
+                  "provider %s resumed: it accepts our client registration again",
+                  provider_id_name(p));
+        ps->config_error = false;
+        ps->config_probe_at = 0;
+        ps->config_reread = false;
+    } else if (ps->paused_until != 0) {
         struct log_ctx ctx = {.provider = provider_id_name(p)};
         log_event(LOG_NOTICE, MSGID_PROVIDER_RESUMED, &ctx, "provider %s resumed",
                   provider_id_name(p));
@@ -198,6 +286,8 @@ static void kick_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---- running jobs ---------------------------------------------------------- */
 
+static void release_one(struct daemon *d, int64_t account_id);
+
 static void job_free(struct job *job)
 {
     refresh_attempt_clear(&job->ra);
@@ -222,17 +312,28 @@ static void log_outcome(struct daemon *d, const struct job *job, const struct to
         break;
     case OUTCOME_REVOKED:
         log_event(LOG_NOTICE, MSGID_REVOKED, &ctx,
-                  "account %" PRId64 " (%s): refresh token refused (%s): %s",
+                  "account %" PRId64 " (%s): refresh token refused (%s), the user must "
+                  "reconnect: %s",
                   job->ra.acct.account_id, pname, res->error, res->detail);
         break;
     case OUTCOME_CONFIG:
         if (!d->prov[job->ra.acct.provider].config_error)
             log_event(LOG_ERR, MSGID_CONFIG_ERROR, &ctx,
-                      "provider %s rejects our client credentials (%s): %s; check client_id and "
-                      "client_secret in [provider.%s]; pausing %s until reload",
-                      pname, res->error, res->detail, pname, pname);
+                      "provider %s rejects our client credentials (%s): %s; check client_id, "
+                      "client_secret and tenant in [provider.%s] and the client's registration; "
+                      "pausing %s, probing it every %.0fs (a reload resumes it at once)",
+                      pname, res->error, res->detail, pname, pname,
+                      (double)d->cfg->config_error_probe_ms / 1000.0);
         break;
     case OUTCOME_TRANSIENT:
+        if (res->retry_rule == RETRY_PAUSE) {
+            log_event(LOG_INFO, NULL, &ctx,
+                      "account %" PRId64 " (%s): provider overloaded (%s): %s; not charged to "
+                      "the account, tried again after the pause",
+                      job->ra.acct.account_id, pname, res->error, res->detail);
+            break;
+        }
+        /* fall through */
     case OUTCOME_BAD_RESPONSE:
         log_event(LOG_WARNING, MSGID_REFRESH_FAILED, &ctx,
                   "account %" PRId64 " (%s): refresh failed (%s): %s", job->ra.acct.account_id,
@@ -260,18 +361,21 @@ static void update_breaker(struct daemon *d, enum provider_id p, const struct to
     switch (res->outcome) {
     case OUTCOME_SUCCESS:
     case OUTCOME_REVOKED:
-        /* The provider answered sensibly: it is healthy. */
-        if (ps->paused_until != 0 || ps->consecutive_failures)
+        /* The provider answered sensibly (revoked answers are about one
+         * account): it is healthy, and accepts our client registration. */
+        if (ps->paused_until != 0 || ps->consecutive_failures || ps->config_error)
             provider_resume(d, p);
         break;
     case OUTCOME_CONFIG:
-        ps->config_error = true;
+        provider_config_pause(d, p, probe);
         break;
     case OUTCOME_TRANSIENT:
+        if (res->retry_rule == RETRY_PAUSE) {
+            provider_overload_pause(d, p, res, probe);
+            break;
+        }
         ps->consecutive_failures++;
-        if (res->retry_after_ms > 0 && strcmp(res->error, "http_429") == 0) {
-            provider_pause(d, p, (double)res->retry_after_ms / 1000.0, "rate limiting (429)");
-        } else if (probe || ps->consecutive_failures >= BREAKER_THRESHOLD) {
+        if (probe || ps->consecutive_failures >= BREAKER_THRESHOLD) {
             double base = (double)d->cfg->retry_min_ms / 1000.0;
             double len = base * pow(2.0, ps->pauses < 16 ? ps->pauses : 16);
             ps->pauses++;
@@ -280,6 +384,12 @@ static void update_breaker(struct daemon *d, enum provider_id p, const struct to
         break;
     case OUTCOME_BAD_RESPONSE:
         break;
+    }
+    /* A configuration probe that got no verdict: the next one after the interval. */
+    if (probe && ps->config_error && res->outcome != OUTCOME_CONFIG) {
+        ps->probing = false;
+        ps->config_reread = false;
+        ps->config_probe_at = ev_now(d->loop) + (double)d->cfg->config_error_probe_ms / 1000.0;
     }
 }
 
@@ -305,6 +415,16 @@ static void job_http_done_cb(void *ud, const struct http_answer *ans, double ela
     update_breaker(d, p, &res, job->probe);
     if (res.outcome != OUTCOME_SUCCESS && res.outcome != OUTCOME_REVOKED)
         d->once_failed = true;
+    if (res.retry_rule == RETRY_PAUSE) {
+        /* The provider's overload is not the account's failure: no attempt is
+         * charged; the claim is given back and taken again after the pause. */
+        token_result_clear(&res);
+        release_one(d, job->ra.acct.account_id);
+        job_free(job);
+        engine_kick(d);
+        engine_check_once_done(d);
+        return;
+    }
 
     /* Encrypt under the current primary key: a reload may have retired the
      * one this job started with. */
@@ -340,7 +460,7 @@ static void job_send(struct daemon *d, struct job *job)
     double deadline = job->sent_at + (double)cfg->request_timeout_ms / 1000.0;
     if (deadline > d->requests_deadline)
         d->requests_deadline = deadline;
-    if (ps->paused_until != 0 && ev_now(d->loop) >= ps->paused_until) {
+    if (provider_probe_due(d, ps)) {
         ps->probing = true;
         job->probe = true;
     }
@@ -657,6 +777,10 @@ static void claim_more(struct daemon *d)
     }
     if (d->nrequested && !d->claiming_ids && !d->opt.once)
         claim_requested(d);
+    if (provider_config_reread(d)) {
+        engine_kick(d); /* claim under the configuration now in force */
+        return;
+    }
     /* Share the global in-flight budget between the providers that may claim,
      * so one provider's backlog cannot starve the others. */
     unsigned global_free = global_free_slots(d);
@@ -947,8 +1071,12 @@ void engine_on_config(struct daemon *d)
         struct provider_state *ps = &d->prov[p];
         token_bucket_init(&ps->bucket, pc ? pc->max_rate : 0, now);
         ps->dry_until = 0; /* a reload may have changed what is claimable */
-        /* A reload is the operator's answer to a credentials error. */
-        ps->config_error = false;
+        /* A reload is the operator's answer to a credentials error; the
+         * engine's own re-read before a probe is not: the probe decides. */
+        if (!d->rereading) {
+            ps->config_error = false;
+            ps->config_probe_at = 0;
+        }
     }
     double scan = d->listen_deaf ? engine_deaf_rescan_interval(d)
                                  : (double)d->cfg->scan_interval_ms / 1000.0;

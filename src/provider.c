@@ -2,8 +2,9 @@
  * provider.c — what the three token-endpoint dialects share: the table of
  * functions, building a form-encoded refresh request, and reading an answer
  * into one of five outcomes (transport errors, HTTP status, RFC 6749 JSON
- * errors, and the success fields). The dialect files only add their own error
- * codes and notes on top of this.
+ * errors, and the success fields). What an error answer means, and whose
+ * failure it is, comes from the table of provider_table.c; the dialect files
+ * only name themselves and add notes on top of this.
  *
  * Pure: no I/O, no logging, and no clock unless an answer lacks received_at.
  * It must never copy a token or client secret anywhere but the struct secret
@@ -27,6 +28,7 @@
 #include "backoff.h"
 #include "provider_dialect.h"
 #include "provider_scan.h"
+#include "provider_table.h"
 
 /* expires_in must be a positive number of seconds below one year (SPEC §6). */
 #define EXPIRES_IN_MAX_S 31535999
@@ -190,6 +192,11 @@ static void set_result(struct token_result *res, enum refresh_outcome outcome, c
                        const char *detail)
 {
     res->outcome = outcome;
+    /* Outside the table (transport, shape): the outcome alone says who pays. */
+    res->failure_scope = outcome == OUTCOME_CONFIG ? SCOPE_PROVIDER : SCOPE_ACCOUNT;
+    res->retry_rule = outcome == OUTCOME_REVOKED  ? RETRY_RECONNECT
+                      : outcome == OUTCOME_CONFIG ? RETRY_PROBE
+                                                  : RETRY_BACKOFF;
     snprintf(res->error, sizeof(res->error), "%s", error);
     res->detail[0] = '\0';
     if (detail)
@@ -264,7 +271,40 @@ static void transport_detail(const struct http_answer *ans, const char *prefix, 
     detail_add(buf, buflen, ")");
 }
 
-bool provider_classify_transport(const struct http_answer *ans, struct token_result *res)
+static void apply_rule(const struct provider_rule *rule, struct token_result *res)
+{
+    res->outcome = rule->outcome;
+    res->failure_scope = rule->scope;
+    res->retry_rule = rule->retry;
+}
+
+/* The table's rows that look at status, headers and body bytes only. */
+static bool classify_status(const struct http_answer *ans, int dialect, struct token_result *res)
+{
+    struct answer_facts f = {.dialect = dialect,
+                             .status = ans->status,
+                             .retry_after = res->retry_after_ms >= 0,
+                             .body = ans->body,
+                             .body_len = ans->body ? ans->body_len : 0};
+    const struct provider_rule *rule = provider_rule_find(&f);
+    if (!rule)
+        return false;
+    char code[32], detail[128];
+    const char *why = rule->retry_after               ? " with Retry-After"
+                      : rule->body == BODY_HTML       ? " (an HTML page: rate limited)"
+                      : rule->body == BODY_RATE_LIMIT ? " (rate limit exceeded)"
+                                                      : "";
+    snprintf(code, sizeof(code), "http_%ld", ans->status);
+    if (ans->status == 429)
+        snprintf(detail, sizeof(detail), "HTTP 429 Too Many Requests%s", why);
+    else
+        snprintf(detail, sizeof(detail), "HTTP %ld from the token endpoint%s", ans->status, why);
+    set_result(res, rule->outcome, code, detail);
+    apply_rule(rule, res);
+    return true;
+}
+
+static bool classify_transport(const struct http_answer *ans, int dialect, struct token_result *res)
 {
     result_reset(ans, res);
     char detail[sizeof(res->detail)];
@@ -305,17 +345,7 @@ bool provider_classify_transport(const struct http_answer *ans, struct token_res
     }
 
     long st = ans->status;
-    if (st == 429) {
-        set_result(res, OUTCOME_TRANSIENT, "http_429", "HTTP 429 Too Many Requests");
-        return true;
-    }
     char code[32];
-    if (st >= 500 && st <= 599) {
-        snprintf(code, sizeof(code), "http_%ld", st);
-        snprintf(detail, sizeof(detail), "HTTP %ld from the token endpoint", st);
-        set_result(res, OUTCOME_TRANSIENT, code, detail);
-        return true;
-    }
     if (st >= 300 && st <= 399) {
         snprintf(detail, sizeof(detail), "HTTP %ld redirect not followed", st);
         set_result(res, OUTCOME_BAD_RESPONSE, "redirect", detail);
@@ -327,7 +357,12 @@ bool provider_classify_transport(const struct http_answer *ans, struct token_res
         set_result(res, OUTCOME_BAD_RESPONSE, code, detail);
         return true;
     }
-    return false;
+    return classify_status(ans, dialect, res);
+}
+
+bool provider_classify_transport(const struct http_answer *ans, struct token_result *res)
+{
+    return classify_transport(ans, RULE_ANY_DIALECT, res);
 }
 
 /* ---- reading the members of an answer ---- */
@@ -427,25 +462,16 @@ static enum body_kind answer_body_read(const struct http_answer *ans,
 
 /* ---- JSON error answers ---- */
 
-static enum refresh_outcome map_error_code(const struct provider_dialect *d, const char *code)
+/* The table's JSON error rows; the last of them matches any code. */
+static void map_error_code(const struct provider_dialect *d, const json_t *root, const char *code,
+                           struct token_result *res)
 {
-    if (d && d->errors)
-        for (const struct provider_error_map *m = d->errors; m->code; m++)
-            if (strcmp(m->code, code) == 0)
-                return m->outcome;
-    /* RFC 6749 §5.2 (and server_error of §4.1.2.1, which some servers send here). */
-    static const struct provider_error_map rfc6749[] = {
-        {"invalid_grant", OUTCOME_REVOKED},
-        {"invalid_client", OUTCOME_CONFIG},
-        {"unauthorized_client", OUTCOME_CONFIG},
-        {"redirect_uri_mismatch", OUTCOME_CONFIG},
-        {"temporarily_unavailable", OUTCOME_TRANSIENT},
-        {"server_error", OUTCOME_TRANSIENT},
-    };
-    for (size_t i = 0; i < ARRAY_LEN(rfc6749); i++)
-        if (strcmp(rfc6749[i].code, code) == 0)
-            return rfc6749[i].outcome;
-    return OUTCOME_BAD_RESPONSE;
+    struct answer_facts f = {.dialect = d ? d->id : RULE_ANY_DIALECT, .root = root, .error = code};
+    const struct provider_rule *rule = provider_rule_find(&f);
+    if (rule)
+        apply_rule(rule, res);
+    else
+        set_result(res, OUTCOME_BAD_RESPONSE, "", NULL);
 }
 
 /* An answer with a non-empty string "error": never a token, whatever else it carries. */
@@ -457,7 +483,23 @@ static void classify_error(const struct answer_body *ab, const struct provider_d
     provider_sanitize_code(raw, code, sizeof(code));
     if (!code[0])
         snprintf(code, sizeof(code), "unknown_error");
-    res->outcome = map_error_code(d, raw);
+    /* The table reads JSON; an answer only the tolerant scanner could read
+     * gets an object of the members it found (no error_codes then). */
+    json_t *scanned = NULL;
+    const json_t *root = ab->root;
+    if (!root) {
+        const struct provider_member *dm = &ab->pm.m[PM_ERROR_DESCRIPTION];
+        scanned = json_object();
+        if (scanned) {
+            json_object_set_new(scanned, "error", json_string(raw));
+            if (dm->kind == PMK_STRING)
+                json_object_set_new(scanned, "error_description",
+                                    json_stringn(dm->text, dm->len));
+        }
+        root = scanned;
+    }
+    map_error_code(d, root, raw, res);
+    json_decref(scanned);
     memcpy(res->error, code, sizeof(res->error));
 
     char *det = res->detail;
@@ -721,14 +763,15 @@ void provider_read_standard_json(const struct http_answer *ans, int64_t default_
                                  struct token_result *res)
 {
     result_reset(ans, res);
-    struct provider_dialect std = {.default_lifetime_s = default_lifetime_s};
+    struct provider_dialect std = {.id = RULE_ANY_DIALECT,
+                                   .default_lifetime_s = default_lifetime_s};
     read_json_body(ans, &std, res);
 }
 
 void provider_read_answer_dialect(const struct http_answer *ans, const struct provider_dialect *d,
                                   struct token_result *res)
 {
-    if (provider_classify_transport(ans, res))
+    if (classify_transport(ans, d ? d->id : RULE_ANY_DIALECT, res))
         return;
     read_json_body(ans, d, res);
 }

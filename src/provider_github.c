@@ -3,10 +3,11 @@
  * github.com/login/oauth/access_token or a GHES host). Accept: application/json
  * is required, or GitHub answers form-encoded. Every refresh rotates the
  * refresh token. Errors arrive with HTTP 200 and an "error" member, which the
- * shared reader treats as failure whatever the status: bad_refresh_token means
- * revoked, incorrect_client_credentials a configuration error. Should an
- * answer still come form-encoded (a proxy dropping the Accept header), it is
- * read as a form, so that its rotated refresh token is not lost. Pure: no I/O.
+ * shared reader treats as failure whatever the status; the table of
+ * provider_table.c says bad_refresh_token means revoked and
+ * incorrect_client_credentials a configuration error. Should an answer still
+ * come form-encoded (a proxy dropping the Accept header), it is read as a
+ * form, so that its rotated refresh token is not lost. Pure: no I/O.
  */
 #include <stdio.h>
 #include <string.h>
@@ -15,16 +16,9 @@
 
 #define GITHUB_DEFAULT_LIFETIME_S 28800
 
-static const struct provider_error_map github_errors[] = {
-    {"bad_refresh_token", OUTCOME_REVOKED},
-    {"incorrect_client_credentials", OUTCOME_CONFIG},
-    {"redirect_uri_mismatch", OUTCOME_CONFIG},
-    {NULL, OUTCOME_SUCCESS},
-};
-
 static const struct provider_dialect github_dialect = {
+    .id = PROVIDER_GITHUB,
     .default_lifetime_s = GITHUB_DEFAULT_LIFETIME_S,
-    .errors = github_errors,
     .error_note = NULL,
     .form_answers = true,
 };

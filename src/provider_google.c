@@ -1,10 +1,11 @@
 /*
  * provider_google.c — the Google dialect (oauth2.googleapis.com/token):
  * a form POST with the client secret in the body; the answer usually has no
- * refresh_token (the caller keeps the stored one). Extra error codes:
- * admin_policy_enforced (an admin blocked the app: the user must act),
- * internal_failure (retry), and invalid_grant's error_subtype (invalid_rapt),
- * which is noted in the detail. Pure: no I/O, no logging.
+ * refresh_token (the caller keeps the stored one). What its error answers
+ * mean (unauthorized_client and admin_policy_enforced are the user's to fix,
+ * deleted_client and disabled_client ours, a 403 HTML page is overload) is in
+ * the table of provider_table.c; invalid_grant's error_subtype (invalid_rapt)
+ * is noted in the detail. Pure: no I/O, no logging.
  */
 #include <stdio.h>
 #include <string.h>
@@ -12,12 +13,6 @@
 #include "provider_dialect.h"
 
 #define GOOGLE_DEFAULT_LIFETIME_S 3600
-
-static const struct provider_error_map google_errors[] = {
-    {"admin_policy_enforced", OUTCOME_REVOKED},
-    {"internal_failure", OUTCOME_TRANSIENT},
-    {NULL, OUTCOME_SUCCESS},
-};
 
 static void google_error_note(const json_t *root, char *buf, size_t buflen)
 {
@@ -31,8 +26,8 @@ static void google_error_note(const json_t *root, char *buf, size_t buflen)
 }
 
 static const struct provider_dialect google_dialect = {
+    .id = PROVIDER_GOOGLE,
     .default_lifetime_s = GOOGLE_DEFAULT_LIFETIME_S,
-    .errors = google_errors,
     .error_note = google_error_note,
 };
 

@@ -2,11 +2,14 @@
  * provider_microsoft.c — the Microsoft identity platform v2.0 dialect
  * (login.microsoftonline.com/{tenant}/oauth2/v2.0/token; the tenant is already
  * in token_url). scope is always sent: the stored scopes with offline_access
- * added when missing (omitting it has caused AADSTS90009). Every refresh
- * rotates the refresh token. We branch on "error" as Microsoft asks;
- * interaction_required and consent_required mean the user must act, so they
- * count as revoked. The AADSTS numbers of error_codes go into the detail for
- * operators. Pure: no I/O, no logging.
+ * added when missing, because Microsoft returns a new refresh token only when
+ * offline_access is requested (AADSTS90009 is unrelated: an app asking for a
+ * token for itself). Every refresh rotates the refresh token. We branch on
+ * "error" as Microsoft asks, and on the AADSTS number only where it decides
+ * whose failure it is (unauthorized_client 700016 is one user's tenant,
+ * invalid_request 90002 our tenant setting): the rows are in provider_table.c.
+ * The AADSTS numbers of error_codes go into the detail for operators. Pure: no
+ * I/O, no logging.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,12 +19,6 @@
 
 #define MICROSOFT_DEFAULT_LIFETIME_S 3600
 #define MICROSOFT_MAX_NOTED_CODES    4
-
-static const struct provider_error_map microsoft_errors[] = {
-    {"interaction_required", OUTCOME_REVOKED},
-    {"consent_required", OUTCOME_REVOKED},
-    {NULL, OUTCOME_SUCCESS},
-};
 
 static void microsoft_error_note(const json_t *root, char *buf, size_t buflen)
 {
@@ -47,8 +44,8 @@ static void microsoft_error_note(const json_t *root, char *buf, size_t buflen)
 }
 
 static const struct provider_dialect microsoft_dialect = {
+    .id = PROVIDER_MICROSOFT,
     .default_lifetime_s = MICROSOFT_DEFAULT_LIFETIME_S,
-    .errors = microsoft_errors,
     .error_note = microsoft_error_note,
 };
 

@@ -183,6 +183,7 @@ static void minimal_config_gets_every_default(void **state)
     assert_int_equal(cfg->request_timeout_ms, 30000);
     assert_int_equal(cfg->retry_min_ms, 5000);
     assert_int_equal(cfg->retry_max_ms, 3600000);
+    assert_int_equal(cfg->config_error_probe_ms, 600000);
     assert_null(cfg->ca_file);
     assert_string_equal(cfg->user_agent, "oauth-refreshd/" OAUTH_VERSION);
     assert_false(cfg->allow_insecure_http);
@@ -221,6 +222,7 @@ static void every_key_is_read(void **state)
         "[crypto]\nkeys_file = fernet.keys\nkey_derivation = none\n"
         "[refresh]\nlead_time = 10min\njitter = 30s\nscan_interval = 2min\nbatch_size = 50\n"
         "max_in_flight = 64\nrequest_timeout = 15s\nretry_min = 250ms\nretry_max = 2h\n"
+        "config_error_probe = 90s\n"
         "[http]\nca_file = ca.pem\nuser_agent = test-agent/1.0\nallow_insecure_http = yes\n"
         "[metrics]\nlisten = 127.0.0.1:9464\n"
         "[provider.google]\nclient_id = gid\nclient_secret_file = g.secret\n"
@@ -242,6 +244,7 @@ static void every_key_is_read(void **state)
     assert_int_equal(config_lease_ms(cfg), 40000);
     assert_int_equal(cfg->retry_min_ms, 250);
     assert_int_equal(cfg->retry_max_ms, 7200000);
+    assert_int_equal(cfg->config_error_probe_ms, 90000);
     char ca[256];
     snprintf(ca, sizeof(ca), "%s/ca.pem", fx.dir);
     assert_string_equal(cfg->ca_file, ca);
@@ -556,6 +559,8 @@ static void durations_out_of_range_are_rejected(void **state)
                  ":2: [refresh] request_timeout: must be between 1s and 10min");
     expect_error("[refresh]\nlead_time = 0\n" CRYPTO_OK,
                  ":2: [refresh] lead_time: must be between 1s and 1d");
+    expect_error("[refresh]\nconfig_error_probe = 500ms\n" CRYPTO_OK,
+                 ":2: [refresh] config_error_probe: must be between 1s and 1d");
     expect_error("[daemon]\nshutdown_timeout = 2h\n" CRYPTO_OK,
                  ":2: [daemon] shutdown_timeout: must be between 0s and 1h");
     expect_error("[refresh]\nretry_min = 2h\nretry_max = 1h\n" CRYPTO_OK,

@@ -41,16 +41,40 @@ struct row {
     enum refresh_outcome want;
     const char *want_error;
     int64_t want_retry_ms; /* ANY_RETRY: not checked */
+    /* 0: what the outcome implies (revoked: reconnect, config: probe, else backoff);
+       else the expected enum answer_retry + 1. Probe and pause are the provider's. */
+    int want_rule;
 };
 
 #define ROW_T(name, d, te, want, err)                                                              \
     {                                                                                              \
-        name, d, te, 0, NULL, false, NULL, want, err, ANY_RETRY                                    \
+        name, d, te, 0, NULL, false, NULL, want, err, ANY_RETRY, 0                                 \
     }
 #define ROW_S(name, d, st, body, want, err)                                                        \
     {                                                                                              \
-        name, d, 0, st, body, false, NULL, want, err, ANY_RETRY                                    \
+        name, d, 0, st, body, false, NULL, want, err, ANY_RETRY, 0                                 \
     }
+
+/* A row with the retry rule it must carry (and so whose failure it is). */
+#define ROW_R(name, d, st, body, ra, want, err, rule)                                              \
+    {                                                                                              \
+        name, d, 0, st, body, false, ra, want, err, ANY_RETRY, (rule) + 1                          \
+    }
+#define PAUSE_ROW(name, d, st, body, ra, err)                                                      \
+    ROW_R(name, d, st, body, ra, OUTCOME_TRANSIENT, err, RETRY_PAUSE)
+
+/* Google's 403 rate-limit answers (googleapis/google-oauth-java-client#57, gsutil#114). */
+#define GOOGLE_403_PAGE                                                                            \
+    "<!DOCTYPE html><html lang=en><meta charset=utf-8><title>Error 403 (Forbidden)!!1</title>"     \
+    "<p><b>403.</b> <ins>That's an error.</ins><p>We're sorry, but you do not have access to "     \
+    "this page. <ins>That's all we know.</ins>"
+#define GOOGLE_403_REASON(reason)                                                                  \
+    "{\"error\":{\"code\":403,\"message\":\"Rate Limit Exceeded\",\"errors\":[{\"domain\":"        \
+    "\"usageLimits\",\"reason\":\"" reason "\",\"message\":\"Rate Limit Exceeded\"}]}}"
+/* Microsoft's error body with one AADSTS number. */
+#define MS_ERROR(error, n)                                                                         \
+    "{\"error\":\"" error "\",\"error_description\":\"AADSTS" #n                                   \
+    ": some text\",\"error_codes\":[" #n "],\"trace_id\":\"0b4e0f5c\"}"
 
 static const struct row rows[] = {
     /* ---- transport ---- */
@@ -73,22 +97,50 @@ static const struct row rows[] = {
     ROW_T("content-length over cap", ALL, CURLE_FILESIZE_EXCEEDED, OUTCOME_BAD_RESPONSE,
           "oversized"),
     {"write aborted over cap", ALL, CURLE_WRITE_ERROR, 200, "{", true, NULL, OUTCOME_BAD_RESPONSE,
-     "oversized", -1},
+     "oversized", -1, 0},
     {"oversized flag wins over a 200", ALL, 0, 200, "{}", true, NULL, OUTCOME_BAD_RESPONSE,
-     "oversized", -1},
+     "oversized", -1, 0},
 
     /* ---- status ---- */
     {"429 with delta Retry-After", ALL, 0, 429, "", false, "30", OUTCOME_TRANSIENT, "http_429",
-     30000},
+     30000, RETRY_PAUSE + 1},
     {"429 with date Retry-After", ALL, 0, 429, "", false, "Sun, 06 Nov 1994 08:50:37 GMT",
-     OUTCOME_TRANSIENT, "http_429", 60000},
-    {"429 without Retry-After", ALL, 0, 429, "{}", false, NULL, OUTCOME_TRANSIENT, "http_429", -1},
+     OUTCOME_TRANSIENT, "http_429", 60000, RETRY_PAUSE + 1},
+    {"429 without Retry-After", ALL, 0, 429, "{}", false, NULL, OUTCOME_TRANSIENT, "http_429", -1,
+     RETRY_PAUSE + 1},
     {"429 with garbage Retry-After", ALL, 0, 429, "", false, "soon", OUTCOME_TRANSIENT, "http_429",
-     -1},
-    {"500", ALL, 0, 500, "oops", false, NULL, OUTCOME_TRANSIENT, "http_500", -1},
-    {"503 with Retry-After", ALL, 0, 503, "", false, "120", OUTCOME_TRANSIENT, "http_503", 120000},
+     -1, RETRY_PAUSE + 1},
+    {"500", ALL, 0, 500, "oops", false, NULL, OUTCOME_TRANSIENT, "http_500", -1, 0},
+    {"503 with Retry-After", ALL, 0, 503, "", false, "120", OUTCOME_TRANSIENT, "http_503", 120000,
+     RETRY_PAUSE + 1},
+    {"503 with date Retry-After", ALL, 0, 503, "", false, "Sun, 06 Nov 1994 08:50:37 GMT",
+     OUTCOME_TRANSIENT, "http_503", 60000, RETRY_PAUSE + 1},
+    {"503 without Retry-After", ALL, 0, 503, "<html>busy</html>", false, NULL, OUTCOME_TRANSIENT,
+     "http_503", -1, RETRY_BACKOFF + 1},
+    {"503 with garbage Retry-After", ALL, 0, 503, "", false, "later", OUTCOME_TRANSIENT, "http_503",
+     -1, RETRY_BACKOFF + 1},
+    {"502 with Retry-After is the account's backoff", ALL, 0, 502, "", false, "30",
+     OUTCOME_TRANSIENT, "http_502", 30000, RETRY_BACKOFF + 1},
+    PAUSE_ROW("408 request timeout", ALL, 408, "", NULL, "http_408"),
+    {"403 with Retry-After", ALL, 0, 403, "{\"error\":\"access_denied\"}", false, "20",
+     OUTCOME_TRANSIENT, "http_403", 20000, RETRY_PAUSE + 1},
+    PAUSE_ROW("google 403 HTML page", G, 403, GOOGLE_403_PAGE, NULL, "http_403"),
+    PAUSE_ROW("google 403 HTML page after blanks", G, 403, "\r\n  <html><body>x</body></html>",
+              NULL, "http_403"),
+    ROW_R("403 HTML page elsewhere", H | M, 403, GOOGLE_403_PAGE, NULL, OUTCOME_BAD_RESPONSE,
+          "http_403", RETRY_BACKOFF),
+    PAUSE_ROW("google 403 rateLimitExceeded", G, 403, GOOGLE_403_REASON("rateLimitExceeded"), NULL,
+              "http_403"),
+    PAUSE_ROW("google 403 userRateLimitExceeded", G, 403,
+              GOOGLE_403_REASON("userRateLimitExceeded"), NULL, "http_403"),
+    ROW_R("403 rateLimitExceeded elsewhere", H | M, 403, GOOGLE_403_REASON("rateLimitExceeded"),
+          NULL, OUTCOME_BAD_RESPONSE, "bad_error_field", RETRY_BACKOFF),
+    ROW_R("google 403 JSON without a rate limit", G, 403, "{\"error\":\"access_denied\"}", NULL,
+          OUTCOME_BAD_RESPONSE, "access_denied", RETRY_BACKOFF),
+    ROW_R("google 400 HTML page is no rate limit", G, 400, GOOGLE_403_PAGE, NULL,
+          OUTCOME_BAD_RESPONSE, "http_400", RETRY_BACKOFF),
     {"502 with a JSON error is still transient", ALL, 0, 502, "{\"error\":\"invalid_grant\"}",
-     false, NULL, OUTCOME_TRANSIENT, "http_502", -1},
+     false, NULL, OUTCOME_TRANSIENT, "http_502", -1, 0},
     ROW_S("500 google internal_failure", ALL, 500, "{\"error\":\"internal_failure\"}",
           OUTCOME_TRANSIENT, "http_500"),
     ROW_S("301 redirect not followed", ALL, 301, "", OUTCOME_BAD_RESPONSE, "redirect"),
@@ -116,15 +168,18 @@ static const struct row rows[] = {
           "invalid_client"),
     ROW_S("400 invalid_client", ALL, 400, "{\"error\":\"invalid_client\"}", OUTCOME_CONFIG,
           "invalid_client"),
-    ROW_S("unauthorized_client", ALL, 400, "{\"error\":\"unauthorized_client\"}", OUTCOME_CONFIG,
+    ROW_S("unauthorized_client", H | M, 400, "{\"error\":\"unauthorized_client\"}", OUTCOME_CONFIG,
           "unauthorized_client"),
+    ROW_S("unsupported_grant_type", ALL, 400,
+          "{\"error\":\"unsupported_grant_type\",\"error_description\":\"Invalid grant_type\"}",
+          OUTCOME_CONFIG, "unsupported_grant_type"),
     ROW_S("redirect_uri_mismatch", ALL, 200, "{\"error\":\"redirect_uri_mismatch\"}",
           OUTCOME_CONFIG, "redirect_uri_mismatch"),
-    ROW_S("temporarily_unavailable", ALL, 400, "{\"error\":\"temporarily_unavailable\"}",
+    ROW_S("temporarily_unavailable", G | H, 400, "{\"error\":\"temporarily_unavailable\"}",
           OUTCOME_TRANSIENT, "temporarily_unavailable"),
     ROW_S("server_error", ALL, 400, "{\"error\":\"server_error\"}", OUTCOME_TRANSIENT,
           "server_error"),
-    ROW_S("invalid_scope", ALL, 400, "{\"error\":\"invalid_scope\"}", OUTCOME_BAD_RESPONSE,
+    ROW_S("invalid_scope", G | H, 400, "{\"error\":\"invalid_scope\"}", OUTCOME_BAD_RESPONSE,
           "invalid_scope"),
     ROW_S("invalid_request", ALL, 400, "{\"error\":\"invalid_request\"}", OUTCOME_BAD_RESPONSE,
           "invalid_request"),
@@ -163,6 +218,20 @@ static const struct row rows[] = {
           "{\"error\":\"invalid_grant\",\"error_subtype\":\"invalid_rapt\","
           "\"error_description\":\"reauth related error (invalid_rapt)\"}",
           OUTCOME_REVOKED, "invalid_grant"),
+    ROW_S("google unauthorized_client: that token's client", G, 400,
+          "{\"error\":\"unauthorized_client\",\"error_description\":\"Unauthorized\"}",
+          OUTCOME_REVOKED, "unauthorized_client"),
+    ROW_S("google deleted_client", G, 401,
+          "{\"error\":\"deleted_client\",\"error_description\":\"The OAuth client was deleted.\"}",
+          OUTCOME_CONFIG, "deleted_client"),
+    ROW_S("google disabled_client", G, 401,
+          "{\"error\":\"disabled_client\",\"error_description\":\"The OAuth client was "
+          "disabled.\"}",
+          OUTCOME_CONFIG, "disabled_client"),
+    ROW_S("deleted_client elsewhere", H | M, 401, "{\"error\":\"deleted_client\"}",
+          OUTCOME_BAD_RESPONSE, "deleted_client"),
+    ROW_S("disabled_client elsewhere", H | M, 401, "{\"error\":\"disabled_client\"}",
+          OUTCOME_BAD_RESPONSE, "disabled_client"),
     ROW_S("google admin_policy_enforced", G, 400, "{\"error\":\"admin_policy_enforced\"}",
           OUTCOME_REVOKED, "admin_policy_enforced"),
     ROW_S("admin_policy_enforced elsewhere", H | M, 400, "{\"error\":\"admin_policy_enforced\"}",
@@ -203,6 +272,48 @@ static const struct row rows[] = {
           "\"error_codes\":[70008],\"timestamp\":\"2024-01-01 00:00:00Z\","
           "\"trace_id\":\"0b4e0f5c-1d2e-4f3a-8b9c-0d1e2f3a4b5c\"}",
           OUTCOME_REVOKED, "invalid_grant"),
+    ROW_S("microsoft unauthorized_client AADSTS700016: that user's tenant", M, 400,
+          MS_ERROR("unauthorized_client", 700016), OUTCOME_REVOKED, "unauthorized_client"),
+    ROW_S("microsoft unauthorized_client AADSTS7000112: disabled in that tenant", M, 400,
+          MS_ERROR("unauthorized_client", 7000112), OUTCOME_REVOKED, "unauthorized_client"),
+    ROW_S("microsoft AADSTS number read from the description alone", M, 400,
+          "{\"error\":\"unauthorized_client\",\"error_description\":\"AADSTS700016: Application "
+          "not found in the directory\"}",
+          OUTCOME_REVOKED, "unauthorized_client"),
+    ROW_S("microsoft unauthorized_client with another number", M, 400,
+          MS_ERROR("unauthorized_client", 700025), OUTCOME_CONFIG, "unauthorized_client"),
+    ROW_S("AADSTS700016 decides nothing elsewhere", H, 400, MS_ERROR("unauthorized_client", 700016),
+          OUTCOME_CONFIG, "unauthorized_client"),
+    ROW_S("microsoft invalid_client AADSTS7000215", M, 401, MS_ERROR("invalid_client", 7000215),
+          OUTCOME_CONFIG, "invalid_client"),
+    ROW_S("microsoft invalid_request AADSTS90002: tenant not found", M, 400,
+          MS_ERROR("invalid_request", 90002), OUTCOME_CONFIG, "invalid_request"),
+    ROW_S("microsoft invalid_request AADSTS50194: single-tenant app on /common", M, 400,
+          MS_ERROR("invalid_request", 50194), OUTCOME_CONFIG, "invalid_request"),
+    ROW_S("microsoft invalid_request AADSTS900144: malformed request", M, 400,
+          MS_ERROR("invalid_request", 900144), OUTCOME_CONFIG, "invalid_request"),
+    ROW_S("microsoft invalid_request AADSTS90009 stays a bad response", M, 400,
+          MS_ERROR("invalid_request", 90009), OUTCOME_BAD_RESPONSE, "invalid_request"),
+    ROW_S("invalid_request AADSTS90002 elsewhere", G | H, 400, MS_ERROR("invalid_request", 90002),
+          OUTCOME_BAD_RESPONSE, "invalid_request"),
+    ROW_S("microsoft invalid_scope AADSTS70011", M, 400, MS_ERROR("invalid_scope", 70011),
+          OUTCOME_REVOKED, "invalid_scope"),
+    ROW_S("microsoft invalid_scope AADSTS700022", M, 400, MS_ERROR("invalid_scope", 700022),
+          OUTCOME_REVOKED, "invalid_scope"),
+    ROW_S("microsoft invalid_resource AADSTS500011", M, 400, MS_ERROR("invalid_resource", 500011),
+          OUTCOME_REVOKED, "invalid_resource"),
+    ROW_S("invalid_resource elsewhere", G | H, 400, "{\"error\":\"invalid_resource\"}",
+          OUTCOME_BAD_RESPONSE, "invalid_resource"),
+    ROW_S("microsoft AADSTS65001 (consent) whatever the error", M, 400,
+          MS_ERROR("invalid_client", 65001), OUTCOME_REVOKED, "invalid_client"),
+    ROW_S("microsoft invalid_grant AADSTS65001", M, 400, MS_ERROR("invalid_grant", 65001),
+          OUTCOME_REVOKED, "invalid_grant"),
+    ROW_S("microsoft AADSTS50076 (MFA)", M, 400, MS_ERROR("invalid_request", 50076),
+          OUTCOME_REVOKED, "invalid_request"),
+    ROW_S("microsoft AADSTS50079 (MFA enrolment)", M, 400, MS_ERROR("interaction_required", 50079),
+          OUTCOME_REVOKED, "interaction_required"),
+    PAUSE_ROW("microsoft temporarily_unavailable is overload", M, 400,
+              MS_ERROR("temporarily_unavailable", 90055), NULL, "temporarily_unavailable"),
     ROW_S("microsoft invalid_client AADSTS7000222", M, 401,
           "{\"error\":\"invalid_client\",\"error_codes\":[7000222]}", OUTCOME_CONFIG,
           "invalid_client"),
@@ -356,6 +467,19 @@ static void test_classification_table_covers_every_row_for_every_dialect(void **
             if (r->want_retry_ms != ANY_RETRY && res.retry_after_ms != r->want_retry_ms)
                 fail_msg("%s: expected retry_after_ms %lld, seen %lld", where,
                          (long long)r->want_retry_ms, (long long)res.retry_after_ms);
+            enum answer_retry want_rule = r->want_rule ? (enum answer_retry)(r->want_rule - 1)
+                                          : r->want == OUTCOME_REVOKED ? RETRY_RECONNECT
+                                          : r->want == OUTCOME_CONFIG  ? RETRY_PROBE
+                                                                       : RETRY_BACKOFF;
+            enum answer_scope want_scope = want_rule == RETRY_PROBE || want_rule == RETRY_PAUSE
+                                               ? SCOPE_PROVIDER
+                                               : SCOPE_ACCOUNT;
+            if (res.retry_rule != want_rule)
+                fail_msg("%s: expected retry rule %s, seen %s", where, answer_retry_name(want_rule),
+                         answer_retry_name(res.retry_rule));
+            if (res.failure_scope != want_scope)
+                fail_msg("%s: expected scope %s, seen %s", where, answer_scope_name(want_scope),
+                         answer_scope_name(res.failure_scope));
             if (res.outcome != OUTCOME_SUCCESS && res.access_token.data)
                 fail_msg("%s: a failed classification must not carry an access token", where);
             if (res.outcome == OUTCOME_SUCCESS &&
