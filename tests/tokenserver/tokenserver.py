@@ -54,7 +54,8 @@ PRE_FAULTS = {
     "not_json", "json_array", "huge_body", "invalid_grant", "bad_refresh_token",
     "invalid_client", "temporarily_unavailable", "error", "delay",
 }
-POST_FAULTS = {"missing_access_token", "missing_expires_in", "expires_in", "missing_refresh_token"}
+POST_FAULTS = {"missing_access_token", "missing_expires_in", "expires_in", "missing_refresh_token",
+               "rotate_broken", "token_type"}
 ALL_FAULTS = PRE_FAULTS | POST_FAULTS
 
 
@@ -293,6 +294,9 @@ class TokenServer:
         damages (None: unlimited); probability: chance per matching request.
         Params by kind: status(status=503, retry_after=None), 429/rate_limit(retry_after=2,
         retry_after_date=False), delay(ms), expires_in(value), huge_body(size=10 MiB),
+        token_type(value): a real refresh answered with that token_type,
+        rotate_broken(breakage="no_access_token"): a real refresh (rotation) answered with the
+        new refresh token and no access token,
         error(status, error, description, error_codes), any kind: consume=bool (whether the
         provider really refreshed, i.e. rotated, before answering badly)."""
         f = Fault(kind, provider, account, count, probability, **params)
@@ -675,6 +679,16 @@ class TokenServer:
                 body.pop("refresh_token", None)
             elif kind == "expires_in":
                 body["expires_in"] = p.get("value", 0)
+            elif kind == "token_type":
+                body["token_type"] = p.get("value", "Bearer")
+            elif kind == "rotate_broken":
+                # Rotated for real (above); the answer holds the new refresh token and
+                # is otherwise unusable in the way breakage names.
+                breakage = p.get("breakage", "no_access_token")
+                if breakage != "no_access_token":
+                    raise ValueError(f"rotate_broken: unknown breakage {breakage!r}")
+                body = {"refresh_token": body.get("refresh_token") or rec.issued_refresh_token,
+                        "token_type": "Bearer", "expires_in": 3599}
             rec.outcome = "fault:" + kind
             return self._json(resp.status, body)
         if fault.consumes():
