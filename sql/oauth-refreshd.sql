@@ -389,11 +389,16 @@ BEGIN
 
     PERFORM set_config('oauth_refreshd.caller_keeps_state', 'off', true);
 
-    PERFORM pg_notify('oauth_refresh_event',
-                      CASE WHEN u.err IS NULL
-                           THEN oauth_refreshd.event_refreshed(u.id, u.prov, u.exp)
-                           ELSE oauth_refreshd.event_failed(u.id, u.prov, u.err, u.retry) END)
-       FROM unnest(v_ids, v_prov, v_exp, v_err, v_retry) AS u(id, prov, exp, err, retry);
+    PERFORM pg_notify('oauth_refresh_event', oauth_refreshd.event_refreshed(u.id, u.prov, u.exp))
+       FROM unnest(v_ids, v_prov, v_exp, v_err) AS u(id, prov, exp, err)
+      WHERE u.err IS NULL;
+    -- Partial results: the attempt failed (one `failed` event per failed attempt).
+    IF p_error IS NOT NULL THEN
+        PERFORM pg_notify('oauth_refresh_event',
+                          oauth_refreshd.event_failed(u.id, u.prov, u.err, u.retry))
+           FROM unnest(v_ids, v_prov, v_err, v_retry) AS u(id, prov, err, retry)
+          WHERE u.err IS NOT NULL;
+    END IF;
 
     -- v_ids holds distinct ids of p_ids: as many means every input id was
     -- written (the usual case), and nothing is left to release.
