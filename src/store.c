@@ -24,6 +24,7 @@
 #include "keys.h"
 #include "log.h"
 #include "spool.h"
+#include "store_split.h"
 #include "store_values.h"
 #include "strbuf.h"
 #include "timeutil.h"
@@ -43,7 +44,7 @@ struct store_batch {
     struct store *st;
     enum store_kind kind;
     struct store_queue items;
-    size_t suspects;                 /* how many of items were taken from st->suspects[kind] */
+    size_t suspects;                 /* how many of items are suspects (store_split.h) */
     struct store_batch *prev, *next; /* in st->inflight */
 };
 
@@ -172,11 +173,8 @@ struct store {
     struct keyring *keys;       /* reference: the primary key tags the spool */
     struct store_limits limits; /* of the application's columns; 0 = unbounded */
     bool limits_pending;        /* asked at connect: refreshed results wait for the answer */
-    /* Isolation of a result the database refuses (batch_isolate): the first
-     * suspects[k] items of queued[k] come from a batch that failed on its data
-     * and go out in batches of at most split[k], one batch at a time. */
-    size_t suspects[STORE_KINDS];
-    size_t split[STORE_KINDS];
+    /* Isolation of a result the database refuses (batch_isolate), per queue. */
+    struct store_split split[STORE_KINDS];
     /* The array literals of the batch being built: kept between batches so a
      * batch of 500 results (about 1.5 MB of ciphertext) does not grow nine
      * buffers by doubling, copying each time, on every send. Ciphertext only. */
@@ -255,7 +253,7 @@ struct store *store_new(struct ev_loop *loop, struct db *db, const char *owner,
     st->cb = *cb;
     st->lead_ms = 5 * 60 * 1000;
     for (int k = 0; k < STORE_KINDS; k++)
-        st->split[k] = STORE_MAX_BATCH;
+        store_split_init(&st->split[k], STORE_MAX_BATCH);
     ev_timer_init(&st->flush_timer, flush_timer_cb, STORE_FLUSH_DELAY_S, 0.);
     st->flush_timer.data = st;
     return st;
@@ -445,7 +443,7 @@ void store_flush(struct store *st)
              * up (it is sent when that one is done): one statement for many rows
              * costs the database far less than many statements for few. */
             if (st->inflight_batches[k] > 0 &&
-                (st->queued[k].n < STORE_MAX_BATCH || st->suspects[k] > 0))
+                (st->queued[k].n < STORE_MAX_BATCH || st->split[k].suspects > 0))
                 break;
             size_t before = st->queued[k].n;
             send_batch(st, (enum store_kind)k);
@@ -545,7 +543,7 @@ static void inflight_unlink(struct store *st, struct store_batch *b)
 
 static void batch_hold(struct store *st, struct store_batch *b, double delay)
 {
-    st->suspects[b->kind] += b->suspects; /* they are back at the front */
+    store_split_returned(&st->split[b->kind], b->suspects); /* back at the front */
     queue_push_front_list(&st->queued[b->kind], &b->items);
     free(b);
     if (delay > 0)
@@ -593,16 +591,15 @@ static void batch_isolate(struct store *st, struct store_batch *b, const char *s
                   "store: the database refuses a batch of %zu results (SQLSTATE %s: %s); "
                   "writing it in halves to find the result at fault",
                   b->items.n, sqlstate, msg);
-        size_t n = b->items.n;
-        b->suspects = n;
-        st->split[kind] = (n + 1) / 2;
+        store_split_refused(&st->split[kind], b->items.n);
+        b->suspects = 0; /* counted by store_split_refused */
         batch_hold(st, b, 0);
         arm_flush(st, 0);
         return;
     }
     struct store_item *it = b->items.head;
     free(b);
-    st->split[kind] = STORE_MAX_BATCH; /* found: what is left goes in full batches again */
+    store_split_found(&st->split[kind]);
     char code[16];
     snprintf(code, sizeof code, "db_%.5s", sqlstate);
     log_event(LOG_ERR, NULL, NULL, "store: account %" PRId64 ": the database refuses its %s (%s)",
@@ -613,7 +610,7 @@ static void batch_isolate(struct store *st, struct store_batch *b, const char *s
     } else {
         /* Written again on its own first, before anything else of its kind. */
         struct store_queue one = {.head = it, .tail = it, .n = 1};
-        st->suspects[it->kind] += 1;
+        store_split_requeue_alone(&st->split[it->kind]);
         queue_push_front_list(&st->queued[it->kind], &one);
     }
     arm_flush(st, 0);
@@ -676,20 +673,18 @@ static void send_batch(struct store *st, enum store_kind kind)
             return; /* store_on_connected()'s answer comes first (limits_done_cb) */
         spool_queued(st);
     }
-    size_t take = STORE_MAX_BATCH;
-    if (st->suspects[kind] > 0) {
-        if (st->inflight_batches[kind] > 0)
-            return; /* isolating: one batch at a time, sent when that one is done */
-        take = st->split[kind] < st->suspects[kind] ? st->split[kind] : st->suspects[kind];
-    }
+    /* While isolating a refused result: one batch at a time, sent when that one is done. */
+    size_t take =
+        store_split_take(&st->split[kind], st->queued[kind].n, st->inflight_batches[kind]);
+    if (take == 0)
+        return;
     struct store_batch *b = calloc(1, sizeof *b);
     if (!b)
         return;
     b->st = st;
     b->kind = kind;
     b->items = queue_take(&st->queued[kind], take);
-    b->suspects = st->suspects[kind] < b->items.n ? st->suspects[kind] : b->items.n;
-    st->suspects[kind] -= b->suspects;
+    b->suspects = store_split_taken(&st->split[kind], b->items.n);
 
     struct strbuf *arr = st->arr;
     for (size_t i = 0; i < STORE_ARRAYS; i++)
@@ -732,7 +727,7 @@ struct store_item *store_take_all(struct store *st)
         struct store_queue q = queue_take(&st->queued[k], SIZE_MAX);
         for (struct store_item *it = q.head; it; it = it->next)
             idset_remove(&st->pending_ids, it->account_id);
-        st->suspects[k] = 0;
+        store_split_init(&st->split[k], STORE_MAX_BATCH);
         queue_push_front_list(&all, &q);
     }
     /* In-flight batches stay owned by their callbacks (db_free fails them with

@@ -103,9 +103,10 @@ static void add_cb(void *ud, struct store_item *item)
     struct replay *r = ud;
     FUZZ_CHECK(item != NULL, "NULL item");
     /* A partial result ("P2") has no access token by design; it has an error. */
-    FUZZ_CHECK(item->old_refresh_ct && item->refresh_ct &&
-                   (store_item_is_partial(item) ? item->access_ct == NULL : item->access_ct != NULL),
-               "a replayed item lacks a ciphertext the write-back needs");
+    FUZZ_CHECK(
+        item->old_refresh_ct && item->refresh_ct &&
+            (store_item_is_partial(item) ? item->access_ct == NULL : item->access_ct != NULL),
+        "a replayed item lacks a ciphertext the write-back needs");
     FUZZ_CHECK(item->provider >= 0 && item->provider < PROVIDER_COUNT, "provider %d",
                (int)item->provider);
     FUZZ_CHECK(item->rotated && item->kind == STORE_REFRESHED, "replayed item kind");
@@ -211,8 +212,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                        same_str(a->access_ct, b->access_ct) &&
                        same_str(a->refresh_ct, b->refresh_ct) &&
                        same_str(a->id_token_ct, b->id_token_ct) && same_str(a->scope, b->scope) &&
-                       same_str(a->token_type, b->token_type) &&
-                       strcmp(a->error, b->error) == 0 && a->retry_at == b->retry_at,
+                       same_str(a->token_type, b->token_type) && strcmp(a->error, b->error) == 0 &&
+                       a->retry_at == b->retry_at,
                    "item %zu changed between two replays", i);
     }
     release_all(sp, &second);

@@ -51,9 +51,8 @@ static int setup(void **state)
     fx->ra.acct.attempts = 2;
     fx->ra.acct.claimed_at = NOW - 1;
     fx->ra.acct.expires_at = NOW + 120;
-    assert_int_equal(keyring_encrypt(fx->cfg.keys, (const uint8_t *)"old-rt", 6,
-                                     &fx->ra.acct.refresh_ct),
-                     0);
+    assert_int_equal(
+        keyring_encrypt(fx->cfg.keys, (const uint8_t *)"old-rt", 6, &fx->ra.acct.refresh_ct), 0);
     assert_int_equal(secret_set(&fx->ra.refresh_plain, "old-rt", 6), 0);
     *state = fx;
     return 0;
@@ -93,9 +92,8 @@ static void assert_plaintext_wiped(const struct fixture *fx)
 
 static double expected_retry(const struct fixture *fx, int64_t retry_after_ms)
 {
-    return NOW + (double)backoff_delay_ms((unsigned)fx->ra.acct.attempts + 1,
-                                          fx->cfg.retry_min_ms, fx->cfg.retry_max_ms,
-                                          retry_after_ms, U) /
+    return NOW + (double)backoff_delay_ms((unsigned)fx->ra.acct.attempts + 1, fx->cfg.retry_min_ms,
+                                          fx->cfg.retry_max_ms, retry_after_ms, U) /
                      1000.0;
 }
 
@@ -114,8 +112,8 @@ static struct store_item *conclude(struct fixture *fx, struct token_result *res)
 static void test_success_keeps_the_stored_refresh_token(void **state)
 {
     struct fixture *fx = *state;
-    struct token_result res = {.outcome = OUTCOME_SUCCESS, .retry_after_ms = -1,
-                               .expires_in_s = 3600};
+    struct token_result res = {
+        .outcome = OUTCOME_SUCCESS, .retry_after_ms = -1, .expires_in_s = 3600};
     set(&res.access_token, "access-1");
     res.scope = strdup("a b");
     res.token_type = strdup("Bearer");
@@ -137,8 +135,8 @@ static void test_success_keeps_the_stored_refresh_token(void **state)
 static void test_rotated_success_carries_the_new_tokens(void **state)
 {
     struct fixture *fx = *state;
-    struct token_result res = {.outcome = OUTCOME_SUCCESS, .retry_after_ms = -1,
-                               .expires_in_s = 60};
+    struct token_result res = {
+        .outcome = OUTCOME_SUCCESS, .retry_after_ms = -1, .expires_in_s = 60};
     set(&res.access_token, "access-2");
     set(&res.refresh_token, "new-rt");
     set(&res.id_token, "id-2");

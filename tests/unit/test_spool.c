@@ -221,7 +221,6 @@ static void test_written_items_come_back_whole_after_restart(void **state)
     spool_close(sp);
 }
 
-
 /* A partial result (issue 10): a rotated refresh token without a usable access token. */
 static struct store_item *make_partial(const struct keyring *kr, int64_t id, const char *rt,
                                        bool with_id_token)
@@ -638,24 +637,23 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_a_result_set_aside_is_kept_but_never_replayed, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_segment_stays_until_its_last_item_is_released,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_spool_holds_no_plaintext, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_truncated_segment_keeps_good_entries, setup,
+        cmocka_unit_test_setup_teardown(test_segment_stays_until_its_last_item_is_released, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_spool_holds_no_plaintext, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_truncated_segment_keeps_good_entries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tampered_entry_is_detected_and_skipped, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_garbage_line_is_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_segment_under_unknown_key_is_kept_aside, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_a_line_moved_to_another_account_does_not_verify,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_line_moved_to_another_account_does_not_verify, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_results_that_are_not_ciphertext_are_refused_whole,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_scope_and_token_type_survive_any_bytes, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_a_segment_tagged_with_a_demoted_key_is_replayed,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_segment_tagged_with_a_demoted_key_is_replayed, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_a_segment_from_the_first_format_is_still_replayed,
                                         setup, teardown),
         cmocka_unit_test(test_unwritable_state_directory_is_an_error),
