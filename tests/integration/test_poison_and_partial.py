@@ -21,7 +21,7 @@ import signal
 import time
 
 from lib.daemon import wait_until
-from lib.spoolfmt import spool_line
+from lib.spoolfmt import spool_line, spool_partial_line
 
 LONG_TOKEN_TYPE = "B" * 60
 
@@ -131,6 +131,34 @@ def test_a_partial_result_survives_a_database_outage_and_a_restart(
     assert rc == 0, log
     assert_refreshed_with_new_token(seeder, token_server, a)
     assert token_server.refresh_count(a.account_key) == 2
+
+
+def test_a_partial_line_written_to_the_documented_format_is_replayed(
+        migrated_env, seeder, fernet_keys, db):
+    """The P2 line is a contract like the S2 line (docs/architecture.md, "The spool")."""
+    a = seeder.add_account("microsoft", expires_in=7200, id_token="old-idt")  # not due
+    row = seeder.read(a.id)
+    raw = base64.urlsafe_b64decode(fernet_keys.primary)
+    retry = int(time.time()) + 600
+    seg = os.path.join(migrated_env.state_dir, "spool", "seg-%020d.spool" % 7)
+    os.makedirs(os.path.dirname(seg), mode=0o700, exist_ok=True)
+    with open(seg, "w") as f:
+        f.write(spool_partial_line(raw, a.id, 2, retry * 1_000_000,
+                                   row["refresh_token_ciphertext"],
+                                   fernet_keys.encrypt("spooled-rt"),
+                                   id_token=fernet_keys.encrypt("spooled-idt"),
+                                   error="missing_access_token"))
+    rc, log = migrated_env.run_once()
+    assert rc == 0, log
+    assert "replaying 1 spooled result" in log, log[-3000:]
+    got = seeder.read(a.id)
+    assert (got["access_token"], got["refresh_token"], got["id_token"]) == (
+        a.access_token, "spooled-rt", "spooled-idt"), got
+    assert got["expires_at"] == a.expires_at and got["token_type"] == "Bearer"
+    st = state_of(db, a.id)
+    assert st["last_error"] == "missing_access_token" and st["attempts"] == 1, st
+    assert int(st["retry_at"].timestamp()) == retry
+    assert spool_files(migrated_env) == []
 
 
 # ---- part 2: values that do not fit ----------------------------------------------------------
