@@ -362,8 +362,8 @@ static void limits_done_cb(void *ud, PGresult *res)
 
 void store_on_connected(struct store *st)
 {
-    if (db_query(st->db, STORE_LIMITS_SQL, 0, NULL, limits_done_cb, st) == 0)
-        st->limits_pending = true;
+    /* Not asked (no connection after all): nothing to wait for. */
+    st->limits_pending = db_query(st->db, STORE_LIMITS_SQL, 0, NULL, limits_done_cb, st) == 0;
 }
 
 void store_set_spool(struct store *st, struct spool *sp, struct keyring *kr)
