@@ -50,10 +50,26 @@ int refresh_prepare(struct refresh_attempt *ra, struct config *cfg, struct claim
  * Turns a classified answer into a store item (NULL only on OOM). New tokens
  * are encrypted under kr's primary key (the current one, which a reload may
  * have changed since the attempt began). now is the wall clock; u in [0,1) is
- * the backoff jitter draw.
+ * the backoff jitter draw. An answer that is not a success but carries a
+ * rotated refresh token becomes a partial result (store.h): the new token is
+ * kept, the attempt counts as failed with res->error and the usual backoff.
+ * Wipes the attempt's plaintext refresh token.
  */
 struct store_item *refresh_conclude(struct refresh_attempt *ra, const struct token_result *res,
                                     const struct keyring *kr, double now, double u);
+
+/* Out of memory while reading a 2xx answer: logs at LOG_CRIT and aborts (the
+ * answer may have carried a rotated refresh token; see refresh_result_lost). */
+void refresh_answer_unreadable(int64_t account_id) __attribute__((noreturn));
+
+/*
+ * What to do when refresh_conclude() returned NULL (out of memory) for res:
+ * without a rotated refresh token, log and go on (the claim's lease runs out
+ * and the account is tried again); with one, log at LOG_CRIT and abort(), so
+ * the daemon restarts and replays its spool instead of dropping the only copy
+ * of a token the provider has already rotated. Call before clearing res.
+ */
+void refresh_result_lost(const struct token_result *res, int64_t account_id);
 
 /* A failure item for an account that never reached the provider. */
 struct store_item *refresh_failure_item(const struct config *cfg,

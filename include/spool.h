@@ -1,9 +1,9 @@
 /*
  * spool.h — the durable spool of results that carry a rotated refresh token
  * (SPEC §6: never lose a rotated refresh token). Items are written as segment
- * files under <state_directory>/spool/, one Fernet token (primary key) per
- * line, fsync'd (file and directory) before they are sent to the database, and
- * removed once every item of a segment is confirmed. At start the daemon
+ * files under <state_directory>/spool/, one tagged line per result (full,
+ * or partial: a rotated refresh token alone, store.h), fsync'd (file and directory) before they are
+ * sent to the database, and removed once every item of a segment is confirmed. At start the daemon
  * replays what is left. A segment that cannot be read whole is reported, its
  * readable items are replayed, and the file is kept aside (*.bad) for the
  * operator: never fatal, never silently dropped.
@@ -26,6 +26,15 @@ struct spool *spool_open(const char *state_dir, char *err, size_t errlen) WUR;
  */
 int spool_write(struct spool *sp, const struct keyring *kr, struct store_item *const *items,
                 size_t n, char *err, size_t errlen) WUR;
+
+/*
+ * Keeps one result the database refuses for good (a poison value) out of the
+ * way but on disk: written alone, durably, as <spool>/seg-<new id>.spool.bad,
+ * which is never replayed, for the operator. path receives the file's name.
+ * Returns -1 with a reason when it cannot be written.
+ */
+int spool_set_aside(struct spool *sp, const struct keyring *kr, const struct store_item *item,
+                    char *path, size_t pathlen, char *err, size_t errlen) WUR;
 
 /* One item of segment id is settled (written or discarded); removes the file after the last. */
 void spool_release(struct spool *sp, int64_t id);

@@ -18,7 +18,16 @@
 
 enum store_kind { STORE_REFRESHED, STORE_FAILED, STORE_REVOKED };
 
-/* One result. Token members are Fernet ciphertext (not secrets). */
+/*
+ * One result. Token members are Fernet ciphertext (not secrets).
+ *
+ * A STORE_REFRESHED item with error[0] != '\0' is a partial result: the
+ * provider rotated the refresh token but the rest of its answer cannot be
+ * used. It carries refresh_ct (and id_token_ct when the answer had one), no
+ * access_ct, scope or token type; the database keeps the old access token and
+ * expiry, stores the new refresh token (compare-and-swap as for any result)
+ * and records the failed attempt (error, retry_at) as store_failed would.
+ */
 struct store_item {
     struct store_item *next;
     enum store_kind kind;
@@ -26,15 +35,19 @@ struct store_item {
     enum provider_id provider;
     char *old_refresh_ct; /* the refresh token ciphertext that was used (CAS) */
     /* STORE_REFRESHED */
-    char *access_ct;
+    char *access_ct;   /* NULL only in a partial result */
     char *refresh_ct;  /* NULL: keep the stored one */
     char *id_token_ct; /* NULL: keep the stored one */
     double expires_at; /* wall clock */
     char *scope;       /* NULL: keep */
     char *token_type;  /* NULL: keep */
     bool rotated;      /* carries a new refresh token: must never be lost */
-    /* STORE_FAILED / STORE_REVOKED */
+    /* STORE_FAILED / STORE_REVOKED, and a partial STORE_REFRESHED */
     char error[64];
+    /* STORE_FAILED and partial results: the next attempt. A full
+     * STORE_REFRESHED result carries it too (the backoff of this attempt), for
+     * the case the store must turn it into a failure (store_values.h); 0 when
+     * unknown (a result replayed from the spool). */
     double retry_at;
     /* bookkeeping for logs and metrics */
     double claimed_at;
@@ -43,6 +56,12 @@ struct store_item {
 
 /* Frees an item and everything it owns. */
 void store_item_free(struct store_item *item);
+
+/* A rotated refresh token without a usable rest of the answer (see above). */
+static inline bool store_item_is_partial(const struct store_item *item)
+{
+    return item->kind == STORE_REFRESHED && item->error[0] != '\0';
+}
 
 enum store_fate {
     STORE_WRITTEN,   /* the row holds the result (or the failure/revocation is recorded) */
@@ -62,6 +81,13 @@ struct store *store_new(struct ev_loop *loop, struct db *db, const char *owner,
                         const struct store_callbacks *cb) WUR;
 /* Parameters that come from the config (lead time for due_at arithmetic). */
 void store_set_lead(struct store *st, int64_t lead_ms);
+/*
+ * Call once per new database connection (before anything is flushed): reads
+ * the length limits of the application's columns the store writes
+ * (information_schema), so a value that does not fit fails its own account
+ * instead of the whole batch. Refreshed results wait for the first answer.
+ */
+void store_on_connected(struct store *st);
 
 struct spool;
 struct keyring;

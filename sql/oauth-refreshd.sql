@@ -1,4 +1,7 @@
--- oauth-refreshd's own SQL objects (SPEC §5), schema version 1.
+-- oauth-refreshd's own SQL objects (SPEC §5), schema version 2.
+--
+-- Version 2: store_refreshed() takes p_error and p_retry_at (partial results:
+-- a rotated refresh token from an answer that is otherwise unusable).
 --
 -- Everything the daemon needs lives in the schema oauth_refreshd; the
 -- application's tables are only read, plus the token columns, expires_at,
@@ -186,6 +189,10 @@ ON CONFLICT (account_id) DO NOTHING;
 DROP FUNCTION IF EXISTS oauth_refreshd.claim_due(text, text[], interval, interval, interval, integer);
 DROP FUNCTION IF EXISTS oauth_refreshd.store_refreshed(text, bigint[], text[], text[], text[], text[],
                                                        timestamptz[], text[], text[]);
+-- Version 1's store_refreshed (no p_error, p_retry_at): a call with ten
+-- arguments would otherwise be ambiguous between the two.
+DROP FUNCTION IF EXISTS oauth_refreshd.store_refreshed(text, bigint[], text[], text[], text[], text[],
+                                                       timestamptz[], text[], text[], interval);
 
 -- Claims up to p_limit due accounts of the given providers for p_owner: the
 -- lease is written by the same statement that selects the rows, and rows
@@ -314,6 +321,15 @@ $$;
 -- keeps the stored value. Emits one `refreshed` event per stored row. Returns
 -- (account_id, stored) for every input id, in input order.
 --
+-- Partial results (p_error not NULL for that row): the provider rotated the
+-- refresh token but the rest of its answer could not be used. The new refresh
+-- token (and id token) is stored under the same compare-and-swap, the access
+-- token and expires_at stay as they are (p_access and p_expires_at are NULL),
+-- and the attempt is recorded as store_failed records it: attempts + 1,
+-- last_error, retry_at = p_retry_at, claimable again from p_retry_at, and one
+-- `failed` event. p_error and p_retry_at may be NULL as a whole (no partial
+-- results).
+--
 -- Cost per account (500 per call): one update of oauth_accounts and one of
 -- account_state, in one statement; the trigger is skipped for these rows
 -- (caller_keeps_state: the state row is written here, with everything the
@@ -323,7 +339,8 @@ $$;
 CREATE OR REPLACE FUNCTION oauth_refreshd.store_refreshed(
     p_owner text, p_ids bigint[], p_old_refresh text[], p_access text[],
     p_refresh text[], p_id_token text[], p_expires_at timestamptz[],
-    p_scope text[], p_token_type text[], p_lead interval)
+    p_scope text[], p_token_type text[], p_lead interval,
+    p_error text[] DEFAULT NULL, p_retry_at timestamptz[] DEFAULT NULL)
 RETURNS TABLE (account_id bigint, stored boolean)
 LANGUAGE plpgsql
 -- Plan each call with its arrays' real lengths: a cached generic plan assumes
@@ -331,51 +348,73 @@ LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
-    v_ids  bigint[];
-    v_prov text[];
-    v_exp  timestamptz[];
+    v_ids   bigint[];
+    v_prov  text[];
+    v_exp   timestamptz[];
+    v_err   text[];
+    v_retry timestamptz[];
 BEGIN
     PERFORM set_config('oauth_refreshd.writer', 'daemon', true);
     PERFORM set_config('oauth_refreshd.caller_keeps_state', 'on', true);
 
+    -- unnest() pads a shorter (or NULL) array with NULLs: no partial results.
     WITH input AS (
         SELECT * FROM unnest(p_ids, p_old_refresh, p_access, p_refresh, p_id_token,
-                             p_expires_at, p_scope, p_token_type)
-                   AS u(id, old_rt, access, rt, idt, exp, scope, ttype)
+                             p_expires_at, p_scope, p_token_type, p_error, p_retry_at)
+                   AS u(id, old_rt, access, rt, idt, exp, scope, ttype, err, retry)
+         WHERE u.id IS NOT NULL
     ), upd AS (
         UPDATE public.oauth_accounts a
-           SET access_token  = i.access,
+           SET access_token  = COALESCE(i.access, a.access_token),
                refresh_token = COALESCE(i.rt, a.refresh_token),
                id_token      = COALESCE(i.idt, a.id_token),
-               expires_at    = i.exp,
+               expires_at    = COALESCE(i.exp, a.expires_at),
                scope         = COALESCE(i.scope, a.scope),
                token_type    = COALESCE(i.ttype, a.token_type),
                updated_at    = now()
           FROM input i
          WHERE a.id = i.id AND a.refresh_token = i.old_rt
-        RETURNING a.id, a.provider::text AS provider, a.expires_at
+        RETURNING a.id, a.provider::text AS provider, a.expires_at, i.err, i.retry
     ), state AS (
-        -- Everything the trigger sets for a new token (revocation and failure
-        -- history cleared, due_at from expires_at), plus the release.
+        -- Everything the trigger sets for a new token (revocation history
+        -- cleared, due_at from expires_at), plus the release. A partial result
+        -- is a failed attempt: its backoff, and due again at its retry time.
         UPDATE oauth_refreshd.account_state s
-           SET lease_owner = NULL, lease_until = NULL, attempts = 0, retry_at = NULL,
-               last_error = NULL, last_error_at = NULL, revoked = false, revoked_at = NULL,
-               last_refreshed_at = now(), refresh_count = s.refresh_count + 1,
+           SET lease_owner = NULL, lease_until = NULL, revoked = false, revoked_at = NULL,
+               attempts = CASE WHEN u.err IS NULL THEN 0 ELSE s.attempts + 1 END,
+               retry_at = u.retry,
+               last_error = u.err,
+               last_error_at = CASE WHEN u.err IS NULL THEN NULL ELSE now() END,
+               last_refreshed_at = CASE WHEN u.err IS NULL THEN now()
+                                        ELSE s.last_refreshed_at END,
+               refresh_count = s.refresh_count + CASE WHEN u.err IS NULL THEN 1 ELSE 0 END,
                -- A token that lives shorter than the lead time would be due again
                -- at once: refresh it at half its life instead of in a tight loop.
-               due_at = GREATEST(u.expires_at, now() + (u.expires_at - now()) / 2 + p_lead)
+               due_at = CASE WHEN u.err IS NULL
+                             THEN GREATEST(u.expires_at,
+                                           now() + (u.expires_at - now()) / 2 + p_lead)
+                             ELSE u.retry + p_lead END
           FROM upd u
          WHERE s.account_id = u.id
     )
     SELECT COALESCE(array_agg(upd.id), '{}'), COALESCE(array_agg(upd.provider), '{}'),
-           COALESCE(array_agg(upd.expires_at), '{}')
-      INTO v_ids, v_prov, v_exp
+           COALESCE(array_agg(upd.expires_at), '{}'), COALESCE(array_agg(upd.err), '{}'),
+           COALESCE(array_agg(upd.retry), '{}')
+      INTO v_ids, v_prov, v_exp, v_err, v_retry
       FROM upd;
 
     PERFORM set_config('oauth_refreshd.caller_keeps_state', 'off', true);
 
     PERFORM pg_notify('oauth_refresh_event', oauth_refreshd.event_refreshed(u.id, u.prov, u.exp))
-       FROM unnest(v_ids, v_prov, v_exp) AS u(id, prov, exp);
+       FROM unnest(v_ids, v_prov, v_exp, v_err) AS u(id, prov, exp, err)
+      WHERE u.err IS NULL;
+    -- Partial results: the attempt failed (one `failed` event per failed attempt).
+    IF p_error IS NOT NULL THEN
+        PERFORM pg_notify('oauth_refresh_event',
+                          oauth_refreshd.event_failed(u.id, u.prov, u.err, u.retry))
+           FROM unnest(v_ids, v_prov, v_err, v_retry) AS u(id, prov, err, retry)
+          WHERE u.err IS NOT NULL;
+    END IF;
 
     -- v_ids holds distinct ids of p_ids: as many means every input id was
     -- written (the usual case), and nothing is left to release.
@@ -490,8 +529,8 @@ RETURNS void LANGUAGE sql AS $$
      WHERE s.account_id = ANY (p_ids) AND s.lease_owner = p_owner
 $$;
 
-INSERT INTO oauth_refreshd.meta (singleton, schema_version) VALUES (true, 1)
-ON CONFLICT (singleton) DO UPDATE SET schema_version = GREATEST(oauth_refreshd.meta.schema_version, 1),
+INSERT INTO oauth_refreshd.meta (singleton, schema_version) VALUES (true, 2)
+ON CONFLICT (singleton) DO UPDATE SET schema_version = GREATEST(oauth_refreshd.meta.schema_version, 2),
                                       migrated_at = now();
 
 -- ---- Key rotation (oauth-refreshctl rotate-keys; appended by the operator-tools work) ----

@@ -251,6 +251,7 @@ static void db_connected_cb(void *ud)
     listen_check_on_connected(d->listen_check);
     if (db_query(d->db, SCHEMA_CHECK_SQL, 0, NULL, schema_checked_cb, d) < 0)
         log_err("could not check the schema version");
+    store_on_connected(d->store); /* column limits, answered before the store flushes */
 }
 
 static void db_disconnected_cb(void *ud, const char *reason, double retry_in_s)

@@ -430,12 +430,16 @@ static void job_http_done_cb(void *ud, const struct http_answer *ans, double ela
      * one this job started with. */
     struct store_item *item =
         refresh_conclude(&job->ra, &res, d->cfg->keys, time_now_wall(), random_unit());
-    token_result_clear(&res);
     if (item)
         store_add(d->store, item);
     else
-        log_err("account %" PRId64 ": out of memory building the result",
-                job->ra.acct.account_id);
+        refresh_result_lost(&res, job->ra.acct.account_id); /* aborts if res rotated */
+    /* Out of memory reading a 2xx answer: whether it rotated is unknowable, and the
+     * next attempt would send a token the provider may have retired. Stop loudly. */
+    if (item && ans->transport_error == 0 && ans->status >= 200 && ans->status < 300 &&
+        strcmp(res.error, "out_of_memory") == 0)
+        refresh_answer_unreadable(job->ra.acct.account_id);
+    token_result_clear(&res);
     job_free(job);
     engine_kick(d);
     engine_check_once_done(d);

@@ -7,11 +7,13 @@
  */
 #include "refresh.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backoff.h"
 #include "keys.h"
+#include "log.h"
 
 void claimed_account_clear(struct claimed_account *acct)
 {
@@ -46,8 +48,7 @@ int refresh_prepare(struct refresh_attempt *ra, struct config *cfg, struct claim
     if (keyring_decrypt(cfg->keys, ra->acct.refresh_ct, strlen(ra->acct.refresh_ct),
                         &ra->refresh_plain, &ra->key_index, err, sizeof err) < 0) {
         snprintf(code, codelen, "undecryptable_refresh_token");
-        snprintf(detail, detaillen, "stored refresh token does not verify under any key: %s",
-                 err);
+        snprintf(detail, detaillen, "stored refresh token does not verify under any key: %s", err);
         return -1;
     }
     if (ra->refresh_plain.len == 0) {
@@ -105,12 +106,24 @@ static int encrypt_secret(const struct keyring *kr, const struct secret *s, char
     return keyring_encrypt(kr, (const uint8_t *)s->data, s->len, out);
 }
 
+/* The next attempt after this one failed: backoff on attempts + 1. */
+static double next_retry_at(const struct refresh_attempt *ra, int64_t retry_after_ms, double now,
+                            double u)
+{
+    int64_t delay = backoff_delay_ms((unsigned)ra->acct.attempts + 1, ra->cfg->retry_min_ms,
+                                     ra->cfg->retry_max_ms, retry_after_ms, u);
+    return now + (double)delay / 1000.0;
+}
+
 static struct store_item *success_item(struct refresh_attempt *ra, const struct token_result *res,
-                                       const struct keyring *kr, double now)
+                                       const struct keyring *kr, double now, double u)
 {
     struct store_item *it = item_new(&ra->acct, STORE_REFRESHED);
     if (!it)
         return NULL;
+    /* Should the store find a value that does not fit the database, this
+     * result becomes a failed attempt with the backoff it would have had. */
+    it->retry_at = next_retry_at(ra, -1, now, u);
     bool ok = encrypt_secret(kr, &res->access_token, &it->access_ct) == 0;
     if (ok && res->refresh_token.len > 0) {
         ok = encrypt_secret(kr, &res->refresh_token, &it->refresh_ct) == 0;
@@ -132,13 +145,38 @@ static struct store_item *success_item(struct refresh_attempt *ra, const struct 
     return it;
 }
 
+/*
+ * The provider rotated but the rest of its answer cannot be used (no access
+ * token, or a value that does not fit): the old refresh token is already
+ * dead, so the new one is stored all the same (a partial result, store.h),
+ * with the old access token kept and this attempt recorded as failed.
+ */
+static struct store_item *partial_item(struct refresh_attempt *ra, const struct token_result *res,
+                                       const struct keyring *kr, double now, double u)
+{
+    struct store_item *it = item_new(&ra->acct, STORE_REFRESHED);
+    if (!it)
+        return NULL;
+    it->rotated = true;
+    snprintf(it->error, sizeof it->error, "%s", res->error[0] ? res->error : "bad_response");
+    it->retry_at = next_retry_at(ra, res->retry_after_ms, now, u);
+    bool ok = encrypt_secret(kr, &res->refresh_token, &it->refresh_ct) == 0;
+    if (ok && res->id_token.len > 0)
+        ok = encrypt_secret(kr, &res->id_token, &it->id_token_ct) == 0;
+    if (!ok) {
+        store_item_free(it);
+        return NULL;
+    }
+    return it;
+}
+
 struct store_item *refresh_conclude(struct refresh_attempt *ra, const struct token_result *res,
                                     const struct keyring *kr, double now, double u)
 {
     struct store_item *it = NULL;
     switch (res->outcome) {
     case OUTCOME_SUCCESS:
-        it = success_item(ra, res, kr, now);
+        it = success_item(ra, res, kr, now, u);
         break;
     case OUTCOME_REVOKED:
         it = item_new(&ra->acct, STORE_REVOKED);
@@ -148,12 +186,42 @@ struct store_item *refresh_conclude(struct refresh_attempt *ra, const struct tok
     case OUTCOME_TRANSIENT:
     case OUTCOME_CONFIG:
     case OUTCOME_BAD_RESPONSE:
-        it = refresh_failure_item(ra->cfg, &ra->acct, res->error, res->retry_after_ms, now, u);
+        if (res->refresh_token.len > 0)
+            it = partial_item(ra, res, kr, now, u);
+        else
+            it = refresh_failure_item(ra->cfg, &ra->acct, res->error, res->retry_after_ms, now, u);
         break;
     }
     /* The plaintext refresh token is not needed after this point. */
     secret_clear(&ra->refresh_plain);
     return it;
+}
+
+void refresh_answer_unreadable(int64_t account_id)
+{
+    log_event(LOG_CRIT, NULL, NULL,
+              "account %" PRId64 ": out of memory reading a successful answer, which may carry "
+              "a rotated refresh token; aborting rather than retrying with a retired one (the "
+              "spool is replayed at the next start)",
+              account_id);
+    abort();
+}
+
+void refresh_result_lost(const struct token_result *res, int64_t account_id)
+{
+    if (res->refresh_token.len == 0) {
+        log_err("account %" PRId64 ": out of memory building the result", account_id);
+        return;
+    }
+    /* Freeing the only copy of a rotated refresh token bricks the account
+     * (the provider has already retired the old one). Stop instead: systemd
+     * restarts the daemon, the spool replays every result made durable so
+     * far, and this process's memory trouble ends with it. */
+    log_event(LOG_CRIT, NULL, NULL,
+              "account %" PRId64 ": out of memory keeping a rotated refresh token; aborting "
+              "rather than dropping it (the spool is replayed at the next start)",
+              account_id);
+    abort();
 }
 
 void refresh_attempt_clear(struct refresh_attempt *ra)

@@ -12,6 +12,10 @@
  * them a second time (which cost a quarter of the daemon's CPU); the tag
  * detects damage and stops anyone without the key from writing a line the
  * daemon would replay (say, one account's token stored under another).
+ * A partial result (a rotated refresh token without a usable access token)
+ * is a "P2" line: account id, provider, retry time (microseconds), the old
+ * and new refresh token and the id token ciphertexts, the error code (as
+ * text), and the same kind of tag; "S2" lines are unchanged by it.
  * Lines of the first format (a Fernet token over the item's JSON) are still
  * read, so an upgrade replays what an older daemon left.
  */
@@ -39,10 +43,12 @@
 #define SEGMENT_PREFIX "seg-"
 #define SEGMENT_SUFFIX ".spool"
 
-#define SPOOL_LINE_MAGIC "S2 "
-#define SPOOL_TAG_PERSONAL "oauthrd-spool-v2" /* exactly KEYRING_TAG_PERSONAL_BYTES */
-#define SPOOL_TAG_CHARS 44                    /* urlsafe base64 of 32 bytes, padded */
-#define SPOOL_FIELDS 9                        /* between the magic and the tag */
+#define SPOOL_LINE_MAGIC     "S2 "
+#define SPOOL_PARTIAL_MAGIC  "P2 "              /* a partial result (store.h) */
+#define SPOOL_TAG_PERSONAL   "oauthrd-spool-v2" /* exactly KEYRING_TAG_PERSONAL_BYTES */
+#define SPOOL_TAG_CHARS      44                 /* urlsafe base64 of 32 bytes, padded */
+#define SPOOL_FIELDS         9                  /* between the magic and the tag */
+#define SPOOL_PARTIAL_FIELDS 7
 /* Expiries are whole microseconds below this (the year 2096: a token that
  * lives longer is not real). Below it, microseconds -> seconds as a double ->
  * microseconds is exact, which expiry_usec_is_stable() checks all the same. */
@@ -50,6 +56,7 @@
 
 _Static_assert(sizeof SPOOL_TAG_PERSONAL - 1 == KEYRING_TAG_PERSONAL_BYTES,
                "the tag's personalisation is exactly 16 bytes");
+_Static_assert(sizeof SPOOL_LINE_MAGIC == sizeof SPOOL_PARTIAL_MAGIC, "magics of one length");
 
 struct segment {
     int64_t id;
@@ -133,8 +140,7 @@ static bool is_ciphertext(const char *s)
 /* The expiry as the reader will see it again: usec -> seconds -> usec unchanged. */
 static bool expiry_usec_is_stable(int64_t usec)
 {
-    return usec >= 0 && usec < SPOOL_MAX_EXPIRY_USEC &&
-           llround(((double)usec / 1e6) * 1e6) == usec;
+    return usec >= 0 && usec < SPOOL_MAX_EXPIRY_USEC && llround(((double)usec / 1e6) * 1e6) == usec;
 }
 
 /* Microseconds since the epoch, the spool's exact representation of an expiry;
@@ -177,29 +183,9 @@ static void put_text(struct strbuf *sb, const char *text)
     free(b);
 }
 
-/*
- * Appends one line for it: "S2 id provider expiry_usec old access refresh
- * id_token scope token_type tag". The tokens are the Fernet ciphertext the
- * database will hold (already encrypted and authenticated, so not encrypted
- * again); the keyed tag binds them to this account and detects any damage.
- */
-static int append_item(struct strbuf *sb, const struct keyring *kr, const struct store_item *it)
+/* Closes the line that starts at start with its keyed tag and a newline. */
+static int append_tag(struct strbuf *sb, const struct keyring *kr, size_t start)
 {
-    int64_t usec;
-    if (!is_ciphertext(it->old_refresh_ct) || !is_ciphertext(it->access_ct) ||
-        !is_ciphertext(it->refresh_ct) || (it->id_token_ct && !is_ciphertext(it->id_token_ct)) ||
-        it->provider < 0 || it->provider >= PROVIDER_COUNT ||
-        !expiry_to_usec(it->expires_at, &usec))
-        return -1;
-    size_t start = sb->len;
-    strbuf_printf(sb, SPOOL_LINE_MAGIC "%" PRId64 " %d %" PRId64, it->account_id,
-                  (int)it->provider, usec);
-    put_ciphertext(sb, it->old_refresh_ct);
-    put_ciphertext(sb, it->access_ct);
-    put_ciphertext(sb, it->refresh_ct);
-    put_ciphertext(sb, it->id_token_ct);
-    put_text(sb, it->scope);
-    put_text(sb, it->token_type);
     strbuf_append(sb, " ", 1);
     if (sb->oom)
         return -1;
@@ -211,6 +197,56 @@ static int append_item(struct strbuf *sb, const struct keyring *kr, const struct
     strbuf_append(sb, tag64, SPOOL_TAG_CHARS);
     strbuf_append(sb, "\n", 1);
     return sb->oom ? -1 : 0;
+}
+
+/*
+ * A partial result: "P2 id provider retry_usec old refresh id_token error
+ * tag". No access token, expiry, scope or token type: the database keeps its
+ * own; the error and retry time record the failed attempt.
+ */
+static int append_partial(struct strbuf *sb, const struct keyring *kr, const struct store_item *it)
+{
+    int64_t usec;
+    if (!is_ciphertext(it->old_refresh_ct) || !is_ciphertext(it->refresh_ct) ||
+        (it->id_token_ct && !is_ciphertext(it->id_token_ct)) || it->provider < 0 ||
+        it->provider >= PROVIDER_COUNT || !expiry_to_usec(it->retry_at, &usec))
+        return -1;
+    size_t start = sb->len;
+    strbuf_printf(sb, SPOOL_PARTIAL_MAGIC "%" PRId64 " %d %" PRId64, it->account_id,
+                  (int)it->provider, usec);
+    put_ciphertext(sb, it->old_refresh_ct);
+    put_ciphertext(sb, it->refresh_ct);
+    put_ciphertext(sb, it->id_token_ct);
+    put_text(sb, it->error);
+    return append_tag(sb, kr, start);
+}
+
+/*
+ * Appends one line for it: "S2 id provider expiry_usec old access refresh
+ * id_token scope token_type tag". The tokens are the Fernet ciphertext the
+ * database will hold (already encrypted and authenticated, so not encrypted
+ * again); the keyed tag binds them to this account and detects any damage.
+ */
+static int append_item(struct strbuf *sb, const struct keyring *kr, const struct store_item *it)
+{
+    if (store_item_is_partial(it))
+        return append_partial(sb, kr, it);
+    int64_t usec;
+    if (!is_ciphertext(it->old_refresh_ct) || !is_ciphertext(it->access_ct) ||
+        !is_ciphertext(it->refresh_ct) || (it->id_token_ct && !is_ciphertext(it->id_token_ct)) ||
+        it->provider < 0 || it->provider >= PROVIDER_COUNT ||
+        !expiry_to_usec(it->expires_at, &usec))
+        return -1;
+    size_t start = sb->len;
+    strbuf_printf(sb, SPOOL_LINE_MAGIC "%" PRId64 " %d %" PRId64, it->account_id, (int)it->provider,
+                  usec);
+    put_ciphertext(sb, it->old_refresh_ct);
+    put_ciphertext(sb, it->access_ct);
+    put_ciphertext(sb, it->refresh_ct);
+    put_ciphertext(sb, it->id_token_ct);
+    put_text(sb, it->scope);
+    put_text(sb, it->token_type);
+    return append_tag(sb, kr, start);
 }
 
 static int write_all(int fd, const char *data, size_t len)
@@ -228,29 +264,18 @@ static int write_all(int fd, const char *data, size_t len)
     return 0;
 }
 
-int spool_write(struct spool *sp, const struct keyring *kr, struct store_item *const *items,
-                size_t n, char *err, size_t errlen)
+/* Writes data as the file path (through path.tmp): whole and durable, or not at all. */
+static int write_durably(struct spool *sp, const char *path, const char *data, size_t len,
+                         char *err, size_t errlen)
 {
-    if (n == 0)
-        return 0;
-    strbuf_reset(&sp->buf);
-    for (size_t i = 0; i < n; i++)
-        if (append_item(&sp->buf, kr, items[i]) < 0) {
-            snprintf(err, errlen, "%s", sp->buf.oom ? "out of memory building a spool segment"
-                                                    : "a result cannot be spooled (not ciphertext, "
-                                                      "or no key)");
-            return -1;
-        }
-    int64_t id = sp->next_id++;
-    char path[4096], tmp[4200];
-    segment_path(sp, id, path, sizeof path);
+    char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         snprintf(err, errlen, "cannot create spool segment %s: %s", tmp, strerror(errno));
         return -1;
     }
-    bool ok = write_all(fd, sp->buf.data, sp->buf.len) == 0 && fsync(fd) == 0;
+    bool ok = write_all(fd, data, len) == 0 && fsync(fd) == 0;
     int saved = ok ? 0 : errno;
     ok = close(fd) == 0 && ok;
     /* rename + directory fsync: the segment appears whole or not at all. */
@@ -261,6 +286,28 @@ int spool_write(struct spool *sp, const struct keyring *kr, struct store_item *c
         unlink(tmp);
         return -1;
     }
+    return 0;
+}
+
+int spool_write(struct spool *sp, const struct keyring *kr, struct store_item *const *items,
+                size_t n, char *err, size_t errlen)
+{
+    if (n == 0)
+        return 0;
+    strbuf_reset(&sp->buf);
+    for (size_t i = 0; i < n; i++)
+        if (append_item(&sp->buf, kr, items[i]) < 0) {
+            snprintf(err, errlen, "%s",
+                     sp->buf.oom ? "out of memory building a spool segment"
+                                 : "a result cannot be spooled (not ciphertext, "
+                                   "or no key)");
+            return -1;
+        }
+    int64_t id = sp->next_id++;
+    char path[4096];
+    segment_path(sp, id, path, sizeof path);
+    if (write_durably(sp, path, sp->buf.data, sp->buf.len, err, errlen) < 0)
+        return -1;
     if (track_segment(sp, id, n) < 0) {
         snprintf(err, errlen, "out of memory tracking spool segment");
         return -1; /* the file stays and is replayed at the next start */
@@ -268,6 +315,23 @@ int spool_write(struct spool *sp, const struct keyring *kr, struct store_item *c
     for (size_t i = 0; i < n; i++)
         items[i]->spool_id = id;
     return 0;
+}
+
+int spool_set_aside(struct spool *sp, const struct keyring *kr, const struct store_item *item,
+                    char *path, size_t pathlen, char *err, size_t errlen)
+{
+    struct strbuf sb = {0};
+    if (append_item(&sb, kr, item) < 0) {
+        strbuf_free(&sb);
+        snprintf(err, errlen, "the result cannot be written as a spool line");
+        return -1;
+    }
+    char seg[4096];
+    segment_path(sp, sp->next_id++, seg, sizeof seg);
+    snprintf(path, pathlen, "%s.bad", seg);
+    int rc = write_durably(sp, path, sb.data, sb.len, err, errlen);
+    strbuf_free(&sb);
+    return rc;
 }
 
 void spool_release(struct spool *sp, int64_t id)
@@ -422,30 +486,37 @@ static char *dup_text(const char *f, bool *ok)
 }
 
 /*
- * Reads one "S2 ..." line (see append_item). *verified tells a damaged or
- * foreign line (the tag does not verify under any key) from one that verifies
- * but does not hold a valid result.
+ * Checks the tag of a line that starts with a known magic and splits what lies
+ * between magic and tag into nfields fields (in place). *verified tells a
+ * damaged or foreign line (the tag does not verify under any key) from one
+ * that verifies but does not have the right shape.
  */
-static struct store_item *item_from_line(const struct keyring *kr, char *line, size_t len,
-                                         bool *verified)
+static bool line_fields(const struct keyring *kr, char *line, size_t len, char **f, size_t nfields,
+                        bool *verified)
 {
     *verified = false;
     char *last = memrchr(line, ' ', len);
     if (!last || (size_t)(line + len - (last + 1)) != SPOOL_TAG_CHARS)
-        return NULL;
+        return false;
     uint8_t tag[KEYRING_TAG_BYTES];
     size_t taglen = 0;
     if (b64url_decode_public(last + 1, SPOOL_TAG_CHARS, tag, sizeof tag, &taglen) < 0 ||
         taglen != sizeof tag ||
         !keyring_tag_verify(kr, SPOOL_TAG_PERSONAL, line, (size_t)(last + 1 - line), tag, NULL))
-        return NULL;
+        return false;
     *verified = true;
-
-    char *f[SPOOL_FIELDS];
-    size_t magic = strlen(SPOOL_LINE_MAGIC);
+    size_t magic = strlen(SPOOL_LINE_MAGIC); /* every magic has this length */
     if ((size_t)(last - line) < magic)
-        return NULL; /* "S2" + tag, nothing between */
-    if (split_fields(line + magic, (size_t)(last - line) - magic, f, SPOOL_FIELDS) != SPOOL_FIELDS)
+        return false; /* magic + tag, nothing between */
+    return split_fields(line + magic, (size_t)(last - line) - magic, f, nfields) == nfields;
+}
+
+/* Reads one "S2 ..." line (see append_item). */
+static struct store_item *item_from_line(const struct keyring *kr, char *line, size_t len,
+                                         bool *verified)
+{
+    char *f[SPOOL_FIELDS];
+    if (!line_fields(kr, line, len, f, SPOOL_FIELDS, verified))
         return NULL;
     int64_t id, prov, usec;
     if (!parse_int64(f[0], INT64_MIN, INT64_MAX, &id) ||
@@ -474,26 +545,68 @@ static struct store_item *item_from_line(const struct keyring *kr, char *line, s
     return it;
 }
 
+/* Reads one "P2 ..." line (see append_partial). */
+static struct store_item *partial_from_line(const struct keyring *kr, char *line, size_t len,
+                                            bool *verified)
+{
+    char *f[SPOOL_PARTIAL_FIELDS];
+    if (!line_fields(kr, line, len, f, SPOOL_PARTIAL_FIELDS, verified))
+        return NULL;
+    int64_t id, prov, usec;
+    if (!parse_int64(f[0], INT64_MIN, INT64_MAX, &id) ||
+        !parse_int64(f[1], 0, PROVIDER_COUNT - 1, &prov) ||
+        !parse_int64(f[2], 0, SPOOL_MAX_EXPIRY_USEC - 1, &usec) || !expiry_usec_is_stable(usec))
+        return NULL;
+    struct store_item *it = calloc(1, sizeof *it);
+    if (!it)
+        return NULL;
+    bool ok = true;
+    it->kind = STORE_REFRESHED;
+    it->rotated = true;
+    it->account_id = id;
+    it->provider = (enum provider_id)prov;
+    it->retry_at = (double)usec / 1e6;
+    it->old_refresh_ct = dup_ciphertext(f[3], false, &ok);
+    it->refresh_ct = dup_ciphertext(f[4], false, &ok);
+    it->id_token_ct = dup_ciphertext(f[5], true, &ok);
+    char *error = dup_text(f[6], &ok);
+    /* A partial result is told from a full one by its error: it must be there. */
+    if (ok && error && error[0] != '\0' && strlen(error) < sizeof it->error)
+        memcpy(it->error, error, strlen(error) + 1);
+    else
+        ok = false;
+    free(error);
+    if (!ok) {
+        store_item_free(it);
+        return NULL;
+    }
+    return it;
+}
+
 /* One line of a segment, whichever version wrote it; msg says why on NULL. */
 static struct store_item *read_line(const struct keyring *kr, char *line, size_t len,
                                     const char *path, size_t lineno, char *msg, size_t msglen)
 {
     struct store_item *it = NULL;
     size_t magic = strlen(SPOOL_LINE_MAGIC);
-    if (len >= magic && memcmp(line, SPOOL_LINE_MAGIC, magic) == 0) {
+    bool partial = len >= magic && memcmp(line, SPOOL_PARTIAL_MAGIC, magic) == 0;
+    if (partial || (len >= magic && memcmp(line, SPOOL_LINE_MAGIC, magic) == 0)) {
         bool verified;
-        it = item_from_line(kr, line, len, &verified);
+        it = partial ? partial_from_line(kr, line, len, &verified)
+                     : item_from_line(kr, line, len, &verified);
         if (!it && !verified)
-            snprintf(msg, msglen, "spool: %.1024s line %zu does not verify (damaged, or made "
-                                  "with a key that is no longer loaded)", path, lineno);
+            snprintf(msg, msglen,
+                     "spool: %.1024s line %zu does not verify (damaged, or made "
+                     "with a key that is no longer loaded)",
+                     path, lineno);
     } else {
         struct secret plain = {0};
         char err[ERRBUF_LEN];
         if (keyring_decrypt(kr, line, len, &plain, NULL, err, sizeof err) == 0)
             it = item_from_json(plain.data, plain.len);
         else
-            snprintf(msg, msglen, "spool: %.1024s line %zu does not verify (%.512s)", path,
-                     lineno, err);
+            snprintf(msg, msglen, "spool: %.1024s line %zu does not verify (%.512s)", path, lineno,
+                     err);
         secret_clear(&plain);
     }
     if (!it && msg[0] == '\0')
@@ -650,10 +763,11 @@ static size_t replay_segment(struct spool *sp, const struct keyring *kr, int64_t
         char aside[4200];
         snprintf(aside, sizeof aside, "%s.bad", path);
         rename(path, aside);
-        snprintf(msg, sizeof msg,
-                 "spool: %zu damaged entries in %.1024s; the file is kept as %.1100s, %zu good entries "
-                 "are replayed",
-                 bad, path, aside, n);
+        snprintf(
+            msg, sizeof msg,
+            "spool: %zu damaged entries in %.1024s; the file is kept as %.1100s, %zu good entries "
+            "are replayed",
+            bad, path, aside, n);
         warn(ud, msg);
         st->bad_segments++;
         if (n > 0) {

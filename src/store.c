@@ -4,6 +4,14 @@
  * items wait per kind; a sent batch stays owned until the database confirms
  * it; a batch whose connection died goes back to the front of its queue and
  * is sent again after reconnection. It never decides what a result means.
+ *
+ * One bad value never holds the others back: values are checked against the
+ * columns' real limits before they enter a batch (store_values.h), and a
+ * batch the database still refuses for its data (SQLSTATE class 22/23) is
+ * written in halves until the result at fault stands alone; that one is then
+ * demoted (a partial result keeps a rotated refresh token) or, as a last
+ * resort, failed with the database's code and its rotated token kept aside in
+ * the spool directory (*.bad) for the operator.
  */
 #include "store.h"
 
@@ -11,16 +19,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <inttypes.h>
+
 #include "keys.h"
 #include "log.h"
 #include "spool.h"
+#include "store_split.h"
+#include "store_values.h"
 #include "strbuf.h"
 #include "timeutil.h"
 
-#define STORE_MAX_BATCH 500
+#define STORE_MAX_BATCH     500
 #define STORE_FLUSH_DELAY_S 0.002 /* gather results that finish together */
 #define STORE_RETRY_DELAY_S 1.0   /* after a statement error (not a lost connection) */
-#define STORE_KINDS 3
+#define STORE_KINDS         3
+#define STORE_ARRAYS        10 /* store_refreshed's: ids and nine per-row arrays */
 
 struct store_queue {
     struct store_item *head, *tail;
@@ -31,6 +44,7 @@ struct store_batch {
     struct store *st;
     enum store_kind kind;
     struct store_queue items;
+    size_t suspects;                 /* how many of items are suspects (store_split.h) */
     struct store_batch *prev, *next; /* in st->inflight */
 };
 
@@ -57,8 +71,8 @@ static size_t idset_slot(const struct idset *s, int64_t id)
 static bool idset_grow(struct idset *s)
 {
     size_t ncap = s->cap ? s->cap * 2 : 1024;
-    struct idset n = {.key = calloc(ncap, sizeof *n.key), .count = calloc(ncap, sizeof *n.count),
-                      .cap = ncap};
+    struct idset n = {
+        .key = calloc(ncap, sizeof *n.key), .count = calloc(ncap, sizeof *n.count), .cap = ncap};
     if (!n.key || !n.count) {
         free(n.key);
         free(n.count);
@@ -155,12 +169,16 @@ struct store {
     unsigned inflight_batches[STORE_KINDS];
     struct idset pending_ids; /* account ids of every item the store holds */
     ev_timer flush_timer;
-    struct spool *spool;   /* not owned */
-    struct keyring *keys;  /* reference: the primary key tags the spool */
+    struct spool *spool;        /* not owned */
+    struct keyring *keys;       /* reference: the primary key tags the spool */
+    struct store_limits limits; /* of the application's columns; 0 = unbounded */
+    bool limits_pending;        /* asked at connect: refreshed results wait for the answer */
+    /* Isolation of a result the database refuses (batch_isolate), per queue. */
+    struct store_split split[STORE_KINDS];
     /* The array literals of the batch being built: kept between batches so a
      * batch of 500 results (about 1.5 MB of ciphertext) does not grow nine
      * buffers by doubling, copying each time, on every send. Ciphertext only. */
-    struct strbuf arr[9];
+    struct strbuf arr[STORE_ARRAYS];
 };
 
 void store_item_free(struct store_item *item)
@@ -234,6 +252,8 @@ struct store *store_new(struct ev_loop *loop, struct db *db, const char *owner,
     st->db = db;
     st->cb = *cb;
     st->lead_ms = 5 * 60 * 1000;
+    for (int k = 0; k < STORE_KINDS; k++)
+        store_split_init(&st->split[k], STORE_MAX_BATCH);
     ev_timer_init(&st->flush_timer, flush_timer_cb, STORE_FLUSH_DELAY_S, 0.);
     st->flush_timer.data = st;
     return st;
@@ -242,6 +262,108 @@ struct store *store_new(struct ev_loop *loop, struct db *db, const char *owner,
 void store_set_lead(struct store *st, int64_t lead_ms)
 {
     st->lead_ms = lead_ms;
+}
+
+static void item_log_ctx(const struct store_item *it, struct log_ctx *ctx)
+{
+    memset(ctx, 0, sizeof *ctx);
+    ctx->account_id = it->account_id;
+    ctx->provider = provider_id_name(it->provider);
+    ctx->error = it->error;
+}
+
+/*
+ * The database will never take item as it is (code says why): demote it
+ * (store_values.h). A rotated refresh token that cannot be written at all is
+ * first kept aside in the spool directory. Returns the demotion.
+ */
+static enum store_demotion item_demote(struct store *st, struct store_item *it, const char *code)
+{
+    enum store_demotion d = store_item_demotion(it, code);
+    if (d == STORE_DEMOTED_FAILED && it->kind == STORE_REFRESHED && it->rotated && it->refresh_ct) {
+        char path[4300] = "", err[ERRBUF_LEN] = "";
+        bool kept =
+            st->spool && st->keys &&
+            spool_set_aside(st->spool, st->keys, it, path, sizeof path, err, sizeof err) == 0;
+        log_event(LOG_ERR, NULL, NULL,
+                  "account %" PRId64 ": the database refuses the rotated refresh token (%s); %s%s",
+                  it->account_id, code,
+                  kept ? "it is kept aside for the operator in " : "it could not be kept aside: ",
+                  kept ? path : (err[0] ? err : "no spool"));
+    }
+    const char *before = store_item_is_partial(it) ? "partial result" : "result";
+    d = store_item_demote(it, code, time_now_wall());
+    struct log_ctx ctx;
+    item_log_ctx(it, &ctx);
+    if (d == STORE_DEMOTED_PARTIAL)
+        log_event(LOG_WARNING, NULL, &ctx,
+                  "account %" PRId64 ": %s: only the rotated refresh token is written, the "
+                  "attempt counts as failed",
+                  it->account_id, code);
+    else if (d == STORE_DEMOTED_FAILED)
+        log_event(LOG_WARNING, NULL, &ctx,
+                  "account %" PRId64 ": %s: the %s is not written, the attempt counts as failed",
+                  it->account_id, code, before);
+    return d;
+}
+
+/* Checks a refreshed result against the column limits before it enters a
+ * batch; returns the queue it belongs in now. */
+static enum store_kind item_admit(struct store *st, struct store_item *it)
+{
+    const char *code = store_values_check(&st->limits, it);
+    if (code)
+        item_demote(st, it, code);
+    return it->kind;
+}
+
+/* The limits arrived: what waits is checked against them too. */
+static void admit_queued(struct store *st)
+{
+    struct store_queue *q = &st->queued[STORE_REFRESHED];
+    struct store_queue keep = {0};
+    struct store_item *it = q->head;
+    memset(q, 0, sizeof *q);
+    while (it) {
+        struct store_item *next = it->next;
+        enum store_kind k = item_admit(st, it);
+        queue_push_back(k == STORE_REFRESHED ? &keep : &st->queued[k], it);
+        it = next;
+    }
+    *q = keep;
+}
+
+static void limits_done_cb(void *ud, PGresult *res)
+{
+    struct store *st = ud;
+    if (!res)
+        return; /* asked again at the next connection; st->limits_pending stays */
+    st->limits_pending = false;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        char msg[ERRBUF_LEN];
+        db_redact(msg, sizeof msg, PQresultErrorMessage(res));
+        log_warning("store: cannot read the limits of oauth_accounts' columns (%s); values "
+                    "that do not fit are found by the database instead",
+                    msg);
+    } else {
+        struct store_limits lim = {0};
+        for (int r = 0; r < PQntuples(res); r++)
+            if (!PQgetisnull(res, r, 1))
+                store_limits_set(&lim, PQgetvalue(res, r, 0),
+                                 strtoll(PQgetvalue(res, r, 1), NULL, 10));
+        st->limits = lim;
+        log_debug("store: column limits: access_token %" PRId64 ", refresh_token %" PRId64
+                  ", id_token %" PRId64 ", scope %" PRId64 ", token_type %" PRId64 " (0 = none)",
+                  lim.access_token, lim.refresh_token, lim.id_token, lim.scope, lim.token_type);
+    }
+    admit_queued(st);
+    store_flush(st);
+}
+
+void store_on_connected(struct store *st)
+{
+    /* Not asked (no connection after all): nothing to wait for. */
+    st->limits_pending = db_query(st->db, STORE_LIMITS_SQL, 0, NULL, limits_done_cb, st) == 0;
 }
 
 void store_set_spool(struct store *st, struct spool *sp, struct keyring *kr)
@@ -301,7 +423,7 @@ static void send_batch(struct store *st, enum store_kind kind);
 
 void store_add(struct store *st, struct store_item *item)
 {
-    struct store_queue *q = &st->queued[item->kind];
+    struct store_queue *q = &st->queued[item_admit(st, item)];
     idset_add(&st->pending_ids, item->account_id);
     queue_push_back(q, item);
     if (q->n >= STORE_MAX_BATCH)
@@ -320,7 +442,8 @@ void store_flush(struct store *st)
             /* While a batch of this kind is being written, let the next one fill
              * up (it is sent when that one is done): one statement for many rows
              * costs the database far less than many statements for few. */
-            if (st->inflight_batches[k] > 0 && st->queued[k].n < STORE_MAX_BATCH)
+            if (st->inflight_batches[k] > 0 &&
+                (st->queued[k].n < STORE_MAX_BATCH || st->split[k].suspects > 0))
                 break;
             size_t before = st->queued[k].n;
             send_batch(st, (enum store_kind)k);
@@ -353,7 +476,7 @@ static void time_array(struct strbuf *sb, double t)
 static const char *build_params(struct store *st, struct store_batch *b, struct strbuf *arr,
                                 size_t *narr, char *interval, size_t interval_len)
 {
-    for (size_t i = 0; i < 9; i++)
+    for (size_t i = 0; i < STORE_ARRAYS; i++)
         pgarray_begin(&arr[i]);
     for (struct store_item *it = b->items.head; it; it = it->next) {
         pgarray_int64(&arr[0], it->account_id);
@@ -363,7 +486,15 @@ static const char *build_params(struct store *st, struct store_batch *b, struct 
             pgarray_text(&arr[2], it->access_ct);
             pgarray_text(&arr[3], it->refresh_ct);
             pgarray_text(&arr[4], it->id_token_ct);
-            time_array(&arr[5], it->expires_at);
+            if (store_item_is_partial(it)) {
+                pgarray_text(&arr[5], NULL); /* keep the stored expiry */
+                pgarray_text(&arr[8], it->error);
+                time_array(&arr[9], it->retry_at);
+            } else {
+                time_array(&arr[5], it->expires_at);
+                pgarray_text(&arr[8], NULL);
+                pgarray_text(&arr[9], NULL);
+            }
             pgarray_text(&arr[6], it->scope);
             pgarray_text(&arr[7], it->token_type);
             break;
@@ -377,15 +508,15 @@ static const char *build_params(struct store *st, struct store_batch *b, struct 
             break;
         }
     }
-    for (size_t i = 0; i < 9; i++)
+    for (size_t i = 0; i < STORE_ARRAYS; i++)
         pgarray_end(&arr[i]);
     interval_param(interval, interval_len, st->lead_ms);
     switch (b->kind) {
     case STORE_REFRESHED:
-        *narr = 8;
+        *narr = 10;
         return "SELECT account_id, stored FROM oauth_refreshd.store_refreshed($1, $2::bigint[], "
                "$3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], "
-               "$9::text[], $10::interval)";
+               "$9::text[], $12::interval, $10::text[], $11::timestamptz[])";
     case STORE_FAILED:
         *narr = 3;
         return "SELECT oauth_refreshd.store_failed($1, $2::bigint[], $3::text[], "
@@ -412,6 +543,7 @@ static void inflight_unlink(struct store *st, struct store_batch *b)
 
 static void batch_hold(struct store *st, struct store_batch *b, double delay)
 {
+    store_split_returned(&st->split[b->kind], b->suspects); /* back at the front */
     queue_push_front_list(&st->queued[b->kind], &b->items);
     free(b);
     if (delay > 0)
@@ -429,6 +561,61 @@ static enum store_fate row_fate(const struct store_batch *b, PGresult *res, int 
     return b->kind == STORE_REFRESHED ? STORE_DISCARDED : STORE_LOST_RACE;
 }
 
+/* Hands a settled item to the callback, releases its spool entry, frees it. */
+static void item_settle(struct store *st, struct store_item *it, enum store_fate fate)
+{
+    idset_remove(&st->pending_ids, it->account_id);
+    /* A partial result that was written is, for everyone but the database, the
+     * failed attempt it also is. */
+    if (fate == STORE_WRITTEN && store_item_is_partial(it))
+        it->kind = STORE_FAILED;
+    st->cb.done(st->cb.ud, it, fate);
+    if (it->spool_id && st->spool)
+        spool_release(st->spool, it->spool_id);
+    store_item_free(it);
+}
+
+/*
+ * The batch failed on the data of some row (SQLSTATE class 22/23): write it
+ * in halves; a batch of one is the result at fault, which is demoted (or, if
+ * nothing less can be written, settled unwritten) so the queue moves on.
+ */
+static void batch_isolate(struct store *st, struct store_batch *b, const char *sqlstate,
+                          PGresult *res)
+{
+    enum store_kind kind = b->kind;
+    char msg[ERRBUF_LEN];
+    db_redact(msg, sizeof msg, PQresultErrorMessage(res));
+    if (b->items.n > 1) {
+        log_event(LOG_WARNING, NULL, NULL,
+                  "store: the database refuses a batch of %zu results (SQLSTATE %s: %s); "
+                  "writing it in halves to find the result at fault",
+                  b->items.n, sqlstate, msg);
+        store_split_refused(&st->split[kind], b->items.n);
+        b->suspects = 0; /* counted by store_split_refused */
+        batch_hold(st, b, 0);
+        arm_flush(st, 0);
+        return;
+    }
+    struct store_item *it = b->items.head;
+    free(b);
+    store_split_found(&st->split[kind]);
+    char code[16];
+    snprintf(code, sizeof code, "db_%.5s", sqlstate);
+    log_event(LOG_ERR, NULL, NULL, "store: account %" PRId64 ": the database refuses its %s (%s)",
+              it->account_id, kind == STORE_FAILED ? "failure record" : "result", msg);
+    it->next = NULL;
+    if (item_demote(st, it, code) == STORE_DEMOTED_NONE) {
+        item_settle(st, it, STORE_DISCARDED);
+    } else {
+        /* Written again on its own first, before anything else of its kind. */
+        struct store_queue one = {.head = it, .tail = it, .n = 1};
+        store_split_requeue_alone(&st->split[it->kind]);
+        queue_push_front_list(&st->queued[it->kind], &one);
+    }
+    arm_flush(st, 0);
+}
+
 static void batch_done_cb(void *ud, PGresult *res)
 {
     struct store_batch *b = ud;
@@ -443,6 +630,11 @@ static void batch_done_cb(void *ud, PGresult *res)
         return;
     }
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        if (store_sqlstate_is_data_error(sqlstate)) {
+            batch_isolate(st, b, sqlstate, res);
+            return;
+        }
         char why[ERRBUF_LEN];
         log_event(LOG_ERR, NULL, NULL, "store: writing %zu results failed, retrying: %s",
                   b->items.n, db_result_reason(why, sizeof why, res));
@@ -462,11 +654,7 @@ static void batch_done_cb(void *ud, PGresult *res)
                 fate = row_fate(b, res, row);
             row++;
         }
-        idset_remove(&st->pending_ids, it->account_id);
-        st->cb.done(st->cb.ud, it, fate);
-        if (it->spool_id && st->spool)
-            spool_release(st->spool, it->spool_id);
-        store_item_free(it);
+        item_settle(st, it, fate);
         it = next;
     }
     enum store_kind kind = b->kind;
@@ -479,26 +667,35 @@ static void send_batch(struct store *st, enum store_kind kind)
 {
     if (!db_is_connected(st->db))
         return;
-    if (kind == STORE_REFRESHED)
+    if (kind == STORE_REFRESHED) {
+        if (st->limits_pending)
+            return; /* store_on_connected()'s answer comes first (limits_done_cb) */
         spool_queued(st);
+    }
+    /* While isolating a refused result: one batch at a time, sent when that one is done. */
+    size_t take =
+        store_split_take(&st->split[kind], st->queued[kind].n, st->inflight_batches[kind]);
+    if (take == 0)
+        return;
     struct store_batch *b = calloc(1, sizeof *b);
     if (!b)
         return;
     b->st = st;
     b->kind = kind;
-    b->items = queue_take(&st->queued[kind], STORE_MAX_BATCH);
+    b->items = queue_take(&st->queued[kind], take);
+    b->suspects = store_split_taken(&st->split[kind], b->items.n);
 
     struct strbuf *arr = st->arr;
-    for (size_t i = 0; i < 9; i++)
+    for (size_t i = 0; i < STORE_ARRAYS; i++)
         strbuf_reset(&arr[i]);
     char interval[48];
     size_t narr = 0;
     const char *sql = build_params(st, b, arr, &narr, interval, sizeof interval);
     bool oom = false;
-    for (size_t i = 0; i < 9; i++)
+    for (size_t i = 0; i < STORE_ARRAYS; i++)
         oom |= arr[i].oom;
 
-    const char *params[10];
+    const char *params[STORE_ARRAYS + 2];
     int nparams = 0;
     params[nparams++] = st->owner;
     for (size_t i = 0; i < narr; i++)
@@ -508,7 +705,7 @@ static void send_batch(struct store *st, enum store_kind kind)
 
     int rc = oom ? -1 : db_query(st->db, sql, nparams, params, batch_done_cb, b);
     if (oom)
-        for (size_t i = 0; i < 9; i++)
+        for (size_t i = 0; i < STORE_ARRAYS; i++)
             strbuf_free(&arr[i]); /* start afresh after an allocation failure */
     if (rc < 0) {
         batch_hold(st, b, oom ? STORE_RETRY_DELAY_S : 0);
@@ -529,6 +726,7 @@ struct store_item *store_take_all(struct store *st)
         struct store_queue q = queue_take(&st->queued[k], SIZE_MAX);
         for (struct store_item *it = q.head; it; it = it->next)
             idset_remove(&st->pending_ids, it->account_id);
+        store_split_init(&st->split[k], STORE_MAX_BATCH);
         queue_push_front_list(&all, &q);
     }
     /* In-flight batches stay owned by their callbacks (db_free fails them with
@@ -542,7 +740,7 @@ void store_free(struct store *st)
         return;
     if (ev_is_active(&st->flush_timer))
         ev_timer_stop(st->loop, &st->flush_timer);
-    for (size_t i = 0; i < 9; i++)
+    for (size_t i = 0; i < STORE_ARRAYS; i++)
         strbuf_free(&st->arr[i]);
     for (int k = 0; k < STORE_KINDS; k++) {
         struct store_item *it = st->queued[k].head;

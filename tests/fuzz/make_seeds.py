@@ -316,6 +316,19 @@ S.update({
     "regress-expiry-drift": line2(1, usec=4388996826365503) + "\njunk\n",
     "regress-v1-id-token-dash": item(1, id_token="-") + "\njunk\n",
 })
+
+# Partial results (issue 10): "P2 id provider retry_usec old refresh id_token error".
+def pline(i, prov=1, usec=1795800030250000, idt="-", err=":bWlzc2luZ19hY2Nlc3NfdG9rZW4="):
+    return "@P2 %d %d %d %s %s %s %s" % (
+        i, prov, usec, tok("gAAAAAold%d" % i), tok("gAAAAAref%d" % i), idt, err)
+
+
+S.update({
+    "p2-good": pline(1) + "\n" + pline(2, idt=tok("gAAAAAidt")) + "\n" + line2(3) + "\n",
+    "p2-invalid": pline(1, err="-") + "\n" + pline(2, err=":") + "\n" + pline(3, prov=3) +
+                  "\n@P2 1 0 1 a b -\n" + pline(4, err=":" + "QUFB" * 30) + "\n" +
+                  pline(5)[:-4] + "\n",
+})
 for n, v in S.items():
     put("fuzz_spool", n, v)
 

@@ -71,9 +71,6 @@ def test_broken_rotating_answer_with_access_token_keeps_the_live_refresh_token(
     assert seeder.read(a.id)["refresh_token"] == token_server.current_refresh_token(a.account_key)
 
 
-@pytest.mark.xfail(strict=True, reason="needs store support for partial rotation: the new "
-                   "refresh token of an answer without an access token is stored (issue 10 "
-                   "part 1, store side)")
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_rotating_answer_without_access_token_stores_the_new_refresh_token(
         migrated_env, seeder, token_server, db, provider):

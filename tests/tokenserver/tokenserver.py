@@ -66,7 +66,8 @@ PRE_FAULTS = {
     "not_json", "json_array", "huge_body", "invalid_grant", "bad_refresh_token",
     "invalid_client", "temporarily_unavailable", "error", "delay",
 }
-POST_FAULTS = {"missing_access_token", "missing_expires_in", "expires_in", "missing_refresh_token"}
+POST_FAULTS = {"missing_access_token", "missing_expires_in", "expires_in", "missing_refresh_token",
+               "rotate_broken", "token_type"}
 ALL_FAULTS = PRE_FAULTS | POST_FAULTS
 # Rotate for real, then answer with a broken body (see the module docstring).
 ROTATE_BREAKAGES = ("no_access_token", "expires_in_1e400", "int_beyond_2_63", "duplicate_keys",
@@ -309,6 +310,7 @@ class TokenServer:
         damages (None: unlimited); probability: chance per matching request.
         Params by kind: status(status=503, retry_after=None), 429/rate_limit(retry_after=2,
         retry_after_date=False), delay(ms), expires_in(value), huge_body(size=10 MiB),
+        token_type(value): a real refresh answered with that token_type,
         error(status, error, description, error_codes), rotate_broken(breakage=one of
         ROTATE_BREAKAGES, see the module docstring), any kind: consume=bool (whether the
         provider really refreshed, i.e. rotated, before answering badly)."""
@@ -696,6 +698,8 @@ class TokenServer:
                 body.pop("refresh_token", None)
             elif kind == "expires_in":
                 body["expires_in"] = p.get("value", 0)
+            elif kind == "token_type":
+                body["token_type"] = p.get("value", "Bearer")
             rec.outcome = "fault:" + kind
             return self._json(resp.status, body)
         if fault.consumes():

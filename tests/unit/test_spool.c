@@ -223,6 +223,86 @@ static void test_written_items_come_back_whole_after_restart(void **state)
     spool_close(sp);
 }
 
+/* A partial result (issue 10): a rotated refresh token without a usable access token. */
+static struct store_item *make_partial(const struct keyring *kr, int64_t id, const char *rt,
+                                       bool with_id_token)
+{
+    struct store_item *it = make_item(kr, id, rt);
+    free(it->access_ct);
+    it->access_ct = NULL;
+    free(it->scope);
+    it->scope = NULL;
+    it->expires_at = 0;
+    it->id_token_ct = with_id_token ? encrypt_text(kr, "id-token-plaintext") : NULL;
+    snprintf(it->error, sizeof it->error, "missing_access_token");
+    it->retry_at = 1795800030.25;
+    return it;
+}
+
+static void test_partial_results_come_back_whole_after_restart(void **state)
+{
+    struct fixture *fx = *state;
+    char err[ERRBUF_LEN];
+    struct spool *sp = spool_open(fx->dir, err, sizeof err);
+    assert_non_null(sp);
+    struct store_item *items[3] = {make_item(fx->kr, 1, "rt-full"),
+                                   make_partial(fx->kr, 2, "rt-partial", false),
+                                   make_partial(fx->kr, 3, "rt-partial-id", true)};
+    assert_int_equal(spool_write(sp, fx->kr, items, 3, err, sizeof err), 0);
+    for (int i = 0; i < 3; i++)
+        store_item_free(items[i]);
+    spool_close(sp);
+
+    struct spool_replay_stats st;
+    sp = restart_and_replay(fx, fx->kr, &st);
+    assert_int_equal(st.items, 3);
+    assert_int_equal(st.bad_items, 0);
+    assert_false(store_item_is_partial(fx->replayed[0]));
+    assert_decrypts_to(fx->kr, fx->replayed[0]->access_ct, "access-plaintext");
+    for (int i = 1; i < 3; i++) {
+        struct store_item *it = fx->replayed[i];
+        assert_int_equal(it->kind, STORE_REFRESHED);
+        assert_true(store_item_is_partial(it));
+        assert_true(it->rotated);
+        assert_int_equal(it->account_id, i + 1);
+        assert_int_equal(it->provider, PROVIDER_GITHUB);
+        assert_string_equal(it->error, "missing_access_token");
+        assert_true(it->retry_at == 1795800030.25);
+        assert_null(it->access_ct);
+        assert_null(it->scope);
+        assert_null(it->token_type);
+        assert_decrypts_to(fx->kr, it->old_refresh_ct, "old-refresh-plaintext");
+        assert_decrypts_to(fx->kr, it->refresh_ct, i == 1 ? "rt-partial" : "rt-partial-id");
+    }
+    assert_null(fx->replayed[1]->id_token_ct);
+    assert_decrypts_to(fx->kr, fx->replayed[2]->id_token_ct, "id-token-plaintext");
+    for (size_t i = 0; i < 3; i++)
+        spool_release(sp, fx->replayed[i]->spool_id);
+    assert_int_equal(count_files(fx->dir, ".spool"), 0);
+    spool_close(sp);
+}
+
+static void test_a_result_set_aside_is_kept_but_never_replayed(void **state)
+{
+    struct fixture *fx = *state;
+    char err[ERRBUF_LEN], path[4300];
+    struct spool *sp = spool_open(fx->dir, err, sizeof err);
+    assert_non_null(sp);
+    struct store_item *it = make_partial(fx->kr, 9, "rt-poison", false);
+    assert_int_equal(spool_set_aside(sp, fx->kr, it, path, sizeof path, err, sizeof err), 0);
+    assert_non_null(strstr(path, ".spool.bad"));
+    assert_int_equal(count_files(fx->dir, ".bad"), 1);
+    assert_int_equal(count_files(fx->dir, ".spool"), 0);
+    store_item_free(it);
+    spool_close(sp);
+    struct spool_replay_stats st;
+    sp = restart_and_replay(fx, fx->kr, &st);
+    assert_int_equal(st.items, 0);
+    assert_int_equal(fx->nreplayed, 0);
+    assert_int_equal(count_files(fx->dir, ".bad"), 1);
+    spool_close(sp);
+}
+
 static void test_segment_stays_until_its_last_item_is_released(void **state)
 {
     struct fixture *fx = *state;
@@ -617,11 +697,14 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_written_items_come_back_whole_after_restart, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_segment_stays_until_its_last_item_is_released,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_spool_holds_no_plaintext, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_truncated_segment_keeps_good_entries, setup,
+        cmocka_unit_test_setup_teardown(test_partial_results_come_back_whole_after_restart, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_a_result_set_aside_is_kept_but_never_replayed, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_segment_stays_until_its_last_item_is_released, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_spool_holds_no_plaintext, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_truncated_segment_keeps_good_entries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tampered_entry_is_detected_and_skipped, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_garbage_line_is_reported, setup, teardown),
@@ -631,14 +714,14 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_segment_under_unknown_key_is_kept_aside, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_a_line_moved_to_another_account_does_not_verify,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_line_moved_to_another_account_does_not_verify, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_results_that_are_not_ciphertext_are_refused_whole,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_scope_and_token_type_survive_any_bytes, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_a_segment_tagged_with_a_demoted_key_is_replayed,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_segment_tagged_with_a_demoted_key_is_replayed, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_a_segment_from_the_first_format_is_still_replayed,
                                         setup, teardown),
         cmocka_unit_test(test_unwritable_state_directory_is_an_error),

@@ -27,3 +27,13 @@ def spool_line(raw_key, account_id, provider, expires_usec, old_rt, access, rt, 
                                                rt, id_token or "-", spool_text(scope),
                                                spool_text(token_type))
     return body + spool_tag(raw_key, body) + "\n"
+
+
+def spool_partial_line(raw_key, account_id, provider, retry_usec, old_rt, rt, id_token=None,
+                       error="missing_access_token"):
+    """A partial result (a rotated refresh token from an answer that is otherwise unusable):
+    "P2 id provider retry_usec old refresh id_token error tag"; the database keeps the
+    access token and expiry it has, and records the failed attempt (error, retry time)."""
+    body = "P2 %d %d %d %s %s %s %s " % (account_id, provider, retry_usec, old_rt, rt,
+                                         id_token or "-", spool_text(error))
+    return body + spool_tag(raw_key, body) + "\n"

@@ -1,0 +1,284 @@
+/*
+ * test_refresh.c — refresh_conclude(), the pure step from a classified answer
+ * to a store item: a success, a rotated success, a partial rotation (issue 10
+ * part 1: a new refresh token in an answer that is otherwise unusable is kept,
+ * the old access token stays, the attempt counts as failed with its backoff),
+ * a revocation, a transient failure; the plaintext refresh token is wiped
+ * after each; and an out-of-memory with a rotated token aborts (fork).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "backoff.h"
+#include "fernet.h"
+#include "keys.h"
+#include "refresh.h"
+#include "secret.h"
+#include "store.h"
+
+#define NOW 1800000000.0
+#define U   0.25
+
+struct fixture {
+    struct config cfg;
+    struct refresh_attempt ra;
+};
+
+static int setup(void **state)
+{
+    struct fixture *fx = calloc(1, sizeof *fx);
+    uint8_t raw[1][FERNET_KEY_BYTES];
+    randombytes_buf(raw[0], sizeof raw[0]);
+    char err[ERRBUF_LEN];
+    fx->cfg.keys = keyring_from_raw((const uint8_t(*)[FERNET_KEY_BYTES])raw, 1, err, sizeof err);
+    assert_non_null(fx->cfg.keys);
+    fx->cfg.refcount = 1;
+    fx->cfg.retry_min_ms = 30000;
+    fx->cfg.retry_max_ms = 3600000;
+    fx->ra.cfg = &fx->cfg;
+    fx->ra.acct.account_id = 42;
+    fx->ra.acct.provider = PROVIDER_MICROSOFT;
+    fx->ra.acct.attempts = 2;
+    fx->ra.acct.claimed_at = NOW - 1;
+    fx->ra.acct.expires_at = NOW + 120;
+    assert_int_equal(
+        keyring_encrypt(fx->cfg.keys, (const uint8_t *)"old-rt", 6, &fx->ra.acct.refresh_ct), 0);
+    assert_int_equal(secret_set(&fx->ra.refresh_plain, "old-rt", 6), 0);
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *fx = *state;
+    secret_clear(&fx->ra.refresh_plain);
+    claimed_account_clear(&fx->ra.acct);
+    keyring_unref(fx->cfg.keys);
+    free(fx);
+    return 0;
+}
+
+static void set(struct secret *s, const char *text)
+{
+    assert_int_equal(secret_set(s, text, strlen(text)), 0);
+}
+
+static void assert_decrypts_to(const struct keyring *kr, const char *ct, const char *plain)
+{
+    struct secret s = {0};
+    char err[ERRBUF_LEN];
+    assert_non_null(ct);
+    assert_int_equal(keyring_decrypt(kr, ct, strlen(ct), &s, NULL, err, sizeof err), 0);
+    assert_int_equal(s.len, strlen(plain));
+    assert_memory_equal(s.data, plain, s.len);
+    secret_clear(&s);
+}
+
+static void assert_plaintext_wiped(const struct fixture *fx)
+{
+    assert_null(fx->ra.refresh_plain.data);
+    assert_int_equal(fx->ra.refresh_plain.len, 0);
+}
+
+static double expected_retry(const struct fixture *fx, int64_t retry_after_ms)
+{
+    return NOW + (double)backoff_delay_ms((unsigned)fx->ra.acct.attempts + 1, fx->cfg.retry_min_ms,
+                                          fx->cfg.retry_max_ms, retry_after_ms, U) /
+                     1000.0;
+}
+
+static struct store_item *conclude(struct fixture *fx, struct token_result *res)
+{
+    struct store_item *it = refresh_conclude(&fx->ra, res, fx->cfg.keys, NOW, U);
+    token_result_clear(res);
+    assert_non_null(it);
+    assert_int_equal(it->account_id, 42);
+    assert_int_equal(it->provider, PROVIDER_MICROSOFT);
+    assert_string_equal(it->old_refresh_ct, fx->ra.acct.refresh_ct);
+    assert_plaintext_wiped(fx);
+    return it;
+}
+
+static void test_success_keeps_the_stored_refresh_token(void **state)
+{
+    struct fixture *fx = *state;
+    struct token_result res = {
+        .outcome = OUTCOME_SUCCESS, .retry_after_ms = -1, .expires_in_s = 3600};
+    set(&res.access_token, "access-1");
+    res.scope = strdup("a b");
+    res.token_type = strdup("Bearer");
+    struct store_item *it = conclude(fx, &res);
+    assert_int_equal(it->kind, STORE_REFRESHED);
+    assert_false(store_item_is_partial(it));
+    assert_false(it->rotated);
+    assert_decrypts_to(fx->cfg.keys, it->access_ct, "access-1");
+    assert_null(it->refresh_ct);
+    assert_null(it->id_token_ct);
+    assert_true(it->expires_at == NOW + 3600);
+    assert_string_equal(it->scope, "a b");
+    assert_string_equal(it->token_type, "Bearer");
+    /* Should the store have to fail it, the attempt's backoff is ready. */
+    assert_true(it->retry_at == expected_retry(fx, -1));
+    store_item_free(it);
+}
+
+static void test_rotated_success_carries_the_new_tokens(void **state)
+{
+    struct fixture *fx = *state;
+    struct token_result res = {
+        .outcome = OUTCOME_SUCCESS, .retry_after_ms = -1, .expires_in_s = 60};
+    set(&res.access_token, "access-2");
+    set(&res.refresh_token, "new-rt");
+    set(&res.id_token, "id-2");
+    struct store_item *it = conclude(fx, &res);
+    assert_int_equal(it->kind, STORE_REFRESHED);
+    assert_false(store_item_is_partial(it));
+    assert_true(it->rotated);
+    assert_decrypts_to(fx->cfg.keys, it->access_ct, "access-2");
+    assert_decrypts_to(fx->cfg.keys, it->refresh_ct, "new-rt");
+    assert_decrypts_to(fx->cfg.keys, it->id_token_ct, "id-2");
+    assert_null(it->scope);
+    assert_null(it->token_type);
+    store_item_free(it);
+}
+
+static void test_partial_rotation_keeps_the_new_refresh_token_and_fails_the_attempt(void **state)
+{
+    struct fixture *fx = *state;
+    struct token_result res = {.outcome = OUTCOME_BAD_RESPONSE, .retry_after_ms = -1};
+    snprintf(res.error, sizeof res.error, "missing_access_token");
+    set(&res.refresh_token, "new-rt");
+    struct store_item *it = conclude(fx, &res);
+    assert_int_equal(it->kind, STORE_REFRESHED);
+    assert_true(store_item_is_partial(it));
+    assert_true(it->rotated);
+    assert_string_equal(it->error, "missing_access_token");
+    assert_null(it->access_ct); /* the database keeps the old one */
+    assert_null(it->scope);
+    assert_null(it->token_type);
+    assert_null(it->id_token_ct);
+    assert_decrypts_to(fx->cfg.keys, it->refresh_ct, "new-rt");
+    assert_true(it->retry_at == expected_retry(fx, -1));
+    assert_true(it->retry_at > NOW);
+    store_item_free(it);
+}
+
+static void test_partial_rotation_keeps_the_id_token_too(void **state)
+{
+    struct fixture *fx = *state;
+    struct token_result res = {.outcome = OUTCOME_BAD_RESPONSE, .retry_after_ms = 90000};
+    snprintf(res.error, sizeof res.error, "token_type_too_long");
+    set(&res.refresh_token, "new-rt-3");
+    set(&res.id_token, "id-3");
+    struct store_item *it = conclude(fx, &res);
+    assert_true(store_item_is_partial(it));
+    assert_string_equal(it->error, "token_type_too_long");
+    assert_decrypts_to(fx->cfg.keys, it->refresh_ct, "new-rt-3");
+    assert_decrypts_to(fx->cfg.keys, it->id_token_ct, "id-3");
+    assert_true(it->retry_at == expected_retry(fx, 90000));
+    store_item_free(it);
+}
+
+static void test_transient_failure_with_a_rotated_token_is_partial_too(void **state)
+{
+    struct fixture *fx = *state;
+    struct token_result res = {.outcome = OUTCOME_TRANSIENT, .retry_after_ms = -1};
+    snprintf(res.error, sizeof res.error, "bad_json");
+    set(&res.refresh_token, "new-rt-4");
+    struct store_item *it = conclude(fx, &res);
+    assert_true(store_item_is_partial(it));
+    assert_string_equal(it->error, "bad_json");
+    assert_decrypts_to(fx->cfg.keys, it->refresh_ct, "new-rt-4");
+    store_item_free(it);
+}
+
+static void test_revoked(void **state)
+{
+    struct fixture *fx = *state;
+    struct token_result res = {.outcome = OUTCOME_REVOKED, .retry_after_ms = -1};
+    snprintf(res.error, sizeof res.error, "invalid_grant");
+    struct store_item *it = conclude(fx, &res);
+    assert_int_equal(it->kind, STORE_REVOKED);
+    assert_string_equal(it->error, "invalid_grant");
+    assert_null(it->access_ct);
+    assert_null(it->refresh_ct);
+    store_item_free(it);
+}
+
+static void test_transient_without_a_new_token_is_a_plain_failure(void **state)
+{
+    struct fixture *fx = *state;
+    struct token_result res = {.outcome = OUTCOME_TRANSIENT, .retry_after_ms = 5000};
+    snprintf(res.error, sizeof res.error, "http_503");
+    struct store_item *it = conclude(fx, &res);
+    assert_int_equal(it->kind, STORE_FAILED);
+    assert_false(store_item_is_partial(it));
+    assert_false(it->rotated);
+    assert_string_equal(it->error, "http_503");
+    assert_null(it->refresh_ct);
+    assert_true(it->retry_at == expected_retry(fx, 5000));
+    store_item_free(it);
+}
+
+static int run_lost(bool rotated)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        /* No core file from the expected abort. */
+        signal(SIGABRT, SIG_DFL);
+        struct token_result res = {.outcome = OUTCOME_BAD_RESPONSE};
+        if (rotated && secret_set(&res.refresh_token, "rt", 2) < 0)
+            _exit(3);
+        refresh_result_lost(&res, 7);
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    return status;
+}
+
+static void test_losing_a_rotated_token_to_oom_aborts(void **state)
+{
+    (void)state;
+    int status = run_lost(true);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGABRT);
+    status = run_lost(false);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+int main(void)
+{
+    if (sodium_init() < 0)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_success_keeps_the_stored_refresh_token, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_rotated_success_carries_the_new_tokens, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_partial_rotation_keeps_the_new_refresh_token_and_fails_the_attempt, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(test_partial_rotation_keeps_the_id_token_too, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_transient_failure_with_a_rotated_token_is_partial_too,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_revoked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_transient_without_a_new_token_is_a_plain_failure,
+                                        setup, teardown),
+        cmocka_unit_test(test_losing_a_rotated_token_to_oom_aborts),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
