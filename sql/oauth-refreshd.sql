@@ -1,4 +1,4 @@
--- oauth-refreshd's own SQL objects (SPEC §5), schema version 1.
+-- oauth-refreshd's own SQL objects (SPEC §5), schema version 2.
 --
 -- Everything the daemon needs lives in the schema oauth_refreshd; the
 -- application's tables are only read, plus the token columns, expires_at,
@@ -292,9 +292,11 @@ AS $$
 $$;
 
 -- Writes successful refreshes. Each row is written only if oauth_accounts
--- still holds the refresh token ciphertext that was used (p_old_refresh):
--- otherwise the application (or another writer) changed it meanwhile and the
--- result is discarded. NULL in p_refresh / p_id_token / p_scope / p_token_type
+-- still holds the refresh token ciphertext that was used (p_old_refresh);
+-- the others are answered `false` and keep their claim: the daemon reads their
+-- refresh token again (current_refresh_tokens), writes the result against the
+-- new ciphertext when it holds the same token (the application re-saved it),
+-- and gives the claim back (release) when it does not. NULL in p_refresh / p_id_token / p_scope / p_token_type
 -- keeps the stored value. Emits one `refreshed` event per stored row. Returns
 -- (account_id, stored) for every input id, in input order.
 --
@@ -368,14 +370,9 @@ BEGIN
         RETURN;
     END IF;
 
-    -- Rows not written: give the claim back if it is still ours. The rows
-    -- written above no longer carry a lease, so the lease test alone leaves
-    -- them out.
-    UPDATE oauth_refreshd.account_state s
-       SET lease_owner = NULL, lease_until = NULL
-      FROM unnest(p_ids) AS i(id)
-     WHERE s.account_id = i.id AND s.lease_owner = p_owner;
-
+    -- Rows not written keep their claim until the daemon has compared the
+    -- tokens as plaintext: another instance must not claim a row that may
+    -- hold a re-saved copy of the token the provider has just consumed.
     RETURN QUERY
         SELECT i.id, w.id IS NOT NULL
           FROM unnest(p_ids) WITH ORDINALITY AS i(id, n)
@@ -411,9 +408,12 @@ END
 $$;
 
 -- Marks accounts revoked, but only those that still hold the refresh token
--- that was refused: if the row changed meanwhile, the refusal was a lost race
--- with another writer, not a revocation, and the claim is simply released.
--- Returns whether each account was marked, in input order.
+-- ciphertext that was refused. The others keep their claim: the daemon reads
+-- their refresh token again (current_refresh_tokens) and marks them against
+-- the new ciphertext when it holds the same token (a re-save is no new token);
+-- otherwise the refusal was a lost race with another writer, not a revocation,
+-- and the daemon gives the claim back (release). Returns whether each account
+-- was marked, in input order.
 CREATE OR REPLACE FUNCTION oauth_refreshd.store_revoked(
     p_owner text, p_ids bigint[], p_old_refresh text[], p_errors text[])
 RETURNS TABLE (account_id bigint, revoked boolean)
@@ -449,15 +449,6 @@ BEGIN
     PERFORM pg_notify('oauth_refresh_event', oauth_refreshd.event_revoked(u.id, u.prov, u.err))
        FROM unnest(v_ids, v_prov, v_err) AS u(id, prov, err);
 
-    -- The rows marked above no longer carry a lease: the lease test alone
-    -- releases exactly the others that are still ours.
-    IF cardinality(v_ids) < cardinality(p_ids) THEN
-        UPDATE oauth_refreshd.account_state s
-           SET lease_owner = NULL, lease_until = NULL
-          FROM unnest(p_ids) AS i(id)
-         WHERE s.account_id = i.id AND s.lease_owner = p_owner;
-    END IF;
-
     RETURN QUERY
         SELECT i.id, w.id IS NOT NULL
           FROM unnest(p_ids) WITH ORDINALITY AS i(id, n)
@@ -466,7 +457,23 @@ BEGIN
 END
 $$;
 
--- Gives claims back without recording anything (shutdown, work not started).
+-- The refresh token ciphertext each account holds now (NULL for an account
+-- that is gone), in input order. Read after a compare-and-swap of
+-- store_refreshed or store_revoked failed: the daemon decrypts it and compares
+-- the plaintext with the token it used, because Fernet ciphertexts are
+-- randomised and an application that re-saved the row with the same refresh
+-- token (Django re-encrypts every field on save()) has not changed it (SPEC §6).
+CREATE OR REPLACE FUNCTION oauth_refreshd.current_refresh_tokens(p_ids bigint[])
+RETURNS TABLE (account_id bigint, refresh_token text)
+LANGUAGE sql STABLE AS $$
+    SELECT i.id, a.refresh_token
+      FROM unnest(p_ids) WITH ORDINALITY AS i(id, n)
+      LEFT JOIN public.oauth_accounts a ON a.id = i.id
+     ORDER BY i.n
+$$;
+
+-- Gives claims back without recording anything (shutdown, work not started,
+-- a result discarded because the application stored a different token).
 CREATE OR REPLACE FUNCTION oauth_refreshd.release(p_owner text, p_ids bigint[])
 RETURNS void LANGUAGE sql AS $$
     UPDATE oauth_refreshd.account_state s
@@ -474,8 +481,8 @@ RETURNS void LANGUAGE sql AS $$
      WHERE s.account_id = ANY (p_ids) AND s.lease_owner = p_owner
 $$;
 
-INSERT INTO oauth_refreshd.meta (singleton, schema_version) VALUES (true, 1)
-ON CONFLICT (singleton) DO UPDATE SET schema_version = GREATEST(oauth_refreshd.meta.schema_version, 1),
+INSERT INTO oauth_refreshd.meta (singleton, schema_version) VALUES (true, 2)
+ON CONFLICT (singleton) DO UPDATE SET schema_version = GREATEST(oauth_refreshd.meta.schema_version, 2),
                                       migrated_at = now();
 
 -- ---- Key rotation (oauth-refreshctl rotate-keys; appended by the operator-tools work) ----

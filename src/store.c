@@ -3,33 +3,55 @@
  * It owns every item from store_add() until its done() callback: queued
  * items wait per kind; a sent batch stays owned until the database confirms
  * it; a batch whose connection died goes back to the front of its queue and
- * is sent again after reconnection. It never decides what a result means.
+ * is sent again after reconnection. It never decides what a result means,
+ * but it does decide whether the row still holds the refresh token that was
+ * used: when the compare-and-swap on the ciphertext fails it reads the row's
+ * ciphertext again and compares plaintexts (store_resaved and what follows).
  */
 #include "store.h"
 
+#include <inttypes.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "keys.h"
 #include "log.h"
+#include "secret.h"
 #include "spool.h"
 #include "strbuf.h"
 #include "timeutil.h"
 
-#define STORE_MAX_BATCH 500
+#define STORE_MAX_BATCH     500
 #define STORE_FLUSH_DELAY_S 0.002 /* gather results that finish together */
 #define STORE_RETRY_DELAY_S 1.0   /* after a statement error (not a lost connection) */
-#define STORE_KINDS 3
+#define STORE_KINDS         3
+/* A row found re-saved with the same refresh token is written against its new
+ * ciphertext at once this many times in a row; after that the application is
+ * re-saving faster than we write, and the item waits STORE_RESAVE_DELAY_S
+ * between tries, for as long as it takes (it carries a rotated token: it is
+ * never discarded for this, see store_resaved). */
+#define STORE_RESAVE_TRIES   3
+#define STORE_RESAVE_DELAY_S 1.0
 
 struct store_queue {
     struct store_item *head, *tail;
     size_t n;
 };
 
+/*
+ * What a statement in flight does for its items: the write itself; the re-read
+ * of the refresh token of the rows the write found changed; the release of
+ * the claims of items settled as discarded (their done() waits for it, so the
+ * engine is told only once the account is claimable again).
+ */
+enum batch_step { STEP_WRITE, STEP_REREAD, STEP_SETTLE };
+
 struct store_batch {
     struct store *st;
     enum store_kind kind;
+    enum batch_step step;
     struct store_queue items;
     struct store_batch *prev, *next; /* in st->inflight */
 };
@@ -57,8 +79,8 @@ static size_t idset_slot(const struct idset *s, int64_t id)
 static bool idset_grow(struct idset *s)
 {
     size_t ncap = s->cap ? s->cap * 2 : 1024;
-    struct idset n = {.key = calloc(ncap, sizeof *n.key), .count = calloc(ncap, sizeof *n.count),
-                      .cap = ncap};
+    struct idset n = {
+        .key = calloc(ncap, sizeof *n.key), .count = calloc(ncap, sizeof *n.count), .cap = ncap};
     if (!n.key || !n.count) {
         free(n.key);
         free(n.count);
@@ -155,8 +177,10 @@ struct store {
     unsigned inflight_batches[STORE_KINDS];
     struct idset pending_ids; /* account ids of every item the store holds */
     ev_timer flush_timer;
-    struct spool *spool;   /* not owned */
-    struct keyring *keys;  /* reference: the primary key tags the spool */
+    struct store_queue resaved; /* waiting STORE_RESAVE_DELAY_S (both kinds) */
+    ev_timer resaved_timer;
+    struct spool *spool;  /* not owned */
+    struct keyring *keys; /* reference: tags the spool, decrypts re-saved rows' tokens */
     /* The array literals of the batch being built: kept between batches so a
      * batch of 500 results (about 1.5 MB of ciphertext) does not grow nine
      * buffers by doubling, copying each time, on every send. Ciphertext only. */
@@ -219,6 +243,25 @@ static void flush_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     store_flush(w->data);
 }
 
+/* The items that waited after many re-saves go back, ahead of newer ones. */
+static void resaved_requeue(struct store *st)
+{
+    struct store_queue back[STORE_KINDS] = {{0}};
+    struct store_queue all = queue_take(&st->resaved, SIZE_MAX);
+    while (all.head) {
+        struct store_queue one = queue_take(&all, 1);
+        queue_push_back(&back[one.head->kind], one.head);
+    }
+    for (int k = 0; k < STORE_KINDS; k++)
+        queue_push_front_list(&st->queued[k], &back[k]);
+}
+
+static void resaved_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    resaved_requeue(w->data);
+    store_flush(w->data);
+}
+
 struct store *store_new(struct ev_loop *loop, struct db *db, const char *owner,
                         const struct store_callbacks *cb)
 {
@@ -236,6 +279,8 @@ struct store *store_new(struct ev_loop *loop, struct db *db, const char *owner,
     st->lead_ms = 5 * 60 * 1000;
     ev_timer_init(&st->flush_timer, flush_timer_cb, STORE_FLUSH_DELAY_S, 0.);
     st->flush_timer.data = st;
+    ev_timer_init(&st->resaved_timer, resaved_timer_cb, STORE_RESAVE_DELAY_S, 0.);
+    st->resaved_timer.data = st;
     return st;
 }
 
@@ -331,7 +376,7 @@ void store_flush(struct store *st)
 
 size_t store_pending(const struct store *st)
 {
-    size_t n = st->inflight_items;
+    size_t n = st->inflight_items + st->resaved.n;
     for (int k = 0; k < STORE_KINDS; k++)
         n += st->queued[k].n;
     return n;
@@ -418,58 +463,250 @@ static void batch_hold(struct store *st, struct store_batch *b, double delay)
         arm_flush(st, delay);
 }
 
-/* Reads the per-row answer: column 1 says whether the row was written. */
-static enum store_fate row_fate(const struct store_batch *b, PGresult *res, int row)
+static void inflight_link(struct store *st, struct store_batch *b)
 {
-    if (b->kind == STORE_FAILED)
-        return STORE_WRITTEN;
-    bool yes = PQgetvalue(res, row, 1)[0] == 't';
-    if (yes)
-        return STORE_WRITTEN;
-    return b->kind == STORE_REFRESHED ? STORE_DISCARDED : STORE_LOST_RACE;
+    b->prev = NULL;
+    b->next = st->inflight;
+    if (st->inflight)
+        st->inflight->prev = b;
+    st->inflight = b;
+    st->inflight_items += b->items.n;
+    st->inflight_batches[b->kind]++;
+}
+
+static void batch_done_cb(void *ud, PGresult *res);
+
+/* The item's result is settled: tell the owner, let the spool forget it. */
+static void item_settle(struct store *st, struct store_item *it, enum store_fate fate)
+{
+    idset_remove(&st->pending_ids, it->account_id);
+    st->cb.done(st->cb.ud, it, fate);
+    if (it->spool_id && st->spool)
+        spool_release(st->spool, it->spool_id);
+    store_item_free(it);
+}
+
+/* One bigint[] literal of the items' account ids. */
+static void ids_array(struct strbuf *sb, const struct store_queue *items)
+{
+    pgarray_begin(sb);
+    for (const struct store_item *it = items->head; it; it = it->next)
+        pgarray_int64(sb, it->account_id);
+    pgarray_end(sb);
+}
+
+/*
+ * Sends one statement of step `step` for items (taken over). When it cannot be
+ * sent, the items go back to the front of their queue: a write or a re-read is
+ * simply written again later (it ends here again if the row still differs).
+ */
+static void step_send(struct store *st, enum store_kind kind, enum batch_step step,
+                      struct store_queue *items, const char *sql, int nparams,
+                      const char *const *params, bool oom)
+{
+    struct store_batch *b = oom ? NULL : calloc(1, sizeof *b);
+    if (!b) {
+        queue_push_front_list(&st->queued[kind], items);
+        arm_flush(st, STORE_RETRY_DELAY_S);
+        return;
+    }
+    b->st = st;
+    b->kind = kind;
+    b->step = step;
+    b->items = *items;
+    memset(items, 0, sizeof *items);
+    if (db_query(st->db, sql, nparams, params, batch_done_cb, b) < 0) {
+        batch_hold(st, b, 0);
+        return;
+    }
+    inflight_link(st, b);
+}
+
+/*
+ * The write found these rows changed: read the refresh token ciphertext they
+ * hold now, in one statement for all of them (store_resaved decides).
+ */
+static void reread_send(struct store *st, enum store_kind kind, struct store_queue *items)
+{
+    struct strbuf ids = {0};
+    ids_array(&ids, items);
+    const char *params[] = {ids.data};
+    step_send(st, kind, STEP_REREAD, items,
+              "SELECT account_id, refresh_token "
+              "FROM oauth_refreshd.current_refresh_tokens($1::bigint[])",
+              1, params, ids.oom);
+    strbuf_free(&ids);
+}
+
+static enum store_fate settled_fate(enum store_kind kind)
+{
+    return kind == STORE_REFRESHED ? STORE_DISCARDED : STORE_LOST_RACE;
+}
+
+/*
+ * These items are discarded (or were a lost race): give their claims back, and
+ * report them once that is done, so the engine may claim them again at once.
+ * If the release cannot be sent, the leases run out by themselves.
+ */
+static void settle_send(struct store *st, enum store_kind kind, struct store_queue *items)
+{
+    struct strbuf ids = {0};
+    ids_array(&ids, items);
+    const char *params[] = {st->owner, ids.data};
+    struct store_batch *b = ids.oom ? NULL : calloc(1, sizeof *b);
+    if (b) {
+        *b = (struct store_batch){.st = st, .kind = kind, .step = STEP_SETTLE, .items = *items};
+        if (db_query(st->db, "SELECT oauth_refreshd.release($1, $2::bigint[])", 2, params,
+                     batch_done_cb, b) == 0) {
+            inflight_link(st, b);
+            memset(items, 0, sizeof *items);
+        } else {
+            free(b);
+        }
+    }
+    strbuf_free(&ids);
+    while (items->head) /* not sent: settled now */
+        item_settle(st, queue_take(items, 1).head, settled_fate(kind));
+}
+
+/*
+ * Whether two refresh token ciphertexts hold the same token: both are
+ * decrypted (any key of the ring) and the plaintexts compared in constant
+ * time, then wiped. Anything that cannot be decrypted, or a missing token,
+ * counts as different: the application's value then wins, as the rule says.
+ */
+static bool same_token(const struct keyring *kr, const char *a, const char *b)
+{
+    if (!kr || !a || !b)
+        return false;
+    struct secret pa = {0}, pb = {0};
+    char err[ERRBUF_LEN];
+    bool same = keyring_decrypt(kr, a, strlen(a), &pa, NULL, err, sizeof err) == 0 &&
+                keyring_decrypt(kr, b, strlen(b), &pb, NULL, err, sizeof err) == 0 &&
+                pa.len == pb.len && (pa.len == 0 || sodium_memcmp(pa.data, pb.data, pa.len) == 0);
+    secret_clear(&pa);
+    secret_clear(&pb);
+    return same;
+}
+
+/*
+ * The row holds a new ciphertext of the same refresh token: the application
+ * re-saved it (Django re-encrypts every field on save()), it did not change
+ * it, so the result is written again, compared with the new ciphertext
+ * (SPEC §6). The application may re-save again meanwhile: after
+ * STORE_RESAVE_TRIES writes in a row the item waits STORE_RESAVE_DELAY_S and
+ * tries again, for as long as it takes. It is never discarded for this: a
+ * rotated token has only this copy (and the spool's), and the provider has
+ * already consumed the token the row holds; a result given up here would leave
+ * the account with a dead token. Returns true when it goes out again at once.
+ */
+static bool store_resaved(struct store *st, struct store_item *it, const char *current)
+{
+    char *dup = strdup(current);
+    if (dup) { /* on OOM the write fails again and the item comes back here */
+        free(it->old_refresh_ct);
+        it->old_refresh_ct = dup;
+    }
+    if (++it->resaves % STORE_RESAVE_TRIES != 0)
+        return true;
+    struct log_ctx ctx = {.account_id = it->account_id,
+                          .provider = provider_id_name(it->provider),
+                          .error = "resaved_meanwhile"};
+    log_event(LOG_WARNING, NULL, &ctx,
+              "account %" PRId64 ": the application re-saved the row %u times (the same refresh "
+              "token, new ciphertexts) while the %s was being written; it is kept and written "
+              "again in %.0f s",
+              it->account_id, it->resaves,
+              it->kind == STORE_REFRESHED ? "refreshed result" : "revocation",
+              STORE_RESAVE_DELAY_S);
+    queue_push_back(&st->resaved, it);
+    if (!ev_is_active(&st->resaved_timer)) {
+        ev_timer_set(&st->resaved_timer, STORE_RESAVE_DELAY_S, 0.);
+        ev_timer_start(st->loop, &st->resaved_timer);
+    }
+    return false;
+}
+
+static void write_done(struct store *st, struct store_batch *b, PGresult *res)
+{
+    /* Column 1 says whether each row was written; rows come back in input
+     * order (ids are matched defensively anyway). */
+    int rows = PQntuples(res);
+    int row = 0;
+    struct store_queue changed = {0};
+    struct store_queue items = b->items;
+    while (items.head) {
+        struct store_item *it = queue_take(&items, 1).head;
+        bool written = true;
+        if (b->kind != STORE_FAILED) {
+            written = row < rows && strtoll(PQgetvalue(res, row, 0), NULL, 10) == it->account_id &&
+                      PQgetvalue(res, row, 1)[0] == 't';
+            row++;
+        }
+        if (written)
+            item_settle(st, it, STORE_WRITTEN);
+        else
+            queue_push_back(&changed, it);
+    }
+    if (changed.n > 0)
+        reread_send(st, b->kind, &changed);
+}
+
+/* Each changed row's current ciphertext: the same token, or a different one. */
+static void reread_done(struct store *st, struct store_batch *b, PGresult *res)
+{
+    int rows = PQntuples(res);
+    int row = 0;
+    struct store_queue again = {0}, settle = {0};
+    struct store_queue items = b->items;
+    while (items.head) {
+        struct store_item *it = queue_take(&items, 1).head;
+        const char *current = NULL;
+        if (row < rows && strtoll(PQgetvalue(res, row, 0), NULL, 10) == it->account_id &&
+            !PQgetisnull(res, row, 1))
+            current = PQgetvalue(res, row, 1);
+        row++;
+        if (!same_token(st->keys, it->old_refresh_ct, current))
+            queue_push_back(&settle, it);
+        else if (store_resaved(st, it, current))
+            queue_push_back(&again, it);
+    }
+    queue_push_front_list(&st->queued[b->kind], &again);
+    if (settle.n > 0)
+        settle_send(st, b->kind, &settle);
 }
 
 static void batch_done_cb(void *ud, PGresult *res)
 {
     struct store_batch *b = ud;
     struct store *st = b->st;
+    enum store_kind kind = b->kind;
     inflight_unlink(st, b);
 
-    if (!res) {
+    if (b->step == STEP_SETTLE) {
+        /* Whatever the release's fate (a lease left runs out by itself). */
+        while (b->items.head)
+            item_settle(st, queue_take(&b->items, 1).head, settled_fate(kind));
+        free(b);
+    } else if (!res) {
         /* Connection lost: the transaction did not commit (or we cannot know; the
          * compare-and-swap makes a second write of the same result harmless). */
         log_debug("store: batch of %zu held until the database is back", b->items.n);
         batch_hold(st, b, 0);
         return;
-    }
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        log_event(LOG_ERR, NULL, NULL, "store: writing %zu results failed, retrying: %s",
-                  b->items.n, PQresultErrorMessage(res));
+    } else if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        log_event(LOG_ERR, NULL, NULL, "store: %s %zu results failed, retrying: %s",
+                  b->step == STEP_WRITE ? "writing" : "re-reading the rows of", b->items.n,
+                  PQresultErrorMessage(res));
         batch_hold(st, b, STORE_RETRY_DELAY_S);
         return;
+    } else {
+        if (b->step == STEP_WRITE)
+            write_done(st, b, res);
+        else
+            reread_done(st, b, res);
+        free(b);
     }
-    int rows = PQntuples(res);
-    int row = 0;
-    struct store_item *it = b->items.head;
-    while (it) {
-        struct store_item *next = it->next;
-        enum store_fate fate = STORE_WRITTEN;
-        if (b->kind != STORE_FAILED) {
-            /* Rows come back in input order; match ids defensively anyway. */
-            fate = b->kind == STORE_REFRESHED ? STORE_DISCARDED : STORE_LOST_RACE;
-            if (row < rows && strtoll(PQgetvalue(res, row, 0), NULL, 10) == it->account_id)
-                fate = row_fate(b, res, row);
-            row++;
-        }
-        idset_remove(&st->pending_ids, it->account_id);
-        st->cb.done(st->cb.ud, it, fate);
-        if (it->spool_id && st->spool)
-            spool_release(st->spool, it->spool_id);
-        store_item_free(it);
-        it = next;
-    }
-    enum store_kind kind = b->kind;
-    free(b);
     if (st->queued[kind].n > 0)
         arm_flush(st, 0); /* what gathered while this batch was being written */
 }
@@ -513,17 +750,15 @@ static void send_batch(struct store *st, enum store_kind kind)
         batch_hold(st, b, oom ? STORE_RETRY_DELAY_S : 0);
         return;
     }
-    b->next = st->inflight;
-    if (st->inflight)
-        st->inflight->prev = b;
-    st->inflight = b;
-    st->inflight_items += b->items.n;
-    st->inflight_batches[kind]++;
+    inflight_link(st, b);
 }
 
 struct store_item *store_take_all(struct store *st)
 {
     struct store_queue all = {0};
+    if (ev_is_active(&st->resaved_timer))
+        ev_timer_stop(st->loop, &st->resaved_timer);
+    resaved_requeue(st);
     for (int k = 0; k < STORE_KINDS; k++) {
         struct store_queue q = queue_take(&st->queued[k], SIZE_MAX);
         for (struct store_item *it = q.head; it; it = it->next)
@@ -541,6 +776,9 @@ void store_free(struct store *st)
         return;
     if (ev_is_active(&st->flush_timer))
         ev_timer_stop(st->loop, &st->flush_timer);
+    if (ev_is_active(&st->resaved_timer))
+        ev_timer_stop(st->loop, &st->resaved_timer);
+    queue_push_front_list(&st->queued[STORE_REFRESHED], &st->resaved); /* freed below */
     for (size_t i = 0; i < 9; i++)
         strbuf_free(&st->arr[i]);
     for (int k = 0; k < STORE_KINDS; k++) {
