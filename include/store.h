@@ -81,6 +81,13 @@ void store_set_spool(struct store *st, struct spool *sp, struct keyring *kr);
 bool store_has_account(const struct store *st, int64_t account_id);
 /* Queues an item (takes ownership); it is sent within a few milliseconds. */
 void store_add(struct store *st, struct store_item *item);
+/*
+ * Looks at revoked accounts whose refresh token the application wrote since
+ * the revocation, and lifts the revocation only for a different token
+ * (compared by keyed fingerprint: a re-save of the refused token keeps it).
+ * Calls are coalesced: one look within 0.1 s, whatever the number of calls.
+ */
+void store_check_revoked(struct store *st);
 /* Sends what is queued now (e.g. after a reconnection). */
 void store_flush(struct store *st);
 /* Items queued or sent and not yet confirmed. */

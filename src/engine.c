@@ -189,6 +189,8 @@ static void scan_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     log_debug("safety rescan");
     wake_providers(d);
     engine_kick(d);
+    if (d->store && db_is_connected(d->db))
+        store_check_revoked(d->store); /* a notification lost to a reconnection */
 }
 
 static void claim_more(struct daemon *d);
@@ -750,6 +752,9 @@ void engine_on_notify(struct daemon *d, const char *channel, const char *payload
     if (strcmp(channel, "oauth_refreshd_account_changed") == 0) {
         if (!parse_account_id(payload, &id))
             return;
+        /* It may be a revoked account's new (or re-saved) refresh token. */
+        if (d->store)
+            store_check_revoked(d->store);
         wake_providers(d);
         const char *sp = strchr(payload, ' ');
         double expires = sp ? strtod(sp + 1, NULL) : 0;

@@ -34,6 +34,15 @@
  * never discarded for this, see store_resaved). */
 #define STORE_RESAVE_TRIES   3
 #define STORE_RESAVE_DELAY_S 1.0
+/* The keyed fingerprint of a revoked refresh token (see revoked_token_tag in
+ * sql/oauth-refreshd.sql): hex of keyring_tag() under this personalisation. */
+static const char REVOKED_TAG_PERSONAL[KEYRING_TAG_PERSONAL_BYTES] = {
+    'o', 'a', 'u', 't', 'h', 'r', 'd', '-', 'r', 'e', 'v', 't', 'o', 'k', '-', '1'};
+#define REVOKED_TAG_HEX_LEN (KEYRING_TAG_BYTES * 2 + 1)
+#define REVOKED_CHECK_LIMIT "500"
+/* Looks at revoked accounts' changes at most this often: every application
+ * write notifies, and a burst of them needs one look, not one per write. */
+#define REVOKED_CHECK_DELAY_S 0.1
 
 struct store_queue {
     struct store_item *head, *tail;
@@ -179,8 +188,11 @@ struct store {
     ev_timer flush_timer;
     struct store_queue resaved; /* waiting STORE_RESAVE_DELAY_S (both kinds) */
     ev_timer resaved_timer;
-    struct spool *spool;  /* not owned */
-    struct keyring *keys; /* reference: tags the spool, decrypts re-saved rows' tokens */
+    struct spool *spool;     /* not owned */
+    struct keyring *keys;    /* reference: tags the spool, decrypts re-saved rows' tokens */
+    ev_timer revcheck_timer; /* the next look, coalescing requests for one */
+    bool revcheck_busy;      /* a look at revoked_token_changes() is in flight */
+    bool revcheck_again;     /* asked for another look meanwhile */
     /* The array literals of the batch being built: kept between batches so a
      * batch of 500 results (about 1.5 MB of ciphertext) does not grow nine
      * buffers by doubling, copying each time, on every send. Ciphertext only. */
@@ -262,6 +274,8 @@ static void resaved_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     store_flush(w->data);
 }
 
+static void revcheck_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
 struct store *store_new(struct ev_loop *loop, struct db *db, const char *owner,
                         const struct store_callbacks *cb)
 {
@@ -281,6 +295,8 @@ struct store *store_new(struct ev_loop *loop, struct db *db, const char *owner,
     st->flush_timer.data = st;
     ev_timer_init(&st->resaved_timer, resaved_timer_cb, STORE_RESAVE_DELAY_S, 0.);
     st->resaved_timer.data = st;
+    ev_timer_init(&st->revcheck_timer, revcheck_timer_cb, REVOKED_CHECK_DELAY_S, 0.);
+    st->revcheck_timer.data = st;
     return st;
 }
 
@@ -394,6 +410,9 @@ static void time_array(struct strbuf *sb, double t)
     pgarray_text(sb, iso);
 }
 
+static bool revoked_tag_hex(const struct keyring *kr, const char *ct,
+                            char hex[REVOKED_TAG_HEX_LEN]);
+
 /* Builds the arrays of one batch; returns the statement text. */
 static const char *build_params(struct store *st, struct store_batch *b, struct strbuf *arr,
                                 size_t *narr, char *interval, size_t interval_len)
@@ -416,10 +435,13 @@ static const char *build_params(struct store *st, struct store_batch *b, struct 
             pgarray_text(&arr[1], it->error);
             time_array(&arr[2], it->retry_at);
             break;
-        case STORE_REVOKED:
+        case STORE_REVOKED: {
+            char tag[REVOKED_TAG_HEX_LEN];
             pgarray_text(&arr[1], it->old_refresh_ct);
             pgarray_text(&arr[2], it->error);
+            pgarray_text(&arr[3], revoked_tag_hex(st->keys, it->old_refresh_ct, tag) ? tag : NULL);
             break;
+        }
         }
     }
     for (size_t i = 0; i < 9; i++)
@@ -436,9 +458,9 @@ static const char *build_params(struct store *st, struct store_batch *b, struct 
         return "SELECT oauth_refreshd.store_failed($1, $2::bigint[], $3::text[], "
                "$4::timestamptz[], $5::interval)";
     case STORE_REVOKED:
-        *narr = 3;
+        *narr = 4;
         return "SELECT account_id, revoked FROM oauth_refreshd.store_revoked($1, $2::bigint[], "
-               "$3::text[], $4::text[])";
+               "$3::text[], $4::text[], $5::text[])";
     }
     return NULL;
 }
@@ -586,6 +608,52 @@ static bool same_token(const struct keyring *kr, const char *a, const char *b)
                 pa.len == pb.len && (pa.len == 0 || sodium_memcmp(pa.data, pb.data, pa.len) == 0);
     secret_clear(&pa);
     secret_clear(&pb);
+    return same;
+}
+
+/*
+ * The keyed fingerprint of the refresh token inside ct (hex, NUL-terminated):
+ * what store_revoked() keeps of a refused token, so that a later write of the
+ * same token by the application can be told from a new one without keeping
+ * the token. False when ct cannot be decrypted.
+ */
+static bool revoked_tag_hex(const struct keyring *kr, const char *ct, char hex[REVOKED_TAG_HEX_LEN])
+{
+    struct secret plain = {0};
+    uint8_t tag[KEYRING_TAG_BYTES];
+    char err[ERRBUF_LEN];
+    bool ok = kr && ct && keyring_decrypt(kr, ct, strlen(ct), &plain, NULL, err, sizeof err) == 0 &&
+              keyring_tag(kr, REVOKED_TAG_PERSONAL, plain.data, plain.len, tag) == 0;
+    secret_clear(&plain);
+    if (ok)
+        sodium_bin2hex(hex, REVOKED_TAG_HEX_LEN, tag, sizeof tag);
+    return ok;
+}
+
+static bool revoked_token_readable(const struct keyring *kr, const char *ct)
+{
+    struct secret plain = {0};
+    char err[ERRBUF_LEN];
+    bool ok = kr && keyring_decrypt(kr, ct, strlen(ct), &plain, NULL, err, sizeof err) == 0;
+    secret_clear(&plain);
+    return ok;
+}
+
+/* Whether the token inside ct is the one fingerprinted as tag_hex (any key of
+ * the ring: a reload may have demoted the key the fingerprint was made with). */
+static bool revoked_tag_matches(const struct keyring *kr, const char *ct, const char *tag_hex)
+{
+    uint8_t tag[KEYRING_TAG_BYTES];
+    size_t n = 0;
+    if (!kr || !ct || !tag_hex ||
+        sodium_hex2bin(tag, sizeof tag, tag_hex, strlen(tag_hex), NULL, &n, NULL) != 0 ||
+        n != sizeof tag)
+        return false;
+    struct secret plain = {0};
+    char err[ERRBUF_LEN];
+    bool same = keyring_decrypt(kr, ct, strlen(ct), &plain, NULL, err, sizeof err) == 0 &&
+                keyring_tag_verify(kr, REVOKED_TAG_PERSONAL, plain.data, plain.len, tag, NULL);
+    secret_clear(&plain);
     return same;
 }
 
@@ -778,6 +846,8 @@ void store_free(struct store *st)
         ev_timer_stop(st->loop, &st->flush_timer);
     if (ev_is_active(&st->resaved_timer))
         ev_timer_stop(st->loop, &st->resaved_timer);
+    if (ev_is_active(&st->revcheck_timer))
+        ev_timer_stop(st->loop, &st->revcheck_timer);
     queue_push_front_list(&st->queued[STORE_REFRESHED], &st->resaved); /* freed below */
     for (size_t i = 0; i < 9; i++)
         strbuf_free(&st->arr[i]);
@@ -805,4 +875,120 @@ void store_free(struct store *st)
     idset_free(&st->pending_ids);
     free(st->owner);
     free(st);
+}
+
+/* ---- revoked accounts whose refresh token the application wrote ---------- */
+
+static void revcheck_settled_cb(void *ud, PGresult *res)
+{
+    struct store *st = ud;
+    st->revcheck_busy = false;
+    if (res && PQresultStatus(res) != PGRES_TUPLES_OK)
+        log_err("store: recording the verdict on revoked accounts failed: %s",
+                PQresultErrorMessage(res));
+    if (res && st->revcheck_again)
+        store_check_revoked(st);
+}
+
+static void revcheck_settle(struct store *st, PGresult *res);
+
+static void revcheck_read_cb(void *ud, PGresult *res)
+{
+    struct store *st = ud;
+    st->revcheck_busy = false;
+    if (!res)
+        return; /* looked at again after the reconnection (engine's rescan) */
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        log_err("store: reading revoked accounts' changes failed: %s", PQresultErrorMessage(res));
+        return;
+    }
+    revcheck_settle(st, res);
+    if (!st->revcheck_busy && st->revcheck_again)
+        store_check_revoked(st); /* a write notified while this look was in flight */
+}
+
+/*
+ * For each row: the same refresh token as the refused one (a re-save: the
+ * revocation stays, no request, no event) or a different one (lifted). A row
+ * whose token this keyring cannot decrypt (a rotation to a key the daemon has
+ * not been given yet) is left marked for a later look: it cannot be told from
+ * the refused one. No token at all lifts it (nothing is refreshed anyway).
+ * The verdicts go out in one statement.
+ */
+static void revcheck_settle(struct store *st, PGresult *res)
+{
+    int rows = PQntuples(res);
+    struct strbuf ids = {0}, rts = {0}, lifts = {0};
+    int settled = 0;
+    pgarray_begin(&ids);
+    pgarray_begin(&rts);
+    pgarray_begin(&lifts);
+    for (int i = 0; i < rows; i++) {
+        int64_t id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+        const char *rt = PQgetisnull(res, i, 1) ? NULL : PQgetvalue(res, i, 1);
+        const char *tag = PQgetisnull(res, i, 2) ? NULL : PQgetvalue(res, i, 2);
+        struct log_ctx ctx = {.account_id = id};
+        if (rt && !revoked_token_readable(st->keys, rt)) {
+            log_event(LOG_WARNING, NULL, &ctx,
+                      "account %" PRId64 ": revoked, and its new refresh token cannot be "
+                      "decrypted with the keys loaded: the revocation stays until it can",
+                      id);
+            continue;
+        }
+        bool same = revoked_tag_matches(st->keys, rt, tag);
+        if (same)
+            log_event(LOG_INFO, NULL, &ctx,
+                      "account %" PRId64 ": the application re-saved the refused refresh token "
+                      "(a new ciphertext of the same token): it stays revoked",
+                      id);
+        else
+            log_event(LOG_INFO, NULL, &ctx,
+                      "account %" PRId64 ": the application stored a new refresh token: the "
+                      "revocation is lifted",
+                      id);
+        settled++;
+        pgarray_int64(&ids, id);
+        pgarray_text(&rts, rt);
+        pgarray_text(&lifts, same ? "f" : "t");
+    }
+    pgarray_end(&ids);
+    pgarray_end(&rts);
+    pgarray_end(&lifts);
+    const char *params[] = {ids.data, rts.data, lifts.data};
+    if (settled > 0 && !ids.oom && !rts.oom && !lifts.oom &&
+        db_query(st->db,
+                 "SELECT oauth_refreshd.settle_revoked_token_changes($1::bigint[], $2::text[], "
+                 "$3::boolean[])",
+                 3, params, revcheck_settled_cb, st) == 0) {
+        st->revcheck_busy = true;
+        /* A full page: more may wait (each page settles rows, so this ends). */
+        st->revcheck_again |= rows == atoi(REVOKED_CHECK_LIMIT);
+    }
+    strbuf_free(&ids);
+    strbuf_free(&rts);
+    strbuf_free(&lifts);
+}
+
+static void revcheck_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct store *st = w->data;
+    if (st->revcheck_busy) {
+        st->revcheck_again = true; /* one more look when this one is done */
+        return;
+    }
+    st->revcheck_again = false;
+    const char *params[] = {REVOKED_CHECK_LIMIT};
+    if (db_query(st->db,
+                 "SELECT account_id, refresh_token, revoked_token_tag "
+                 "FROM oauth_refreshd.revoked_token_changes($1::integer)",
+                 1, params, revcheck_read_cb, st) == 0)
+        st->revcheck_busy = true;
+}
+
+void store_check_revoked(struct store *st)
+{
+    if (!ev_is_active(&st->revcheck_timer)) {
+        ev_timer_set(&st->revcheck_timer, REVOKED_CHECK_DELAY_S, 0.);
+        ev_timer_start(st->loop, &st->revcheck_timer);
+    }
 }

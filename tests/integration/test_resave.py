@@ -86,16 +86,16 @@ def test_a_different_token_stored_during_a_refresh_wins(
 
 
 class BusyApplication:
-    """Two application sessions that take turns re-saving one account with the same tokens,
-    each holding the row locked (a new ciphertext of the same token, uncommitted) for 50 ms
-    while the other waits its turn: whenever the daemon's write arrives, the row is held and
-    changes under it."""
+    """Three application sessions that take turns re-saving one account with the same tokens,
+    each holding the row locked (a new ciphertext of the same token, uncommitted) for 200 ms
+    while the others wait their turn: whenever the daemon's write arrives, the row is held and
+    changes under it (two sessions queued, so one slow to queue again leaves no gap)."""
 
     def __init__(self, db, keys, acct):
         self.db, self.keys, self.acct = db, keys, acct
         self.stop_event = threading.Event()
         self.saves = []
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(2)]
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(3)]
 
     def _run(self):
         conn = self.db.conn()
@@ -105,13 +105,13 @@ class BusyApplication:
                              "updated_at = now() WHERE id = %s",
                              (self.keys.encrypt(self.acct.access_token),
                               self.keys.encrypt(self.acct.refresh_token), self.acct.id))
-                time.sleep(0.05)
+                time.sleep(0.2)
             self.saves.append(time.monotonic())
 
     def start(self):
         for t in self.threads:
             t.start()
-        wait_until(lambda: len(self.saves) >= 2, timeout=10, message="the application is saving")
+        wait_until(lambda: len(self.saves) >= 3, timeout=10, message="the application is saving")
 
     def stop(self):
         self.stop_event.set()
@@ -203,3 +203,62 @@ def test_current_refresh_tokens_answers_in_input_order_with_null_for_a_gone_acco
                      ([b.id, 999999, a.id],))
     assert got == [(b.id, seeder.row(b.id)["refresh_token"]), (999999, None),
                    (a.id, seeder.row(a.id)["refresh_token"])], got
+
+
+# ---- issue 15 part 2: a re-save of a revoked account's token is no new token ----------------
+
+def revoke_through_the_daemon(migrated_env, seeder, token_server, events, name):
+    """An account the provider refuses, marked revoked by a running daemon."""
+    a = seeder.add_account("github", expires_in=-60)
+    token_server.revoke(a.account_key)
+    migrated_env.write_config({"refresh": {"scan_interval": "1s"}})
+    d = migrated_env.daemon(name)
+    d.start()
+    events.wait_for(lambda e: e["account_id"] == a.id and e["event"] == "revoked", timeout=20)
+    return a, d
+
+
+def revoked_state(db, acct_id):
+    r = db.execute("SELECT revoked, due_at FROM oauth_refreshd.account_state "
+                   "WHERE account_id = %s", (acct_id,))[0]
+    return {"revoked": r[0], "due_at": r[1]}
+
+
+def test_a_re_save_of_a_revoked_token_keeps_the_revocation_and_a_new_token_lifts_it(
+        migrated_env, seeder, token_server, db, fernet_keys, events):
+    a, d = revoke_through_the_daemon(migrated_env, seeder, token_server, events, "revoked")
+    # The application saves the account unchanged: a new ciphertext of the refused token.
+    resave(db, fernet_keys, a.id, a.refresh_token, a.access_token)
+    time.sleep(3)  # three rescans: a request or a second event would show up
+    assert len(token_server.requests_for(a.account_key)) == 1, "no request for the same token"
+    assert len(events.events_for(a.id, "revoked")) == 1, "no second revoked event"
+    assert revoked_state(db, a.id) == {"revoked": True, "due_at": None}
+    assert "it stays revoked" in d.log(), d.log_tail()
+
+    # The user connects the account again: a different refresh token lifts the revocation.
+    fresh = token_server.issue("github", a.account_key)
+    db.execute("UPDATE oauth_accounts SET refresh_token = %s, access_token = %s, "
+               "expires_at = now() - interval '1 minute' WHERE id = %s",
+               (fernet_keys.encrypt(fresh), fernet_keys.encrypt("at-new"), a.id))
+    d.wait_for_log("revocation is lifted", timeout=20)
+    events.wait_for(lambda e: e["account_id"] == a.id and e["event"] == "refreshed", timeout=20)
+    wait_until(lambda: seeder.read(a.id)["refresh_token"]
+               == token_server.current_refresh_token(a.account_key), timeout=10,
+               message="the new token was refreshed and written")
+    assert revoked_state(db, a.id)["revoked"] is False
+    assert token_server.violations() == [], token_server.violations()
+    d.terminate()
+    assert d.returncode == 0, d.log_tail()
+
+
+def test_a_refresh_request_for_a_revoked_account_sends_nothing(
+        migrated_env, seeder, token_server, db, fernet_keys, events):
+    a, d = revoke_through_the_daemon(migrated_env, seeder, token_server, events, "request")
+    db.execute("SELECT pg_notify('oauth_refresh_request', %s)", (str(a.id),))
+    d.wait_for_log(f"refresh of account {a.id} requested", timeout=20)
+    time.sleep(2.0)
+    assert len(token_server.requests_for(a.account_key)) == 1, "the daemon stops trying"
+    assert len(events.events_for(a.id, "revoked")) == 1
+    assert revoked_state(db, a.id)["revoked"] is True
+    d.terminate()
+    assert d.returncode == 0, d.log_tail()
