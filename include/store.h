@@ -58,6 +58,9 @@ enum store_fate {
 struct store_callbacks {
     /* Called once per item after its batch was committed; the item is freed afterwards. */
     void (*done)(void *ud, const struct store_item *item, enum store_fate fate);
+    /* Optional: a look at revoked accounts' changes ended (store_check_revoked);
+     * lifted revocations make accounts claimable. */
+    void (*revoked_checked)(void *ud, size_t lifted);
     void *ud;
 };
 
@@ -88,6 +91,8 @@ void store_add(struct store *st, struct store_item *item);
  * Calls are coalesced: one look within 0.1 s, whatever the number of calls.
  */
 void store_check_revoked(struct store *st);
+/* No such look is waiting or in flight. */
+bool store_revoked_check_idle(const struct store *st);
 /* Sends what is queued now (e.g. after a reconnection). */
 void store_flush(struct store *st);
 /* Items queued or sent and not yet confirmed. */

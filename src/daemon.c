@@ -513,7 +513,8 @@ static int daemon_setup(struct daemon *d)
                                .notify = db_notify_cb,
                                .ud = d};
     d->db = db_new(d->loop, &dbo, &dbc);
-    struct store_callbacks sc = {.done = engine_store_done_cb, .ud = d};
+    struct store_callbacks sc = {
+        .done = engine_store_done_cb, .revoked_checked = engine_revoked_checked_cb, .ud = d};
     d->store = d->db ? store_new(d->loop, d->db, d->owner, &sc) : NULL;
     if (!d->db || !d->store) {
         log_err("out of memory at startup");

@@ -889,6 +889,16 @@ void engine_store_done_cb(void *ud, const struct store_item *item, enum store_fa
     engine_check_once_done(d);
 }
 
+void engine_revoked_checked_cb(void *ud, size_t lifted)
+{
+    struct daemon *d = ud;
+    if (lifted > 0) {
+        wake_providers(d);
+        engine_kick(d);
+    }
+    engine_check_once_done(d);
+}
+
 /* ---- lifecycle -------------------------------------------------------------- */
 
 void engine_init(struct daemon *d)
@@ -938,6 +948,7 @@ void engine_on_connected(struct daemon *d)
     d->wakeup_query_outstanding = false;
     wake_providers(d);
     store_flush(d->store);
+    store_check_revoked(d->store); /* revoked accounts the application wrote meanwhile */
     engine_kick(d);
 }
 
@@ -1016,7 +1027,8 @@ void engine_check_once_done(struct daemon *d)
             daemon_request_exit(d, 0);
         return;
     }
-    if (!d->opt.once || !d->schema_ok || !engine_idle(d))
+    if (!d->opt.once || !d->schema_ok || !engine_idle(d) ||
+        !store_revoked_check_idle(d->store))
         return;
     if (ev_is_active(&d->kick_timer))
         return;

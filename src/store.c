@@ -193,6 +193,7 @@ struct store {
     ev_timer revcheck_timer; /* the next look, coalescing requests for one */
     bool revcheck_busy;      /* a look at revoked_token_changes() is in flight */
     bool revcheck_again;     /* asked for another look meanwhile */
+    size_t revcheck_lifted;  /* revocations the verdict in flight lifts */
     /* The array literals of the batch being built: kept between batches so a
      * batch of 500 results (about 1.5 MB of ciphertext) does not grow nine
      * buffers by doubling, copying each time, on every send. Ciphertext only. */
@@ -879,15 +880,26 @@ void store_free(struct store *st)
 
 /* ---- revoked accounts whose refresh token the application wrote ---------- */
 
+/* A look ended: another one if asked for meanwhile; tell the owner. */
+static void revcheck_finish(struct store *st, size_t lifted)
+{
+    if (st->revcheck_again)
+        store_check_revoked(st);
+    if (st->cb.revoked_checked)
+        st->cb.revoked_checked(st->cb.ud, lifted);
+}
+
 static void revcheck_settled_cb(void *ud, PGresult *res)
 {
     struct store *st = ud;
     st->revcheck_busy = false;
-    if (res && PQresultStatus(res) != PGRES_TUPLES_OK)
+    bool ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (res && !ok)
         log_err("store: recording the verdict on revoked accounts failed: %s",
                 PQresultErrorMessage(res));
-    if (res && st->revcheck_again)
-        store_check_revoked(st);
+    if (!res)
+        st->revcheck_again = false; /* looked at again after the reconnection */
+    revcheck_finish(st, ok ? st->revcheck_lifted : 0);
 }
 
 static void revcheck_settle(struct store *st, PGresult *res);
@@ -896,15 +908,17 @@ static void revcheck_read_cb(void *ud, PGresult *res)
 {
     struct store *st = ud;
     st->revcheck_busy = false;
-    if (!res)
-        return; /* looked at again after the reconnection (engine's rescan) */
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        log_err("store: reading revoked accounts' changes failed: %s", PQresultErrorMessage(res));
+    if (!res) {
+        st->revcheck_again = false; /* looked at again after the reconnection */
+        revcheck_finish(st, 0);
         return;
     }
-    revcheck_settle(st, res);
-    if (!st->revcheck_busy && st->revcheck_again)
-        store_check_revoked(st); /* a write notified while this look was in flight */
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        log_err("store: reading revoked accounts' changes failed: %s", PQresultErrorMessage(res));
+    else
+        revcheck_settle(st, res);
+    if (!st->revcheck_busy)
+        revcheck_finish(st, 0); /* nothing to record */
 }
 
 /*
@@ -920,6 +934,7 @@ static void revcheck_settle(struct store *st, PGresult *res)
     int rows = PQntuples(res);
     struct strbuf ids = {0}, rts = {0}, lifts = {0};
     int settled = 0;
+    size_t lifted = 0;
     pgarray_begin(&ids);
     pgarray_begin(&rts);
     pgarray_begin(&lifts);
@@ -947,6 +962,7 @@ static void revcheck_settle(struct store *st, PGresult *res)
                       "revocation is lifted",
                       id);
         settled++;
+        lifted += !same;
         pgarray_int64(&ids, id);
         pgarray_text(&rts, rt);
         pgarray_text(&lifts, same ? "f" : "t");
@@ -961,6 +977,7 @@ static void revcheck_settle(struct store *st, PGresult *res)
                  "$3::boolean[])",
                  3, params, revcheck_settled_cb, st) == 0) {
         st->revcheck_busy = true;
+        st->revcheck_lifted = lifted;
         /* A full page: more may wait (each page settles rows, so this ends). */
         st->revcheck_again |= rows == atoi(REVOKED_CHECK_LIMIT);
     }
@@ -983,6 +1000,11 @@ static void revcheck_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
                  "FROM oauth_refreshd.revoked_token_changes($1::integer)",
                  1, params, revcheck_read_cb, st) == 0)
         st->revcheck_busy = true;
+}
+
+bool store_revoked_check_idle(const struct store *st)
+{
+    return !st->revcheck_busy && !ev_is_active(&st->revcheck_timer);
 }
 
 void store_check_revoked(struct store *st)

@@ -262,3 +262,24 @@ def test_a_refresh_request_for_a_revoked_account_sends_nothing(
     assert revoked_state(db, a.id)["revoked"] is True
     d.terminate()
     assert d.returncode == 0, d.log_tail()
+
+
+def test_once_from_cron_keeps_a_re_saved_revocation_and_lifts_a_new_token(
+        migrated_env, seeder, token_server, db, fernet_keys, events):
+    a = seeder.add_account("github", expires_in=-60)
+    token_server.revoke(a.account_key)
+    rc, log = migrated_env.run_once()
+    assert revoked_state(db, a.id)["revoked"] is True, log
+    resave(db, fernet_keys, a.id, a.refresh_token, a.access_token)
+    rc, log = migrated_env.run_once()
+    assert rc == 0, log
+    assert "it stays revoked" in log, log
+    assert len(token_server.requests_for(a.account_key)) == 1, "no request for the same token"
+    assert revoked_state(db, a.id) == {"revoked": True, "due_at": None}
+    fresh = token_server.issue("github", a.account_key)
+    db.execute("UPDATE oauth_accounts SET refresh_token = %s WHERE id = %s",
+               (fernet_keys.encrypt(fresh), a.id))
+    rc, log = migrated_env.run_once()
+    assert rc == 0, log
+    assert seeder.read(a.id)["refresh_token"] == token_server.current_refresh_token(a.account_key)
+    assert len(events.events_for(a.id, "revoked")) == 1
