@@ -155,13 +155,17 @@ BEGIN
         revoked_token_changed = s.revoked_token_changed
                                 OR (v_token_changed AND s.revoked
                                     AND s.revoked_token_tag IS NOT NULL),
-        revoked_at = CASE WHEN v_token_changed AND NOT (s.revoked AND s.revoked_token_tag IS NOT NULL)
+        revoked_at = CASE WHEN v_token_changed
+                               AND NOT (s.revoked AND s.revoked_token_tag IS NOT NULL)
                           THEN NULL ELSE s.revoked_at END,
-        attempts   = CASE WHEN v_token_changed AND NOT (s.revoked AND s.revoked_token_tag IS NOT NULL)
+        attempts   = CASE WHEN v_token_changed
+                               AND NOT (s.revoked AND s.revoked_token_tag IS NOT NULL)
                           THEN 0 ELSE s.attempts END,
-        retry_at   = CASE WHEN v_token_changed AND NOT (s.revoked AND s.revoked_token_tag IS NOT NULL)
+        retry_at   = CASE WHEN v_token_changed
+                               AND NOT (s.revoked AND s.revoked_token_tag IS NOT NULL)
                           THEN NULL ELSE s.retry_at END,
-        last_error = CASE WHEN v_token_changed AND NOT (s.revoked AND s.revoked_token_tag IS NOT NULL)
+        last_error = CASE WHEN v_token_changed
+                               AND NOT (s.revoked AND s.revoked_token_tag IS NOT NULL)
                           THEN NULL ELSE s.last_error END,
         due_at     = CASE WHEN NOT v_refreshable THEN NULL
                           WHEN NOT s.revoked THEN NEW.expires_at
@@ -448,9 +452,9 @@ $$;
 -- the new ciphertext when it holds the same token (a re-save is no new token);
 -- otherwise the refusal was a lost race with another writer, not a revocation,
 -- and the daemon gives the claim back (release). p_tags holds the keyed
--- fingerprint of each refused token (see revoked_token_tag above; NULL when the
--- daemon could not make one, or no array). Returns whether each account was marked, in
--- input order.
+-- fingerprint of each refused token (see revoked_token_tag above; NULL when
+-- the daemon could not make one, or no array). Returns whether each account
+-- was marked, in input order.
 CREATE OR REPLACE FUNCTION oauth_refreshd.store_revoked(
     p_owner text, p_ids bigint[], p_old_refresh text[], p_errors text[],
     p_tags text[] DEFAULT NULL)
