@@ -752,8 +752,11 @@ static void batch_done_cb(void *ud, PGresult *res)
     enum store_kind kind = b->kind;
     inflight_unlink(st, b);
 
-    if (b->step == STEP_SETTLE) {
-        /* Whatever the release's fate (a lease left runs out by itself). */
+    if (b->step == STEP_SETTLE && res) {
+        /* Whatever the release's fate (a lease left runs out by itself). A
+         * lost connection (also db_free at exit) holds them instead: nothing
+         * is reported from a teardown, the spool keeps the entries, and the
+         * write after the reconnection (or the replay) decides again. */
         while (b->items.head)
             item_settle(st, queue_take(&b->items, 1).head, settled_fate(kind));
         free(b);
@@ -893,12 +896,14 @@ static void revcheck_settled_cb(void *ud, PGresult *res)
 {
     struct store *st = ud;
     st->revcheck_busy = false;
-    bool ok = res && PQresultStatus(res) == PGRES_TUPLES_OK;
-    if (res && !ok)
+    if (!res) { /* looked at again after the reconnection; nothing reported at exit */
+        st->revcheck_again = false;
+        return;
+    }
+    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (!ok)
         log_err("store: recording the verdict on revoked accounts failed: %s",
                 PQresultErrorMessage(res));
-    if (!res)
-        st->revcheck_again = false; /* looked at again after the reconnection */
     revcheck_finish(st, ok ? st->revcheck_lifted : 0);
 }
 
@@ -908,9 +913,8 @@ static void revcheck_read_cb(void *ud, PGresult *res)
 {
     struct store *st = ud;
     st->revcheck_busy = false;
-    if (!res) {
-        st->revcheck_again = false; /* looked at again after the reconnection */
-        revcheck_finish(st, 0);
+    if (!res) { /* looked at again after the reconnection; nothing reported at exit */
+        st->revcheck_again = false;
         return;
     }
     if (PQresultStatus(res) != PGRES_TUPLES_OK)
