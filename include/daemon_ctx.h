@@ -124,6 +124,8 @@ unsigned engine_waiting(const struct daemon *d);
 void engine_check_once_done(struct daemon *d);
 void engine_free(struct daemon *d);
 void engine_store_done_cb(void *ud, const struct store_item *item, enum store_fate fate);
+/* A look at revoked accounts' changes ended; lifted ones may be claimable. */
+void engine_revoked_checked_cb(void *ud, size_t lifted);
 /* "claim to written: p50 .. ms, p90 .. ms, p99 .. ms, max .. ms (N results)" or "" when none. */
 void engine_latency_summary(const struct daemon *d, char *buf, size_t len);
 

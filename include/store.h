@@ -3,8 +3,12 @@
  * into set-based calls of oauth_refreshd.store_refreshed / store_failed /
  * store_revoked (one round trip and one commit per batch, not per row), and
  * every write is a compare-and-swap on the refresh-token ciphertext that was
- * used. A batch the database could not take is held in memory and sent again
- * after reconnection; results are never dropped. The store knows nothing of
+ * used. When that compare fails, the store reads the row's refresh token again
+ * and compares plaintexts: the application's re-save of the same token (a new
+ * Fernet ciphertext) is no change, and the result is written against the new
+ * ciphertext; only a different token makes the result discarded (SPEC §6). A
+ * batch the database could not take is held in memory and sent again after
+ * reconnection; results are never dropped. The store knows nothing of
  * HTTP or providers; it reports each item's fate through one callback.
  */
 #ifndef OAUTH_STORE_H
@@ -52,6 +56,7 @@ struct store_item {
     /* bookkeeping for logs and metrics */
     double claimed_at;
     int64_t spool_id; /* set by the spool when the item was made durable; 0 = not spooled */
+    unsigned resaves; /* times the row was found re-saved with the same token (store.c) */
 };
 
 /* Frees an item and everything it owns. */
@@ -65,13 +70,16 @@ static inline bool store_item_is_partial(const struct store_item *item)
 
 enum store_fate {
     STORE_WRITTEN,   /* the row holds the result (or the failure/revocation is recorded) */
-    STORE_DISCARDED, /* compare-and-swap failed: the row changed meanwhile */
+    STORE_DISCARDED, /* the row holds a different refresh token now: the application's wins */
     STORE_LOST_RACE, /* revocation not recorded: the refresh token changed meanwhile */
 };
 
 struct store_callbacks {
     /* Called once per item after its batch was committed; the item is freed afterwards. */
     void (*done)(void *ud, const struct store_item *item, enum store_fate fate);
+    /* Optional: a look at revoked accounts' changes ended (store_check_revoked);
+     * lifted revocations make accounts claimable. */
+    void (*revoked_checked)(void *ud, size_t lifted);
     void *ud;
 };
 
@@ -93,14 +101,24 @@ struct spool;
 struct keyring;
 /*
  * Makes results that carry a rotated refresh token durable in sp (tagged
- * under kr's primary key) before they are sent. The store keeps a reference
- * to kr; call again after a reload swapped the keys.
+ * under kr's primary key) before they are sent, and compares a re-saved row's
+ * refresh token with the one used by decrypting both with kr. The store keeps
+ * a reference to kr; call again after a reload swapped the keys.
  */
 void store_set_spool(struct store *st, struct spool *sp, struct keyring *kr);
 /* True when a result for this account waits to be written (do not refresh it again). */
 bool store_has_account(const struct store *st, int64_t account_id);
 /* Queues an item (takes ownership); it is sent within a few milliseconds. */
 void store_add(struct store *st, struct store_item *item);
+/*
+ * Looks at revoked accounts whose refresh token the application wrote since
+ * the revocation, and lifts the revocation only for a different token
+ * (compared by keyed fingerprint: a re-save of the refused token keeps it).
+ * Calls are coalesced: one look within 0.1 s, whatever the number of calls.
+ */
+void store_check_revoked(struct store *st);
+/* No such look is waiting or in flight. */
+bool store_revoked_check_idle(const struct store *st);
 /* Sends what is queued now (e.g. after a reconnection). */
 void store_flush(struct store *st);
 /* Items queued or sent and not yet confirmed. */

@@ -1,7 +1,9 @@
 -- oauth-refreshd's own SQL objects (SPEC §5), schema version 2.
 --
 -- Version 2: store_refreshed() takes p_error and p_retry_at (partial results:
--- a rotated refresh token from an answer that is otherwise unusable).
+-- a rotated refresh token from an answer that is otherwise unusable);
+-- store_revoked() takes p_tags and account_state remembers the revoked
+-- token's keyed tag (a re-save of the same token lifts no revocation).
 --
 -- Everything the daemon needs lives in the schema oauth_refreshd; the
 -- application's tables are only read, plus the token columns, expires_at,
@@ -67,6 +69,23 @@ CREATE INDEX IF NOT EXISTS account_state_failing_idx
     ON oauth_refreshd.account_state (last_error_at) WHERE last_error IS NOT NULL;
 CREATE INDEX IF NOT EXISTS account_state_revoked_idx
     ON oauth_refreshd.account_state (revoked_at) WHERE revoked;
+
+-- A revocation is lifted only by a different refresh token, compared as
+-- plaintext (SPEC §6): a save() that re-encrypts the same token is no new
+-- token. store_revoked() keeps a keyed fingerprint of the refused token
+-- (hex BLAKE2b-256 keyed with the primary Fernet key, personalisation
+-- "oauthrd-revtok-1"; never the token), and when the application writes the
+-- refresh token of such a row the trigger keeps the revocation and marks the
+-- row revoked_token_changed; the daemon decrypts the new token, compares
+-- fingerprints, and lifts the revocation or keeps it
+-- (revoked_token_changes(), settle_revoked_token_changes()). Revocations
+-- without a fingerprint (recorded before schema version 2) are lifted by the
+-- trigger on any change of the ciphertext, as before.
+ALTER TABLE oauth_refreshd.account_state ADD COLUMN IF NOT EXISTS revoked_token_tag text;
+ALTER TABLE oauth_refreshd.account_state
+    ADD COLUMN IF NOT EXISTS revoked_token_changed boolean NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS account_state_revoked_changed_idx
+    ON oauth_refreshd.account_state (account_id) WHERE revoked_token_changed;
 
 -- A stable per-account fraction in [0, 1) that spreads refreshes over the
 -- jitter window without any randomness the database would have to remember.
@@ -134,9 +153,12 @@ BEGIN ATOMIC
 END;
 
 -- Keeps account_state in step with the application's writes and wakes the
--- daemon. A new refresh token stored by the application clears a revocation
--- and the failure history. The daemon's own write-backs set the transaction
--- setting oauth_refreshd.writer = 'daemon', so they do not notify.
+-- daemon. A new refresh token stored by the application clears the failure
+-- history, and a revocation recorded without a fingerprint; a revocation with
+-- one is kept and the row marked revoked_token_changed, for the daemon to
+-- compare the tokens as plaintext (the same token re-saved stays revoked).
+-- The daemon's own write-backs set the transaction setting
+-- oauth_refreshd.writer = 'daemon', so they do not notify.
 CREATE OR REPLACE FUNCTION oauth_refreshd.on_account_change()
 RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -146,14 +168,29 @@ DECLARE
 BEGIN
     INSERT INTO oauth_refreshd.account_state AS s (account_id, due_at)
     VALUES (NEW.id, CASE WHEN v_refreshable THEN NEW.expires_at END)
+    -- (Every expression below sees the row as it was: "held" is
+    -- s.revoked AND s.revoked_token_tag IS NOT NULL, a revocation the daemon
+    -- must confirm or lift by comparing plaintexts.)
     ON CONFLICT (account_id) DO UPDATE SET
-        revoked    = s.revoked AND NOT v_token_changed,
-        revoked_at = CASE WHEN v_token_changed THEN NULL ELSE s.revoked_at END,
-        attempts   = CASE WHEN v_token_changed THEN 0 ELSE s.attempts END,
-        retry_at   = CASE WHEN v_token_changed THEN NULL ELSE s.retry_at END,
-        last_error = CASE WHEN v_token_changed THEN NULL ELSE s.last_error END,
+        revoked    = s.revoked AND (NOT v_token_changed OR s.revoked_token_tag IS NOT NULL),
+        revoked_token_changed = s.revoked_token_changed
+                                OR (v_token_changed AND s.revoked
+                                    AND s.revoked_token_tag IS NOT NULL),
+        revoked_at = CASE WHEN v_token_changed
+                               AND NOT (s.revoked AND s.revoked_token_tag IS NOT NULL)
+                          THEN NULL ELSE s.revoked_at END,
+        attempts   = CASE WHEN v_token_changed
+                               AND NOT (s.revoked AND s.revoked_token_tag IS NOT NULL)
+                          THEN 0 ELSE s.attempts END,
+        retry_at   = CASE WHEN v_token_changed
+                               AND NOT (s.revoked AND s.revoked_token_tag IS NOT NULL)
+                          THEN NULL ELSE s.retry_at END,
+        last_error = CASE WHEN v_token_changed
+                               AND NOT (s.revoked AND s.revoked_token_tag IS NOT NULL)
+                          THEN NULL ELSE s.last_error END,
         due_at     = CASE WHEN NOT v_refreshable THEN NULL
-                          WHEN v_token_changed OR NOT s.revoked THEN NEW.expires_at
+                          WHEN NOT s.revoked THEN NEW.expires_at
+                          WHEN v_token_changed AND s.revoked_token_tag IS NULL THEN NEW.expires_at
                           ELSE NULL END;
     IF v_refreshable
        AND current_setting('oauth_refreshd.writer', true) IS DISTINCT FROM 'daemon' THEN
@@ -193,6 +230,7 @@ DROP FUNCTION IF EXISTS oauth_refreshd.store_refreshed(text, bigint[], text[], t
 -- arguments would otherwise be ambiguous between the two.
 DROP FUNCTION IF EXISTS oauth_refreshd.store_refreshed(text, bigint[], text[], text[], text[], text[],
                                                        timestamptz[], text[], text[], interval);
+DROP FUNCTION IF EXISTS oauth_refreshd.store_revoked(text, bigint[], text[], text[]);
 
 -- Claims up to p_limit due accounts of the given providers for p_owner: the
 -- lease is written by the same statement that selects the rows, and rows
@@ -245,7 +283,9 @@ AS $$
 $$;
 
 -- Claims the named accounts whether due or not (oauth_refresh_request), as
--- long as they are refreshable and nobody holds them.
+-- long as they are refreshable, not revoked (the daemon stops trying a revoked
+-- account until the application stores a different refresh token) and nobody
+-- holds them.
 CREATE OR REPLACE FUNCTION oauth_refreshd.claim_ids(
     p_owner text, p_providers text[], p_ids bigint[], p_lease interval)
 RETURNS TABLE (account_id bigint, provider text, refresh_token text, scope text,
@@ -256,6 +296,7 @@ LANGUAGE sql AS $$
           FROM oauth_refreshd.account_state s
           JOIN public.oauth_accounts a ON a.id = s.account_id
          WHERE s.account_id = ANY (p_ids)
+           AND NOT s.revoked
            AND (s.lease_until IS NULL OR s.lease_until < now())
            AND a.provider = ANY (p_providers)
            AND a.refresh_token IS NOT NULL AND a.expires_at IS NOT NULL
@@ -315,9 +356,11 @@ AS $$
 $$;
 
 -- Writes successful refreshes. Each row is written only if oauth_accounts
--- still holds the refresh token ciphertext that was used (p_old_refresh):
--- otherwise the application (or another writer) changed it meanwhile and the
--- result is discarded. NULL in p_refresh / p_id_token / p_scope / p_token_type
+-- still holds the refresh token ciphertext that was used (p_old_refresh);
+-- the others are answered `false` and keep their claim: the daemon reads their
+-- refresh token again (current_refresh_tokens), writes the result against the
+-- new ciphertext when it holds the same token (the application re-saved it),
+-- and gives the claim back (release) when it does not. NULL in p_refresh / p_id_token / p_scope / p_token_type
 -- keeps the stored value. Emits one `refreshed` event per stored row. Returns
 -- (account_id, stored) for every input id, in input order.
 --
@@ -423,14 +466,9 @@ BEGIN
         RETURN;
     END IF;
 
-    -- Rows not written: give the claim back if it is still ours. The rows
-    -- written above no longer carry a lease, so the lease test alone leaves
-    -- them out.
-    UPDATE oauth_refreshd.account_state s
-       SET lease_owner = NULL, lease_until = NULL
-      FROM unnest(p_ids) AS i(id)
-     WHERE s.account_id = i.id AND s.lease_owner = p_owner;
-
+    -- Rows not written keep their claim until the daemon has compared the
+    -- tokens as plaintext: another instance must not claim a row that may
+    -- hold a re-saved copy of the token the provider has just consumed.
     RETURN QUERY
         SELECT i.id, w.id IS NOT NULL
           FROM unnest(p_ids) WITH ORDINALITY AS i(id, n)
@@ -466,11 +504,17 @@ END
 $$;
 
 -- Marks accounts revoked, but only those that still hold the refresh token
--- that was refused: if the row changed meanwhile, the refusal was a lost race
--- with another writer, not a revocation, and the claim is simply released.
--- Returns whether each account was marked, in input order.
+-- ciphertext that was refused. The others keep their claim: the daemon reads
+-- their refresh token again (current_refresh_tokens) and marks them against
+-- the new ciphertext when it holds the same token (a re-save is no new token);
+-- otherwise the refusal was a lost race with another writer, not a revocation,
+-- and the daemon gives the claim back (release). p_tags holds the keyed
+-- fingerprint of each refused token (see revoked_token_tag above; NULL when
+-- the daemon could not make one, or no array). Returns whether each account
+-- was marked, in input order.
 CREATE OR REPLACE FUNCTION oauth_refreshd.store_revoked(
-    p_owner text, p_ids bigint[], p_old_refresh text[], p_errors text[])
+    p_owner text, p_ids bigint[], p_old_refresh text[], p_errors text[],
+    p_tags text[] DEFAULT NULL)
 RETURNS TABLE (account_id bigint, revoked boolean)
 LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan
@@ -485,12 +529,13 @@ BEGIN
     PERFORM 1 FROM public.oauth_accounts a WHERE a.id = ANY (p_ids) FOR SHARE;
 
     WITH marked AS (
-        SELECT u.id, a.provider::text AS provider, u.err
-          FROM unnest(p_ids, p_old_refresh, p_errors) AS u(id, old_rt, err)
+        SELECT u.id, a.provider::text AS provider, u.err, u.tag
+          FROM unnest(p_ids, p_old_refresh, p_errors, p_tags) AS u(id, old_rt, err, tag)
           JOIN public.oauth_accounts a ON a.id = u.id AND a.refresh_token = u.old_rt
     ), state AS (
         UPDATE oauth_refreshd.account_state s
            SET revoked = true, revoked_at = now(), due_at = NULL, retry_at = NULL,
+               revoked_token_tag = m.tag, revoked_token_changed = false,
                attempts = s.attempts + 1, last_error = m.err, last_error_at = now(),
                lease_owner = NULL, lease_until = NULL
           FROM marked m
@@ -504,15 +549,6 @@ BEGIN
     PERFORM pg_notify('oauth_refresh_event', oauth_refreshd.event_revoked(u.id, u.prov, u.err))
        FROM unnest(v_ids, v_prov, v_err) AS u(id, prov, err);
 
-    -- The rows marked above no longer carry a lease: the lease test alone
-    -- releases exactly the others that are still ours.
-    IF cardinality(v_ids) < cardinality(p_ids) THEN
-        UPDATE oauth_refreshd.account_state s
-           SET lease_owner = NULL, lease_until = NULL
-          FROM unnest(p_ids) AS i(id)
-         WHERE s.account_id = i.id AND s.lease_owner = p_owner;
-    END IF;
-
     RETURN QUERY
         SELECT i.id, w.id IS NOT NULL
           FROM unnest(p_ids) WITH ORDINALITY AS i(id, n)
@@ -521,7 +557,59 @@ BEGIN
 END
 $$;
 
--- Gives claims back without recording anything (shutdown, work not started).
+-- The refresh token ciphertext each account holds now (NULL for an account
+-- that is gone), in input order. Read after a compare-and-swap of
+-- store_refreshed or store_revoked failed: the daemon decrypts it and compares
+-- the plaintext with the token it used, because Fernet ciphertexts are
+-- randomised and an application that re-saved the row with the same refresh
+-- token (Django re-encrypts every field on save()) has not changed it (SPEC §6).
+CREATE OR REPLACE FUNCTION oauth_refreshd.current_refresh_tokens(p_ids bigint[])
+RETURNS TABLE (account_id bigint, refresh_token text)
+LANGUAGE sql STABLE AS $$
+    SELECT i.id, a.refresh_token
+      FROM unnest(p_ids) WITH ORDINALITY AS i(id, n)
+      LEFT JOIN public.oauth_accounts a ON a.id = i.id
+     ORDER BY i.n
+$$;
+
+-- Revoked accounts whose refresh token the application wrote since the
+-- revocation: the token now stored and the fingerprint of the refused one.
+CREATE OR REPLACE FUNCTION oauth_refreshd.revoked_token_changes(p_limit integer)
+RETURNS TABLE (account_id bigint, refresh_token text, revoked_token_tag text)
+LANGUAGE sql STABLE AS $$
+    SELECT s.account_id, a.refresh_token, s.revoked_token_tag
+      FROM oauth_refreshd.account_state s
+      JOIN public.oauth_accounts a ON a.id = s.account_id
+     WHERE s.revoked_token_changed
+     ORDER BY s.account_id
+     LIMIT p_limit
+$$;
+
+-- The daemon's verdict on those rows, each for the ciphertext it compared
+-- (p_refresh): p_lift true (a different token) lifts the revocation and
+-- clears the failure history, as the trigger does for an unrevoked account;
+-- false (the same token, re-saved) keeps it, with no event. A row whose
+-- token changed again since it was read is left marked for the next look.
+CREATE OR REPLACE FUNCTION oauth_refreshd.settle_revoked_token_changes(
+    p_ids bigint[], p_refresh text[], p_lift boolean[])
+RETURNS void LANGUAGE sql AS $$
+    UPDATE oauth_refreshd.account_state s
+       SET revoked_token_changed = false,
+           revoked = s.revoked AND NOT u.lift,
+           revoked_at = CASE WHEN u.lift THEN NULL ELSE s.revoked_at END,
+           revoked_token_tag = CASE WHEN u.lift THEN NULL ELSE s.revoked_token_tag END,
+           attempts = CASE WHEN u.lift THEN 0 ELSE s.attempts END,
+           retry_at = CASE WHEN u.lift THEN NULL ELSE s.retry_at END,
+           last_error = CASE WHEN u.lift THEN NULL ELSE s.last_error END,
+           due_at = CASE WHEN u.lift AND a.refresh_token IS NOT NULL THEN a.expires_at
+                         ELSE s.due_at END
+      FROM unnest(p_ids, p_refresh, p_lift) AS u(id, rt, lift), public.oauth_accounts a
+     WHERE s.account_id = u.id AND a.id = u.id AND s.revoked_token_changed
+       AND a.refresh_token IS NOT DISTINCT FROM u.rt
+$$;
+
+-- Gives claims back without recording anything (shutdown, work not started,
+-- a result discarded because the application stored a different token).
 CREATE OR REPLACE FUNCTION oauth_refreshd.release(p_owner text, p_ids bigint[])
 RETURNS void LANGUAGE sql AS $$
     UPDATE oauth_refreshd.account_state s
@@ -580,6 +668,7 @@ DECLARE
     v_retry    timestamptz[];
     v_error    text[];
     v_due      timestamptz[];
+    v_changed  boolean[];
     v_free     bigint[];
     v_done     bigint[];
 BEGIN
@@ -592,10 +681,10 @@ BEGIN
 
     SELECT COALESCE(array_agg(x.account_id), '{}'), array_agg(x.revoked),
            array_agg(x.revoked_at), array_agg(x.attempts), array_agg(x.retry_at),
-           array_agg(x.last_error), array_agg(x.due_at)
-      INTO v_ids, v_revoked, v_rev_at, v_attempts, v_retry, v_error, v_due
+           array_agg(x.last_error), array_agg(x.due_at), array_agg(x.revoked_token_changed)
+      INTO v_ids, v_revoked, v_rev_at, v_attempts, v_retry, v_error, v_due, v_changed
       FROM (SELECT s.account_id, s.revoked, s.revoked_at, s.attempts, s.retry_at,
-                   s.last_error, s.due_at
+                   s.last_error, s.due_at, s.revoked_token_changed
               FROM oauth_refreshd.account_state s
              WHERE s.account_id = ANY (v_locked)
                AND (s.lease_until IS NULL OR s.lease_until < now()
@@ -624,10 +713,11 @@ BEGIN
     UPDATE oauth_refreshd.account_state s
        SET revoked = o.revoked, revoked_at = o.revoked_at, attempts = o.attempts,
            retry_at = o.retry_at, last_error = o.last_error, due_at = o.due_at,
+           revoked_token_changed = o.changed,
            lease_owner = 'oauth-refreshctl rotate-keys',
            lease_until = now() + interval '10 seconds'
-      FROM unnest(v_ids, v_revoked, v_rev_at, v_attempts, v_retry, v_error, v_due)
-           AS o(id, revoked, revoked_at, attempts, retry_at, last_error, due_at)
+      FROM unnest(v_ids, v_revoked, v_rev_at, v_attempts, v_retry, v_error, v_due, v_changed)
+           AS o(id, revoked, revoked_at, attempts, retry_at, last_error, due_at, changed)
      WHERE s.account_id = o.id AND o.id = ANY (v_done);
 
     IF p_key_check IS NOT NULL THEN

@@ -597,7 +597,8 @@ static int daemon_setup(struct daemon *d)
     if (d->listen_check)
         listen_check_set_interval(d->listen_check,
                                   (double)d->cfg->heartbeat_interval_ms / 1000.0);
-    struct store_callbacks sc = {.done = engine_store_done_cb, .ud = d};
+    struct store_callbacks sc = {
+        .done = engine_store_done_cb, .revoked_checked = engine_revoked_checked_cb, .ud = d};
     d->store = d->db ? store_new(d->loop, d->db, d->owner, &sc) : NULL;
     if (!d->db || !d->store || !d->listen_check) {
         log_err("out of memory at startup");

@@ -275,6 +275,8 @@ static void scan_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     log_debug("safety rescan");
     wake_providers(d);
     engine_kick(d);
+    if (d->store && db_is_connected(d->db))
+        store_check_revoked(d->store); /* a notification lost to a reconnection */
 }
 
 static void claim_more(struct daemon *d);
@@ -913,6 +915,9 @@ void engine_on_notify(struct daemon *d, const char *channel, const char *payload
             log_debug("ignoring oauth_refreshd_account_changed with a malformed payload");
             return;
         }
+        /* It may be a revoked account's new (or re-saved) refresh token. */
+        if (d->store)
+            store_check_revoked(d->store);
         wake_providers(d);
         double earliest = expires - (double)(d->cfg->lead_time_ms + d->cfg->jitter_ms) / 1000.0;
         double delay = earliest - time_now_wall();
@@ -1045,6 +1050,16 @@ void engine_store_done_cb(void *ud, const struct store_item *item, enum store_fa
     engine_check_once_done(d);
 }
 
+void engine_revoked_checked_cb(void *ud, size_t lifted)
+{
+    struct daemon *d = ud;
+    if (lifted > 0) {
+        wake_providers(d);
+        engine_kick(d);
+    }
+    engine_check_once_done(d);
+}
+
 /* ---- lifecycle -------------------------------------------------------------- */
 
 void engine_init(struct daemon *d)
@@ -1100,6 +1115,7 @@ void engine_on_connected(struct daemon *d)
     d->wakeup_query_outstanding = false;
     wake_providers(d);
     store_flush(d->store);
+    store_check_revoked(d->store); /* revoked accounts the application wrote meanwhile */
     engine_kick(d);
 }
 
@@ -1191,7 +1207,8 @@ void engine_check_once_done(struct daemon *d)
             daemon_request_exit(d, 0);
         return;
     }
-    if (!d->opt.once || !d->schema_ok || !engine_idle(d))
+    if (!d->opt.once || !d->schema_ok || !engine_idle(d) ||
+        !store_revoked_check_idle(d->store))
         return;
     if (ev_is_active(&d->kick_timer))
         return;

@@ -3,7 +3,10 @@
  * It owns every item from store_add() until its done() callback: queued
  * items wait per kind; a sent batch stays owned until the database confirms
  * it; a batch whose connection died goes back to the front of its queue and
- * is sent again after reconnection. It never decides what a result means.
+ * is sent again after reconnection. It never decides what a result means,
+ * but it does decide whether the row still holds the refresh token that was
+ * used: when the compare-and-swap on the ciphertext fails it reads the row's
+ * ciphertext again and compares plaintexts (store_resaved and what follows).
  *
  * One bad value never holds the others back: values are checked against the
  * columns' real limits before they enter a batch (store_values.h), and a
@@ -15,6 +18,8 @@
  */
 #include "store.h"
 
+#include <inttypes.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +28,7 @@
 
 #include "keys.h"
 #include "log.h"
+#include "secret.h"
 #include "spool.h"
 #include "store_split.h"
 #include "store_values.h"
@@ -34,15 +40,40 @@
 #define STORE_RETRY_DELAY_S 1.0   /* after a statement error (not a lost connection) */
 #define STORE_KINDS         3
 #define STORE_ARRAYS        10 /* store_refreshed's: ids and nine per-row arrays */
+/* A row found re-saved with the same refresh token is written against its new
+ * ciphertext at once this many times in a row; after that the application is
+ * re-saving faster than we write, and the item waits STORE_RESAVE_DELAY_S
+ * between tries, for as long as it takes (it carries a rotated token: it is
+ * never discarded for this, see store_resaved). */
+#define STORE_RESAVE_TRIES   3
+#define STORE_RESAVE_DELAY_S 1.0
+/* The keyed fingerprint of a revoked refresh token (see revoked_token_tag in
+ * sql/oauth-refreshd.sql): hex of keyring_tag() under this personalisation. */
+static const char REVOKED_TAG_PERSONAL[KEYRING_TAG_PERSONAL_BYTES] = {
+    'o', 'a', 'u', 't', 'h', 'r', 'd', '-', 'r', 'e', 'v', 't', 'o', 'k', '-', '1'};
+#define REVOKED_TAG_HEX_LEN (KEYRING_TAG_BYTES * 2 + 1)
+#define REVOKED_CHECK_LIMIT "500"
+/* Looks at revoked accounts' changes at most this often: every application
+ * write notifies, and a burst of them needs one look, not one per write. */
+#define REVOKED_CHECK_DELAY_S 0.1
 
 struct store_queue {
     struct store_item *head, *tail;
     size_t n;
 };
 
+/*
+ * What a statement in flight does for its items: the write itself; the re-read
+ * of the refresh token of the rows the write found changed; the release of
+ * the claims of items settled as discarded (their done() waits for it, so the
+ * engine is told only once the account is claimable again).
+ */
+enum batch_step { STEP_WRITE, STEP_REREAD, STEP_SETTLE };
+
 struct store_batch {
     struct store *st;
     enum store_kind kind;
+    enum batch_step step;
     struct store_queue items;
     size_t suspects;                 /* how many of items are suspects (store_split.h) */
     struct store_batch *prev, *next; /* in st->inflight */
@@ -169,8 +200,14 @@ struct store {
     unsigned inflight_batches[STORE_KINDS];
     struct idset pending_ids; /* account ids of every item the store holds */
     ev_timer flush_timer;
-    struct spool *spool;        /* not owned */
-    struct keyring *keys;       /* reference: the primary key tags the spool */
+    struct store_queue resaved; /* waiting STORE_RESAVE_DELAY_S (both kinds) */
+    ev_timer resaved_timer;
+    struct spool *spool;     /* not owned */
+    struct keyring *keys;    /* reference: tags the spool, decrypts re-saved rows' tokens */
+    ev_timer revcheck_timer; /* the next look, coalescing requests for one */
+    bool revcheck_busy;      /* a look at revoked_token_changes() is in flight */
+    bool revcheck_again;     /* asked for another look meanwhile */
+    size_t revcheck_lifted;  /* revocations the verdict in flight lifts */
     struct store_limits limits; /* of the application's columns; 0 = unbounded */
     bool limits_pending;        /* asked at connect: refreshed results wait for the answer */
     /* Isolation of a result the database refuses (batch_isolate), per queue. */
@@ -237,6 +274,27 @@ static void flush_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     store_flush(w->data);
 }
 
+/* The items that waited after many re-saves go back, ahead of newer ones. */
+static void resaved_requeue(struct store *st)
+{
+    struct store_queue back[STORE_KINDS] = {{0}};
+    struct store_queue all = queue_take(&st->resaved, SIZE_MAX);
+    while (all.head) {
+        struct store_queue one = queue_take(&all, 1);
+        queue_push_back(&back[one.head->kind], one.head);
+    }
+    for (int k = 0; k < STORE_KINDS; k++)
+        queue_push_front_list(&st->queued[k], &back[k]);
+}
+
+static void resaved_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    resaved_requeue(w->data);
+    store_flush(w->data);
+}
+
+static void revcheck_timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
 struct store *store_new(struct ev_loop *loop, struct db *db, const char *owner,
                         const struct store_callbacks *cb)
 {
@@ -256,6 +314,10 @@ struct store *store_new(struct ev_loop *loop, struct db *db, const char *owner,
         store_split_init(&st->split[k], STORE_MAX_BATCH);
     ev_timer_init(&st->flush_timer, flush_timer_cb, STORE_FLUSH_DELAY_S, 0.);
     st->flush_timer.data = st;
+    ev_timer_init(&st->resaved_timer, resaved_timer_cb, STORE_RESAVE_DELAY_S, 0.);
+    st->resaved_timer.data = st;
+    ev_timer_init(&st->revcheck_timer, revcheck_timer_cb, REVOKED_CHECK_DELAY_S, 0.);
+    st->revcheck_timer.data = st;
     return st;
 }
 
@@ -454,7 +516,7 @@ void store_flush(struct store *st)
 
 size_t store_pending(const struct store *st)
 {
-    size_t n = st->inflight_items;
+    size_t n = st->inflight_items + st->resaved.n;
     for (int k = 0; k < STORE_KINDS; k++)
         n += st->queued[k].n;
     return n;
@@ -471,6 +533,9 @@ static void time_array(struct strbuf *sb, double t)
     time_format_iso8601(t, true, iso);
     pgarray_text(sb, iso);
 }
+
+static bool revoked_tag_hex(const struct keyring *kr, const char *ct,
+                            char hex[REVOKED_TAG_HEX_LEN]);
 
 /* Builds the arrays of one batch; returns the statement text. */
 static const char *build_params(struct store *st, struct store_batch *b, struct strbuf *arr,
@@ -502,10 +567,13 @@ static const char *build_params(struct store *st, struct store_batch *b, struct 
             pgarray_text(&arr[1], it->error);
             time_array(&arr[2], it->retry_at);
             break;
-        case STORE_REVOKED:
+        case STORE_REVOKED: {
+            char tag[REVOKED_TAG_HEX_LEN];
             pgarray_text(&arr[1], it->old_refresh_ct);
             pgarray_text(&arr[2], it->error);
+            pgarray_text(&arr[3], revoked_tag_hex(st->keys, it->old_refresh_ct, tag) ? tag : NULL);
             break;
+        }
         }
     }
     for (size_t i = 0; i < STORE_ARRAYS; i++)
@@ -522,9 +590,9 @@ static const char *build_params(struct store *st, struct store_batch *b, struct 
         return "SELECT oauth_refreshd.store_failed($1, $2::bigint[], $3::text[], "
                "$4::timestamptz[], $5::interval)";
     case STORE_REVOKED:
-        *narr = 3;
+        *narr = 4;
         return "SELECT account_id, revoked FROM oauth_refreshd.store_revoked($1, $2::bigint[], "
-               "$3::text[], $4::text[])";
+               "$3::text[], $4::text[], $5::text[])";
     }
     return NULL;
 }
@@ -550,15 +618,255 @@ static void batch_hold(struct store *st, struct store_batch *b, double delay)
         arm_flush(st, delay);
 }
 
-/* Reads the per-row answer: column 1 says whether the row was written. */
-static enum store_fate row_fate(const struct store_batch *b, PGresult *res, int row)
+static void inflight_link(struct store *st, struct store_batch *b)
 {
-    if (b->kind == STORE_FAILED)
-        return STORE_WRITTEN;
-    bool yes = PQgetvalue(res, row, 1)[0] == 't';
-    if (yes)
-        return STORE_WRITTEN;
-    return b->kind == STORE_REFRESHED ? STORE_DISCARDED : STORE_LOST_RACE;
+    b->prev = NULL;
+    b->next = st->inflight;
+    if (st->inflight)
+        st->inflight->prev = b;
+    st->inflight = b;
+    st->inflight_items += b->items.n;
+    st->inflight_batches[b->kind]++;
+}
+
+static void batch_done_cb(void *ud, PGresult *res);
+
+static void item_settle(struct store *st, struct store_item *it, enum store_fate fate);
+
+/* One bigint[] literal of the items' account ids. */
+static void ids_array(struct strbuf *sb, const struct store_queue *items)
+{
+    pgarray_begin(sb);
+    for (const struct store_item *it = items->head; it; it = it->next)
+        pgarray_int64(sb, it->account_id);
+    pgarray_end(sb);
+}
+
+/*
+ * Sends one statement of step `step` for items (taken over). When it cannot be
+ * sent, the items go back to the front of their queue: a write or a re-read is
+ * simply written again later (it ends here again if the row still differs).
+ */
+static void step_send(struct store *st, enum store_kind kind, enum batch_step step,
+                      struct store_queue *items, const char *sql, int nparams,
+                      const char *const *params, bool oom)
+{
+    struct store_batch *b = oom ? NULL : calloc(1, sizeof *b);
+    if (!b) {
+        queue_push_front_list(&st->queued[kind], items);
+        arm_flush(st, STORE_RETRY_DELAY_S);
+        return;
+    }
+    b->st = st;
+    b->kind = kind;
+    b->step = step;
+    b->items = *items;
+    memset(items, 0, sizeof *items);
+    if (db_query(st->db, sql, nparams, params, batch_done_cb, b) < 0) {
+        batch_hold(st, b, 0);
+        return;
+    }
+    inflight_link(st, b);
+}
+
+/*
+ * The write found these rows changed: read the refresh token ciphertext they
+ * hold now, in one statement for all of them (store_resaved decides).
+ */
+static void reread_send(struct store *st, enum store_kind kind, struct store_queue *items)
+{
+    struct strbuf ids = {0};
+    ids_array(&ids, items);
+    const char *params[] = {ids.data};
+    step_send(st, kind, STEP_REREAD, items,
+              "SELECT account_id, refresh_token "
+              "FROM oauth_refreshd.current_refresh_tokens($1::bigint[])",
+              1, params, ids.oom);
+    strbuf_free(&ids);
+}
+
+static enum store_fate settled_fate(enum store_kind kind)
+{
+    return kind == STORE_REFRESHED ? STORE_DISCARDED : STORE_LOST_RACE;
+}
+
+/*
+ * These items are discarded (or were a lost race): give their claims back, and
+ * report them once that is done, so the engine may claim them again at once.
+ * If the release cannot be sent, the leases run out by themselves.
+ */
+static void settle_send(struct store *st, enum store_kind kind, struct store_queue *items)
+{
+    struct strbuf ids = {0};
+    ids_array(&ids, items);
+    const char *params[] = {st->owner, ids.data};
+    struct store_batch *b = ids.oom ? NULL : calloc(1, sizeof *b);
+    if (b) {
+        *b = (struct store_batch){.st = st, .kind = kind, .step = STEP_SETTLE, .items = *items};
+        if (db_query(st->db, "SELECT oauth_refreshd.release($1, $2::bigint[])", 2, params,
+                     batch_done_cb, b) == 0) {
+            inflight_link(st, b);
+            memset(items, 0, sizeof *items);
+        } else {
+            free(b);
+        }
+    }
+    strbuf_free(&ids);
+    while (items->head) /* not sent: settled now */
+        item_settle(st, queue_take(items, 1).head, settled_fate(kind));
+}
+
+/*
+ * Whether two refresh token ciphertexts hold the same token: both are
+ * decrypted (any key of the ring) and the plaintexts compared in constant
+ * time, then wiped. Anything that cannot be decrypted, or a missing token,
+ * counts as different: the application's value then wins, as the rule says.
+ */
+static bool same_token(const struct keyring *kr, const char *a, const char *b)
+{
+    if (!kr || !a || !b)
+        return false;
+    struct secret pa = {0}, pb = {0};
+    char err[ERRBUF_LEN];
+    bool same = keyring_decrypt(kr, a, strlen(a), &pa, NULL, err, sizeof err) == 0 &&
+                keyring_decrypt(kr, b, strlen(b), &pb, NULL, err, sizeof err) == 0 &&
+                pa.len == pb.len && (pa.len == 0 || sodium_memcmp(pa.data, pb.data, pa.len) == 0);
+    secret_clear(&pa);
+    secret_clear(&pb);
+    return same;
+}
+
+/*
+ * The keyed fingerprint of the refresh token inside ct (hex, NUL-terminated):
+ * what store_revoked() keeps of a refused token, so that a later write of the
+ * same token by the application can be told from a new one without keeping
+ * the token. False when ct cannot be decrypted.
+ */
+static bool revoked_tag_hex(const struct keyring *kr, const char *ct, char hex[REVOKED_TAG_HEX_LEN])
+{
+    struct secret plain = {0};
+    uint8_t tag[KEYRING_TAG_BYTES];
+    char err[ERRBUF_LEN];
+    bool ok = kr && ct && keyring_decrypt(kr, ct, strlen(ct), &plain, NULL, err, sizeof err) == 0 &&
+              keyring_tag(kr, REVOKED_TAG_PERSONAL, plain.data, plain.len, tag) == 0;
+    secret_clear(&plain);
+    if (ok)
+        sodium_bin2hex(hex, REVOKED_TAG_HEX_LEN, tag, sizeof tag);
+    return ok;
+}
+
+static bool revoked_token_readable(const struct keyring *kr, const char *ct)
+{
+    struct secret plain = {0};
+    char err[ERRBUF_LEN];
+    bool ok = kr && keyring_decrypt(kr, ct, strlen(ct), &plain, NULL, err, sizeof err) == 0;
+    secret_clear(&plain);
+    return ok;
+}
+
+/* Whether the token inside ct is the one fingerprinted as tag_hex (any key of
+ * the ring: a reload may have demoted the key the fingerprint was made with). */
+static bool revoked_tag_matches(const struct keyring *kr, const char *ct, const char *tag_hex)
+{
+    uint8_t tag[KEYRING_TAG_BYTES];
+    size_t n = 0;
+    if (!kr || !ct || !tag_hex ||
+        sodium_hex2bin(tag, sizeof tag, tag_hex, strlen(tag_hex), NULL, &n, NULL) != 0 ||
+        n != sizeof tag)
+        return false;
+    struct secret plain = {0};
+    char err[ERRBUF_LEN];
+    bool same = keyring_decrypt(kr, ct, strlen(ct), &plain, NULL, err, sizeof err) == 0 &&
+                keyring_tag_verify(kr, REVOKED_TAG_PERSONAL, plain.data, plain.len, tag, NULL);
+    secret_clear(&plain);
+    return same;
+}
+
+/*
+ * The row holds a new ciphertext of the same refresh token: the application
+ * re-saved it (Django re-encrypts every field on save()), it did not change
+ * it, so the result is written again, compared with the new ciphertext
+ * (SPEC §6). The application may re-save again meanwhile: after
+ * STORE_RESAVE_TRIES writes in a row the item waits STORE_RESAVE_DELAY_S and
+ * tries again, for as long as it takes. It is never discarded for this: a
+ * rotated token has only this copy (and the spool's), and the provider has
+ * already consumed the token the row holds; a result given up here would leave
+ * the account with a dead token. Returns true when it goes out again at once.
+ */
+static bool store_resaved(struct store *st, struct store_item *it, const char *current)
+{
+    char *dup = strdup(current);
+    if (dup) { /* on OOM the write fails again and the item comes back here */
+        free(it->old_refresh_ct);
+        it->old_refresh_ct = dup;
+    }
+    if (++it->resaves % STORE_RESAVE_TRIES != 0)
+        return true;
+    struct log_ctx ctx = {.account_id = it->account_id,
+                          .provider = provider_id_name(it->provider),
+                          .error = "resaved_meanwhile"};
+    log_event(LOG_WARNING, NULL, &ctx,
+              "account %" PRId64 ": the application re-saved the row %u times (the same refresh "
+              "token, new ciphertexts) while the %s was being written; it is kept and written "
+              "again in %.0f s",
+              it->account_id, it->resaves,
+              it->kind == STORE_REFRESHED ? "refreshed result" : "revocation",
+              STORE_RESAVE_DELAY_S);
+    queue_push_back(&st->resaved, it);
+    if (!ev_is_active(&st->resaved_timer)) {
+        ev_timer_set(&st->resaved_timer, STORE_RESAVE_DELAY_S, 0.);
+        ev_timer_start(st->loop, &st->resaved_timer);
+    }
+    return false;
+}
+
+static void write_done(struct store *st, struct store_batch *b, PGresult *res)
+{
+    /* Column 1 says whether each row was written; rows come back in input
+     * order (ids are matched defensively anyway). */
+    int rows = PQntuples(res);
+    int row = 0;
+    struct store_queue changed = {0};
+    struct store_queue items = b->items;
+    while (items.head) {
+        struct store_item *it = queue_take(&items, 1).head;
+        bool written = true;
+        if (b->kind != STORE_FAILED) {
+            written = row < rows && strtoll(PQgetvalue(res, row, 0), NULL, 10) == it->account_id &&
+                      PQgetvalue(res, row, 1)[0] == 't';
+            row++;
+        }
+        if (written)
+            item_settle(st, it, STORE_WRITTEN);
+        else
+            queue_push_back(&changed, it);
+    }
+    if (changed.n > 0)
+        reread_send(st, b->kind, &changed);
+}
+
+/* Each changed row's current ciphertext: the same token, or a different one. */
+static void reread_done(struct store *st, struct store_batch *b, PGresult *res)
+{
+    int rows = PQntuples(res);
+    int row = 0;
+    struct store_queue again = {0}, settle = {0};
+    struct store_queue items = b->items;
+    while (items.head) {
+        struct store_item *it = queue_take(&items, 1).head;
+        const char *current = NULL;
+        if (row < rows && strtoll(PQgetvalue(res, row, 0), NULL, 10) == it->account_id &&
+            !PQgetisnull(res, row, 1))
+            current = PQgetvalue(res, row, 1);
+        row++;
+        if (!same_token(st->keys, it->old_refresh_ct, current))
+            queue_push_back(&settle, it);
+        else if (store_resaved(st, it, current))
+            queue_push_back(&again, it);
+    }
+    queue_push_front_list(&st->queued[b->kind], &again);
+    if (settle.n > 0)
+        settle_send(st, b->kind, &settle);
 }
 
 /* Hands a settled item to the callback, releases its spool entry, frees it. */
@@ -620,45 +928,42 @@ static void batch_done_cb(void *ud, PGresult *res)
 {
     struct store_batch *b = ud;
     struct store *st = b->st;
+    enum store_kind kind = b->kind;
     inflight_unlink(st, b);
 
-    if (!res) {
+    if (b->step == STEP_SETTLE && res) {
+        /* Whatever the release's fate (a lease left runs out by itself). A
+         * lost connection (also db_free at exit) holds them instead: nothing
+         * is reported from a teardown, the spool keeps the entries, and the
+         * write after the reconnection (or the replay) decides again. */
+        while (b->items.head)
+            item_settle(st, queue_take(&b->items, 1).head, settled_fate(kind));
+        free(b);
+    } else if (!res) {
         /* Connection lost: the transaction did not commit (or we cannot know; the
          * compare-and-swap makes a second write of the same result harmless). */
         log_debug("store: batch of %zu held until the database is back", b->items.n);
         batch_hold(st, b, 0);
         return;
-    }
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+    } else if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        if (store_sqlstate_is_data_error(sqlstate)) {
+        if (b->step == STEP_WRITE && store_sqlstate_is_data_error(sqlstate)) {
             batch_isolate(st, b, sqlstate, res);
             return;
         }
         char why[ERRBUF_LEN];
-        log_event(LOG_ERR, NULL, NULL, "store: writing %zu results failed, retrying: %s",
-                  b->items.n, db_result_reason(why, sizeof why, res));
+        log_event(LOG_ERR, NULL, NULL, "store: %s %zu results failed, retrying: %s",
+                  b->step == STEP_WRITE ? "writing" : "re-reading the rows of", b->items.n,
+                  db_result_reason(why, sizeof why, res));
         batch_hold(st, b, STORE_RETRY_DELAY_S);
         return;
+    } else {
+        if (b->step == STEP_WRITE)
+            write_done(st, b, res);
+        else
+            reread_done(st, b, res);
+        free(b);
     }
-    int rows = PQntuples(res);
-    int row = 0;
-    struct store_item *it = b->items.head;
-    while (it) {
-        struct store_item *next = it->next;
-        enum store_fate fate = STORE_WRITTEN;
-        if (b->kind != STORE_FAILED) {
-            /* Rows come back in input order; match ids defensively anyway. */
-            fate = b->kind == STORE_REFRESHED ? STORE_DISCARDED : STORE_LOST_RACE;
-            if (row < rows && strtoll(PQgetvalue(res, row, 0), NULL, 10) == it->account_id)
-                fate = row_fate(b, res, row);
-            row++;
-        }
-        item_settle(st, it, fate);
-        it = next;
-    }
-    enum store_kind kind = b->kind;
-    free(b);
     if (st->queued[kind].n > 0)
         arm_flush(st, 0); /* what gathered while this batch was being written */
 }
@@ -711,17 +1016,15 @@ static void send_batch(struct store *st, enum store_kind kind)
         batch_hold(st, b, oom ? STORE_RETRY_DELAY_S : 0);
         return;
     }
-    b->next = st->inflight;
-    if (st->inflight)
-        st->inflight->prev = b;
-    st->inflight = b;
-    st->inflight_items += b->items.n;
-    st->inflight_batches[kind]++;
+    inflight_link(st, b);
 }
 
 struct store_item *store_take_all(struct store *st)
 {
     struct store_queue all = {0};
+    if (ev_is_active(&st->resaved_timer))
+        ev_timer_stop(st->loop, &st->resaved_timer);
+    resaved_requeue(st);
     for (int k = 0; k < STORE_KINDS; k++) {
         struct store_queue q = queue_take(&st->queued[k], SIZE_MAX);
         for (struct store_item *it = q.head; it; it = it->next)
@@ -741,6 +1044,12 @@ void store_free(struct store *st)
     if (ev_is_active(&st->flush_timer))
         ev_timer_stop(st->loop, &st->flush_timer);
     for (size_t i = 0; i < STORE_ARRAYS; i++)
+    if (ev_is_active(&st->resaved_timer))
+        ev_timer_stop(st->loop, &st->resaved_timer);
+    if (ev_is_active(&st->revcheck_timer))
+        ev_timer_stop(st->loop, &st->revcheck_timer);
+    queue_push_front_list(&st->queued[STORE_REFRESHED], &st->resaved); /* freed below */
+    for (size_t i = 0; i < 9; i++)
         strbuf_free(&st->arr[i]);
     for (int k = 0; k < STORE_KINDS; k++) {
         struct store_item *it = st->queued[k].head;
@@ -766,4 +1075,142 @@ void store_free(struct store *st)
     idset_free(&st->pending_ids);
     free(st->owner);
     free(st);
+}
+
+/* ---- revoked accounts whose refresh token the application wrote ---------- */
+
+/* A look ended: another one if asked for meanwhile; tell the owner. */
+static void revcheck_finish(struct store *st, size_t lifted)
+{
+    if (st->revcheck_again)
+        store_check_revoked(st);
+    if (st->cb.revoked_checked)
+        st->cb.revoked_checked(st->cb.ud, lifted);
+}
+
+static void revcheck_settled_cb(void *ud, PGresult *res)
+{
+    struct store *st = ud;
+    st->revcheck_busy = false;
+    if (!res) { /* looked at again after the reconnection; nothing reported at exit */
+        st->revcheck_again = false;
+        return;
+    }
+    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (!ok)
+        log_err("store: recording the verdict on revoked accounts failed: %s",
+                PQresultErrorMessage(res));
+    revcheck_finish(st, ok ? st->revcheck_lifted : 0);
+}
+
+static void revcheck_settle(struct store *st, PGresult *res);
+
+static void revcheck_read_cb(void *ud, PGresult *res)
+{
+    struct store *st = ud;
+    st->revcheck_busy = false;
+    if (!res) { /* looked at again after the reconnection; nothing reported at exit */
+        st->revcheck_again = false;
+        return;
+    }
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        log_err("store: reading revoked accounts' changes failed: %s", PQresultErrorMessage(res));
+    else
+        revcheck_settle(st, res);
+    if (!st->revcheck_busy)
+        revcheck_finish(st, 0); /* nothing to record */
+}
+
+/*
+ * For each row: the same refresh token as the refused one (a re-save: the
+ * revocation stays, no request, no event) or a different one (lifted). A row
+ * whose token this keyring cannot decrypt (a rotation to a key the daemon has
+ * not been given yet) is left marked for a later look: it cannot be told from
+ * the refused one. No token at all lifts it (nothing is refreshed anyway).
+ * The verdicts go out in one statement.
+ */
+static void revcheck_settle(struct store *st, PGresult *res)
+{
+    int rows = PQntuples(res);
+    struct strbuf ids = {0}, rts = {0}, lifts = {0};
+    int settled = 0;
+    size_t lifted = 0;
+    pgarray_begin(&ids);
+    pgarray_begin(&rts);
+    pgarray_begin(&lifts);
+    for (int i = 0; i < rows; i++) {
+        int64_t id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+        const char *rt = PQgetisnull(res, i, 1) ? NULL : PQgetvalue(res, i, 1);
+        const char *tag = PQgetisnull(res, i, 2) ? NULL : PQgetvalue(res, i, 2);
+        struct log_ctx ctx = {.account_id = id};
+        if (rt && !revoked_token_readable(st->keys, rt)) {
+            log_event(LOG_WARNING, NULL, &ctx,
+                      "account %" PRId64 ": revoked, and its new refresh token cannot be "
+                      "decrypted with the keys loaded: the revocation stays until it can",
+                      id);
+            continue;
+        }
+        bool same = revoked_tag_matches(st->keys, rt, tag);
+        if (same)
+            log_event(LOG_INFO, NULL, &ctx,
+                      "account %" PRId64 ": the application re-saved the refused refresh token "
+                      "(a new ciphertext of the same token): it stays revoked",
+                      id);
+        else
+            log_event(LOG_INFO, NULL, &ctx,
+                      "account %" PRId64 ": the application stored a new refresh token: the "
+                      "revocation is lifted",
+                      id);
+        settled++;
+        lifted += !same;
+        pgarray_int64(&ids, id);
+        pgarray_text(&rts, rt);
+        pgarray_text(&lifts, same ? "f" : "t");
+    }
+    pgarray_end(&ids);
+    pgarray_end(&rts);
+    pgarray_end(&lifts);
+    const char *params[] = {ids.data, rts.data, lifts.data};
+    if (settled > 0 && !ids.oom && !rts.oom && !lifts.oom &&
+        db_query(st->db,
+                 "SELECT oauth_refreshd.settle_revoked_token_changes($1::bigint[], $2::text[], "
+                 "$3::boolean[])",
+                 3, params, revcheck_settled_cb, st) == 0) {
+        st->revcheck_busy = true;
+        st->revcheck_lifted = lifted;
+        /* A full page: more may wait (each page settles rows, so this ends). */
+        st->revcheck_again |= rows == atoi(REVOKED_CHECK_LIMIT);
+    }
+    strbuf_free(&ids);
+    strbuf_free(&rts);
+    strbuf_free(&lifts);
+}
+
+static void revcheck_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct store *st = w->data;
+    if (st->revcheck_busy) {
+        st->revcheck_again = true; /* one more look when this one is done */
+        return;
+    }
+    st->revcheck_again = false;
+    const char *params[] = {REVOKED_CHECK_LIMIT};
+    if (db_query(st->db,
+                 "SELECT account_id, refresh_token, revoked_token_tag "
+                 "FROM oauth_refreshd.revoked_token_changes($1::integer)",
+                 1, params, revcheck_read_cb, st) == 0)
+        st->revcheck_busy = true;
+}
+
+bool store_revoked_check_idle(const struct store *st)
+{
+    return !st->revcheck_busy && !ev_is_active(&st->revcheck_timer);
+}
+
+void store_check_revoked(struct store *st)
+{
+    if (!ev_is_active(&st->revcheck_timer)) {
+        ev_timer_set(&st->revcheck_timer, REVOKED_CHECK_DELAY_S, 0.);
+        ev_timer_start(st->loop, &st->revcheck_timer);
+    }
 }

@@ -517,7 +517,7 @@ def test_failed_and_revoked_payloads_are_compact_json_with_error_text_escaped(
     assert state(db, f.id)["last_error"] == error and state(db, r.id)["last_error"] == error
 
 
-def test_store_refreshed_writes_unchanged_rows_only_and_releases_only_its_own_claims(
+def test_store_refreshed_writes_unchanged_rows_only_and_keeps_the_others_claims(
         migrated_env, seeder, db, events, listen_factory):
     changed = listen_factory("oauth_refreshd_account_changed")
     w1 = seeder.add_account("google")
@@ -563,7 +563,8 @@ def test_store_refreshed_writes_unchanged_rows_only_and_releases_only_its_own_cl
     assert s2["due_at"] == now + (short_exp - now) / 2 + LEAD, (
         f"a token shorter than the lead time is due at half its life + lead: expected "
         f"{now + (short_exp - now) / 2 + LEAD}, saw {s2['due_at']}")
-    assert state(db, lost_mine.id)["lease_owner"] is None, "our claim of a discarded row is released"
+    assert state(db, lost_mine.id)["lease_owner"] == "me", (
+        "a row not written keeps our claim until the daemon compared the tokens as plaintext")
     t = state(db, lost_theirs.id)
     assert t["lease_owner"] == "other" and t["lease_until"] is not None, (
         f"another instance's claim must be left alone, saw {t}")
@@ -597,14 +598,15 @@ def test_store_refreshed_answers_a_full_batch_in_input_order(migrated_env, seede
     events.wait_for(count=300, timeout=10)
 
     # The same batch again: every compare-and-swap fails now (access_token is not the refresh
-    # token), every claim of ours is given back, every answer is False, in input order.
+    # token), every claim is kept (the daemon compares the tokens as plaintext, then writes
+    # or releases), every answer is False, in input order.
     lease(db, ids[:150], "me")
     lease(db, ids[150:], "other")
     got = store_refreshed(db, "me", [dict(r, old="stale") for r in rows])
     assert got == [(i, False) for i in ids], f"expected all False in input order, saw {got[:5]}..."
     owners = dict(db.execute("SELECT account_id, lease_owner FROM oauth_refreshd.account_state "
                              "WHERE account_id = ANY (%s)", (ids,)))
-    assert all(owners[i] is None for i in ids[:150]), "our claims must be released"
+    assert all(owners[i] == "me" for i in ids[:150]), "our claims are kept for the re-check"
     assert all(owners[i] == "other" for i in ids[150:]), "other claims must be kept"
     assert len(events.payloads) == 300, "nothing written, nothing announced"
 
@@ -627,7 +629,7 @@ def test_application_write_after_store_refreshed_in_one_transaction_still_runs_t
         f"daemon's in the same transaction: expected due_at {new_exp}, saw {state(db, b.id)}")
 
 
-def test_store_revoked_marks_unchanged_rows_only_and_releases_only_its_own_claims(
+def test_store_revoked_marks_unchanged_rows_only_and_keeps_the_others_claims(
         migrated_env, seeder, db, events):
     hit = seeder.add_account("github")
     moved_mine = seeder.add_account("github")
@@ -645,7 +647,7 @@ def test_store_revoked_marks_unchanged_rows_only_and_releases_only_its_own_claim
     assert (h["revoked"], h["due_at"], h["lease_owner"], h["last_error"], h["attempts"]) == (
         True, None, None, "bad_refresh_token", 1), h
     m = state(db, moved_mine.id)
-    assert (m["revoked"], m["lease_owner"]) == (False, None), m
+    assert (m["revoked"], m["lease_owner"]) == (False, "me"), m  # kept for the re-check
     t = state(db, moved_theirs.id)
     assert (t["revoked"], t["lease_owner"]) == (False, "other"), t
     events.wait_for(count=1, timeout=10)
