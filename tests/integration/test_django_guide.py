@@ -24,8 +24,10 @@ import textwrap
 import time
 
 import pytest
+from cryptography.fernet import Fernet
 
 from lib.daemon import source_dir, wait_until
+from test_rotate_keys import switch_to_new_primary
 
 PYTHON = "/usr/bin/python3"  # Debian's, with python3-django and both drivers
 GUIDE = os.path.join(source_dir(), "docs", "django.md")
@@ -37,6 +39,7 @@ BLOCKS = {
     "events-command": "accounts/management/commands/oauth_events.py",
     "events-psycopg3": "oauth_events_worker.py",
     "refresh-helpers": "accounts/oauth.py",
+    "fernet-fields-text": "accounts/fields.py",  # only in the django-fernet-fields project
 }
 
 MARKED_BLOCK = re.compile(r"<!-- test: ([\w-]+) -->\n```python\n(.*?)\n```\n", re.S)
@@ -60,6 +63,42 @@ class EncryptedTextField(models.TextField):
 
     def from_db_value(self, value, expression, connection):
         return None if value is None else _fernet().decrypt(value.encode()).decode()
+'''
+
+# A stand-in for django-fernet-fields 0.6 (not packaged by Debian): its EncryptedField as
+# published, with raw keys (FERNET_USE_HKDF = False) so the daemon's keys file opens them.
+FERNET_FIELDS = '''
+from cryptography.fernet import Fernet, MultiFernet
+from django.conf import settings
+from django.db import models
+from django.utils.encoding import force_bytes, force_str
+from django.utils.functional import cached_property
+
+
+class EncryptedField(models.Field):
+    _internal_type = "BinaryField"
+
+    @cached_property
+    def fernet(self):
+        return MultiFernet([Fernet(k) for k in settings.FIELD_ENCRYPTION_KEYS])
+
+    def get_internal_type(self):
+        return self._internal_type
+
+    def get_db_prep_save(self, value, connection):
+        value = super().get_db_prep_save(value, connection)
+        if value is not None:
+            retval = self.fernet.encrypt(force_bytes(value))
+            return connection.Database.Binary(retval)
+
+    def from_db_value(self, value, expression, connection, *args):
+        if value is not None:
+            value = bytes(value)
+            return self.to_python(force_str(self.fernet.decrypt(value)))
+
+
+class EncryptedTextField(EncryptedField, models.TextField):
+    pass
 '''
 
 NOTIFY = '''
@@ -230,7 +269,8 @@ def django_available():
     print("versions:", p.stdout.strip(), file=sys.stderr)
 
 
-def build_project(root, db, fernet_keys, atomic_requests=False):
+def build_project(root, db, fernet_keys, atomic_requests=False, fernet_fields=False):
+    """fernet_fields: the app uses django-fernet-fields (bytes) and the guide's field for it."""
     cluster = db.cluster
     _write(root, "guidesite/__init__.py", "")
     _write(root, "guidesite/settings.py", SETTINGS.format(
@@ -240,8 +280,11 @@ def build_project(root, db, fernet_keys, atomic_requests=False):
     for pkg in ("accounts", "accounts/management", "accounts/management/commands"):
         _write(root, pkg + "/__init__.py", "")
     _write(root, "accounts/fields.py", FIELDS)
+    _write(root, "fernet_fields.py", FERNET_FIELDS)
     _write(root, "accounts/notify.py", NOTIFY)
     for name, body in guide_blocks().items():
+        if name == "fernet-fields-text" and not fernet_fields:
+            continue
         with open(os.path.join(root, BLOCKS[name]), "w") as f:
             f.write(body)  # verbatim
     return Project(root, db)
@@ -304,7 +347,7 @@ def test_revocations_missed_while_not_listening_are_caught_up(project, migrated_
     rc, log = migrated_env.run_once()  # nobody listens: the NOTIFY is gone
     assert rc == 0, log
     listener = start_listener(project, driver)
-    listener.wait_for_log(rf"caught up 1 revocation")
+    listener.wait_for_log(r"caught up 1 revocation")
     listener.wait_for_log(rf"revoked: account {a.id} \(microsoft\)")
     if driver == "psycopg2":
         wait_until(lambda: project.notified() == [a.id], timeout=10, message="caught-up notify")
@@ -482,3 +525,65 @@ def test_the_guides_models_read_what_the_daemon_wrote(project, migrated_env, see
     assert got["access_token"] in token_server.issued_access_tokens(a.account_key), got
     assert got["scope"] == "" and got["token_type"] == "bearer", got  # GitHub's answer verbatim
     assert got["tz"] == "UTC" and got["refreshes"] == 1 and got["revoked"] is False, got
+
+
+# ---- part 3: django-fernet-fields' bytes in the TEXT columns --------------------------------------
+
+CREATE_WITH_BYTES = """
+    from datetime import timedelta
+    from django.utils import timezone
+    from accounts.models import AppUser, OAuthAccount
+    user = AppUser.objects.create(username="fernet-fields", email="ff@example.test",
+                                  password_hash="x", first_name="F", last_name="F",
+                                  date_joined=timezone.now())
+    account = OAuthAccount.objects.create(
+        user=user, provider="github", provider_account_id="{key}", access_token="at-first",
+        refresh_token="{rt}", expires_at=timezone.now() - timedelta(minutes=1), scope="")
+    print(json.dumps(account.id))
+"""
+
+READ_TOKENS = """
+    from accounts.models import OAuthAccount
+    a = OAuthAccount.objects.get(id={id})
+    print(json.dumps([a.access_token, a.refresh_token]))
+"""
+
+
+def test_a_bytes_storing_field_round_trips_through_refreshes(django_available, tmp_path, db,
+                                                             fernet_keys, migrated_env,
+                                                             token_server, events):
+    project = build_project(str(tmp_path / "site"), db, fernet_keys, fernet_fields=True)
+    key = "github-fernet-fields"
+    rt = token_server.issue("github", key)
+    aid = project.run(CREATE_WITH_BYTES.format(key=key, rt=rt))
+    stored = db.scalar("SELECT refresh_token FROM oauth_accounts WHERE id = %s", (aid,))
+    assert stored.startswith("\\x6741414141"), f"the driver writes the bytea literal: {stored[:20]}"
+
+    for n in (1, 2):
+        rc, log = migrated_env.run_once()
+        assert rc == 0, log
+        events.wait_for(lambda e: e["account_id"] == aid, count=n, timeout=10)
+        assert [e["event"] for e in events.events_for(aid)] == ["refreshed"] * n, events.events
+        row = db.execute("SELECT access_token, refresh_token FROM oauth_accounts WHERE id = %s",
+                         (aid,))[0]
+        assert all(c.startswith("\\x6741414141") for c in row), "written back in the row's form"
+        access, refresh = project.run(READ_TOKENS.format(id=aid))
+        assert access in token_server.issued_access_tokens(key)
+        assert refresh == token_server.current_refresh_token(key) != rt
+        db.execute("UPDATE oauth_accounts SET expires_at = now() - interval '1 minute' "
+                   "WHERE id = %s", (aid,))
+
+    # The operator's tools read the same form: decrypt, and rotate-keys keeps it.
+    p = migrated_env.ctl("decrypt", input=db.scalar(
+        "SELECT refresh_token FROM oauth_accounts WHERE id = %s", (aid,)))
+    assert p.returncode == 0 and p.stdout.decode() == token_server.current_refresh_token(key), \
+        p.stderr
+
+    new_keys = switch_to_new_primary(migrated_env, fernet_keys)
+    p = migrated_env.ctl("rotate-keys")
+    assert p.returncode == 0, p.stderr
+    row = db.execute("SELECT access_token, refresh_token FROM oauth_accounts WHERE id = %s",
+                     (aid,))[0]
+    assert all(c.startswith("\\x6741414141") for c in row), "rotate-keys keeps the row's form"
+    assert new_keys.decrypt(bytes.fromhex(row[1][2:])) == token_server.current_refresh_token(key)
+    Fernet(new_keys.primary).decrypt(bytes.fromhex(row[1][2:]))  # under the new primary
