@@ -478,8 +478,11 @@ def test_a_save_during_a_refresh_keeps_the_providers_newest_token(project, migra
     # Today the daemon discards its result (the ciphertext changed), takes the re-saved old
     # token for a new one and tries it: the provider says it is dead (revoked).
     events.wait_for(lambda e: e["account_id"] == a.id, timeout=20)
+    assert token_server.current_refresh_token(a.account_key) != a.refresh_token, "it rotated"
+    wait_until(lambda: seeder.read(a.id)["refresh_token"]
+               == token_server.current_refresh_token(a.account_key), timeout=10,
+               message="the provider's newest refresh token in the row")
     newest = token_server.current_refresh_token(a.account_key)
-    assert newest != a.refresh_token, "the provider rotated"
     got = project.run("""
         from accounts.models import OAuthAccount
         print(json.dumps(OAuthAccount.objects.get(id=%d).refresh_token))
