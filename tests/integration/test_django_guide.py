@@ -104,8 +104,15 @@ class EncryptedTextField(EncryptedField, models.TextField):
 NOTIFY = '''
 import os
 
+from django.db import connection
+
 
 def ask_user_to_reconnect(account):
+    flag = os.environ.get("GUIDE_KILL_ONCE")  # a test: lose the connection in the handler once
+    if flag and not os.path.exists(flag):
+        open(flag, "w").close()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
     with open(os.environ["GUIDE_NOTIFY_LOG"], "a") as f:
         f.write(f"{account.id}\\n")
 '''
@@ -213,8 +220,8 @@ class Project:
         self.procs.append(runner)
         return runner
 
-    def events_command(self):
-        return self.start(["-m", "django", "oauth_events"], "oauth_events")
+    def events_command(self, extra_env=None):
+        return self.start(["-m", "django", "oauth_events"], "oauth_events", extra_env)
 
     def psycopg3_worker(self):
         dsn = self.db.dsn + "?application_name=guide-worker"
@@ -351,6 +358,23 @@ def test_revocations_missed_while_not_listening_are_caught_up(project, migrated_
     listener.wait_for_log(rf"revoked: account {a.id} \(microsoft\)")
     if driver == "psycopg2":
         wait_until(lambda: project.notified() == [a.id], timeout=10, message="caught-up notify")
+
+
+def test_a_connection_lost_in_the_handler_is_survived_and_caught_up(project, migrated_env, seeder,
+                                                                    token_server, tmp_path):
+    # The command's ORM query dies (django.db.OperationalError, not the driver's): it must
+    # reconnect, and the catch-up brings the revocation whose handling was cut short.
+    listener = project.events_command({"GUIDE_KILL_ONCE": str(tmp_path / "killed")})
+    listener.wait_for_log(r"listening on oauth_refresh_event")
+    a = seeder.add_account("google")
+    token_server.revoke(a.account_key)
+    rc, log = migrated_env.run_once()
+    assert rc == 0, log
+    listener.wait_for_log(r"lost the database connection")
+    listener.wait_for_log(r"caught up 1 revocation")
+    wait_until(lambda: project.notified() == [a.id], timeout=10,
+               message="the revocation handled after the reconnect")
+    assert (tmp_path / "killed").exists()
 
 
 REFRESH_NOW_PSYCOPG2 = """
