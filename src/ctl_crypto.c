@@ -23,6 +23,7 @@
 #include "fernet.h"
 #include "keys.h"
 #include "secret.h"
+#include "stored_token.h"
 
 #define PROG "oauth-refreshctl"
 /* Tokens are kilobytes; anything near this is not a token or credential. */
@@ -297,7 +298,7 @@ int ctl_decrypt(const struct ctl_ctx *ctx, int argc, char **argv)
     }
     struct secret plain = {0};
     char err[ERRBUF_LEN] = "";
-    if (keyring_decrypt(kr, in.data + a, b - a, &plain, NULL, err, sizeof(err)) != 0) {
+    if (stored_token_decrypt(kr, in.data + a, b - a, &plain, NULL, err, sizeof(err)) != 0) {
         fprintf(stderr, PROG " %s: cannot decrypt: %s\n", argv[0], err);
         rc = EXIT_WORK_FAILED;
     } else {

@@ -336,7 +336,15 @@ out:
 /* ---- status ----------------------------------------------------------------------------- */
 
 /*
- * refreshable and leased come from one pass over account_state (an exact
+ * A live lease is a refresh in flight, except the 10-second hold rotate-keys
+ * puts on each row it has just re-encrypted (sql/oauth-refreshd.sql,
+ * rotate_batch): status counts those apart so that they are not taken for
+ * daemons at work.
+ */
+#define ROTATE_KEYS_OWNER "'oauth-refreshctl rotate-keys'"
+
+/*
+ * refreshable and the leases come from one pass over account_state (an exact
  * count of ~all rows cannot use less); every other figure reads a partial
  * index: due and next due account_state_due_idx, failing
  * account_state_failing_idx, revoked account_state_revoked_idx.
@@ -350,9 +358,13 @@ static const char status_counts_sql[] =
     " (SELECT count(*) FROM oauth_refreshd.account_state WHERE revoked) AS revoked,"
     " n.next_due, oauth_refreshd.utc_text(n.next_due),"
     " extract(epoch FROM n.next_due - now())::float8,"
-    " oauth_refreshd.utc_text(now())"
+    " oauth_refreshd.utc_text(now()), c.rotating"
     " FROM (SELECT count(*) FILTER (WHERE due_at IS NOT NULL OR revoked) AS refreshable,"
-    "              count(*) FILTER (WHERE lease_until > now()) AS leased"
+    "              count(*) FILTER (WHERE lease_until > now()"
+    "                                 AND lease_owner IS DISTINCT FROM " ROTATE_KEYS_OWNER ")"
+    "                AS leased,"
+    "              count(*) FILTER (WHERE lease_until > now()"
+    "                                 AND lease_owner = " ROTATE_KEYS_OWNER ") AS rotating"
     "         FROM oauth_refreshd.account_state) c,"
     "      (SELECT min(due_at) - $1::interval AS next_due FROM oauth_refreshd.account_state"
     "        WHERE due_at IS NOT NULL) n";
@@ -459,6 +471,11 @@ static void ctl_db_print_status(const json_t *st)
            json_integer_value(json_object_get(st, "due")), lead);
     printf("in flight:        %" JSON_INTEGER_FORMAT " (claimed by a running daemon)\n",
            json_integer_value(json_object_get(st, "leased")));
+    json_int_t rotating = json_integer_value(json_object_get(st, "rotate_keys_leased"));
+    if (rotating > 0)
+        printf("re-encrypted:     %" JSON_INTEGER_FORMAT
+               " (held 10s by `oauth-refreshctl rotate-keys`, not a refresh)\n",
+               rotating);
     printf("failing:          %" JSON_INTEGER_FORMAT "\n",
            json_integer_value(json_object_get(st, "failing")));
     printf("revoked:          %" JSON_INTEGER_FORMAT "\n",
@@ -560,6 +577,7 @@ int ctl_status(const struct ctl_ctx *ctx, int argc, char **argv)
     json_object_set_new(st, "schema_version", json_integer(version));
     json_object_set_new(st, "refreshable", json_integer(ctl_db_int(r, 0, 0)));
     json_object_set_new(st, "leased", json_integer(ctl_db_int(r, 0, 1)));
+    json_object_set_new(st, "rotate_keys_leased", json_integer(ctl_db_int(r, 0, 9)));
     json_object_set_new(st, "due", json_integer(ctl_db_int(r, 0, 2)));
     json_object_set_new(st, "failing", json_integer(ctl_db_int(r, 0, 3)));
     json_object_set_new(st, "revoked", json_integer(ctl_db_int(r, 0, 4)));

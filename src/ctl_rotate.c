@@ -33,6 +33,7 @@
 #include "db.h"
 #include "schema_check.h"
 #include "secret.h"
+#include "stored_token.h"
 #include "strbuf.h"
 
 #define PROG "oauth-refreshctl"
@@ -195,7 +196,7 @@ static enum row_verdict row_reencrypt(const struct keyring *kr, const char *cons
         struct secret plain = {0};
         size_t idx = 0;
         char e[ERRBUF_LEN];
-        if (keyring_decrypt(kr, old[c], strlen(old[c]), &plain, &idx, e, sizeof e) < 0) {
+        if (stored_token_decrypt(kr, old[c], strlen(old[c]), &plain, &idx, e, sizeof e) < 0) {
             for (int k = 0; k < 3; k++) {
                 free(neu[k]);
                 neu[k] = NULL;
@@ -206,7 +207,8 @@ static enum row_verdict row_reencrypt(const struct keyring *kr, const char *cons
             secret_clear(&plain);
             continue;
         }
-        int rc = keyring_encrypt(kr, (const uint8_t *)plain.data, plain.len, &neu[c]);
+        int rc = stored_token_encrypt(kr, stored_token_form(old[c], strlen(old[c])),
+                                      (const uint8_t *)plain.data, plain.len, &neu[c]);
         secret_clear(&plain);
         if (rc < 0) {
             for (int k = 0; k < 3; k++) {
@@ -939,7 +941,7 @@ int ctl_rotate_census(PGconn *conn, const struct keyring *kr, json_t *st, char *
                 size_t idx = 0;
                 char e[ERRBUF_LEN];
                 tokens++;
-                if (keyring_decrypt(kr, tok, strlen(tok), &plain, &idx, e, sizeof e) < 0) {
+                if (stored_token_decrypt(kr, tok, strlen(tok), &plain, &idx, e, sizeof e) < 0) {
                     bad++;
                     undecryptable = true;
                 } else {

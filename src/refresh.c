@@ -14,6 +14,7 @@
 #include "backoff.h"
 #include "keys.h"
 #include "log.h"
+#include "stored_token.h"
 
 void claimed_account_clear(struct claimed_account *acct)
 {
@@ -45,8 +46,8 @@ int refresh_prepare(struct refresh_attempt *ra, struct config *cfg, struct claim
     ra->ops = provider_ops_get((enum provider_id)ra->acct.provider);
 
     char err[ERRBUF_LEN];
-    if (keyring_decrypt(cfg->keys, ra->acct.refresh_ct, strlen(ra->acct.refresh_ct),
-                        &ra->refresh_plain, &ra->key_index, err, sizeof err) < 0) {
+    if (stored_token_decrypt(cfg->keys, ra->acct.refresh_ct, strlen(ra->acct.refresh_ct),
+                             &ra->refresh_plain, &ra->key_index, err, sizeof err) < 0) {
         snprintf(code, codelen, "undecryptable_refresh_token");
         snprintf(detail, detaillen, "stored refresh token does not verify under any key: %s", err);
         return -1;
@@ -138,7 +139,8 @@ static struct store_item *success_item(struct refresh_attempt *ra, const struct 
     it->expires_at = now + (double)res->expires_in_s;
     it->scope = dup_or_null(res->scope);
     it->token_type = dup_or_null(res->token_type);
-    if (!ok || (res->scope && !it->scope) || (res->token_type && !it->token_type)) {
+    if (!ok || (res->scope && !it->scope) || (res->token_type && !it->token_type) ||
+        stored_token_match_item(ra->acct.refresh_ct, it) < 0) {
         store_item_free(it);
         return NULL;
     }

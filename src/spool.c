@@ -37,6 +37,7 @@
 #include <jansson.h>
 
 #include "b64.h"
+#include "stored_token.h"
 #include "secret.h"
 #include "strbuf.h"
 
@@ -123,9 +124,13 @@ static int track_segment(struct spool *sp, int64_t id, size_t n)
 }
 
 /* Ciphertext (Fernet tokens, urlsafe base64) never holds a space or newline,
- * so it goes into a line as it is; anything else would break the format. */
+ * so it goes into a line as it is; anything else would break the format. A row
+ * of django-fernet-fields holds "\x" + the token's hex (stored_token.h), and
+ * its results are spooled in that form, exactly as the database will hold them. */
 static bool is_ciphertext(const char *s)
 {
+    if (s != NULL && s[0] == '\\' && s[1] == 'x')
+        return stored_token_form(s, strlen(s)) == STORED_FORM_BYTEA_HEX;
     /* strspn is table-driven: a character loop here was 2.5 % of the daemon.
      * Padded base64 comes in quanta of four characters, which also keeps "-"
      * (no id token) from passing for one. */

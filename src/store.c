@@ -32,6 +32,7 @@
 #include "spool.h"
 #include "store_split.h"
 #include "store_values.h"
+#include "stored_token.h"
 #include "strbuf.h"
 #include "timeutil.h"
 
@@ -728,8 +729,8 @@ static bool same_token(const struct keyring *kr, const char *a, const char *b)
         return false;
     struct secret pa = {0}, pb = {0};
     char err[ERRBUF_LEN];
-    bool same = keyring_decrypt(kr, a, strlen(a), &pa, NULL, err, sizeof err) == 0 &&
-                keyring_decrypt(kr, b, strlen(b), &pb, NULL, err, sizeof err) == 0 &&
+    bool same = stored_token_decrypt(kr, a, strlen(a), &pa, NULL, err, sizeof err) == 0 &&
+                stored_token_decrypt(kr, b, strlen(b), &pb, NULL, err, sizeof err) == 0 &&
                 pa.len == pb.len && (pa.len == 0 || sodium_memcmp(pa.data, pb.data, pa.len) == 0);
     secret_clear(&pa);
     secret_clear(&pb);
@@ -747,7 +748,7 @@ static bool revoked_tag_hex(const struct keyring *kr, const char *ct, char hex[R
     struct secret plain = {0};
     uint8_t tag[KEYRING_TAG_BYTES];
     char err[ERRBUF_LEN];
-    bool ok = kr && ct && keyring_decrypt(kr, ct, strlen(ct), &plain, NULL, err, sizeof err) == 0 &&
+    bool ok = kr && ct && stored_token_decrypt(kr, ct, strlen(ct), &plain, NULL, err, sizeof err) == 0 &&
               keyring_tag(kr, REVOKED_TAG_PERSONAL, plain.data, plain.len, tag) == 0;
     secret_clear(&plain);
     if (ok)
@@ -759,7 +760,7 @@ static bool revoked_token_readable(const struct keyring *kr, const char *ct)
 {
     struct secret plain = {0};
     char err[ERRBUF_LEN];
-    bool ok = kr && keyring_decrypt(kr, ct, strlen(ct), &plain, NULL, err, sizeof err) == 0;
+    bool ok = kr && stored_token_decrypt(kr, ct, strlen(ct), &plain, NULL, err, sizeof err) == 0;
     secret_clear(&plain);
     return ok;
 }
@@ -776,7 +777,7 @@ static bool revoked_tag_matches(const struct keyring *kr, const char *ct, const 
         return false;
     struct secret plain = {0};
     char err[ERRBUF_LEN];
-    bool same = keyring_decrypt(kr, ct, strlen(ct), &plain, NULL, err, sizeof err) == 0 &&
+    bool same = stored_token_decrypt(kr, ct, strlen(ct), &plain, NULL, err, sizeof err) == 0 &&
                 keyring_tag_verify(kr, REVOKED_TAG_PERSONAL, plain.data, plain.len, tag, NULL);
     secret_clear(&plain);
     return same;

@@ -11,6 +11,7 @@ OAUTH_DEB_PACKAGES=(
     postgresql-15 postgresql-client-15
     python3 python3-pytest python3-cryptography python3-psycopg python3-aiohttp
     python3-h2  # tests/tokenserver/h2server.py: an HTTP/2 server that resets after answering
+    python3-django python3-psycopg2  # tests/integration/test_django_guide.py: docs/django.md, run
     openssl valgrind systemd curl ca-certificates
     systemd-container debootstrap  # tests/integration/test_nspawn.py boots a container
     scdoc groff-base debhelper lintian rpm

@@ -24,6 +24,7 @@
 #include "secret.h"
 #include "keys.h"
 #include "spool.h"
+#include "stored_token.h"
 #include "store.h"
 
 struct fixture {
@@ -220,6 +221,51 @@ static void test_written_items_come_back_whole_after_restart(void **state)
         spool_release(sp, fx->replayed[i]->spool_id);
     assert_int_equal(count_files(fx->dir, ".spool"), 0);
     assert_int_equal(spool_open_segments(sp), 0);
+    spool_close(sp);
+}
+
+/* django-fernet-fields rows hold "\\x" + the token's hex: their results are spooled
+ * in that form (exactly what the database will hold) and come back unchanged. */
+static char *as_bytea_hex(char *ct)
+{
+    size_t n = strlen(ct);
+    char *out = malloc(2 * n + 3);
+    assert_non_null(out);
+    out[0] = '\\';
+    out[1] = 'x';
+    for (size_t i = 0; i < n; i++)
+        snprintf(out + 2 + 2 * i, 3, "%02x", (unsigned char)ct[i]);
+    free(ct);
+    return out;
+}
+
+static void test_results_in_the_bytea_hex_form_come_back_unchanged(void **state)
+{
+    struct fixture *fx = *state;
+    char err[ERRBUF_LEN];
+    struct spool *sp = spool_open(fx->dir, err, sizeof err);
+    assert_non_null(sp);
+    struct store_item *it = make_item(fx->kr, 7, "rt-bytes");
+    it->old_refresh_ct = as_bytea_hex(it->old_refresh_ct);
+    it->access_ct = as_bytea_hex(it->access_ct);
+    it->refresh_ct = as_bytea_hex(it->refresh_ct);
+    char *want = strdup(it->refresh_ct);
+    struct store_item *items[1] = {it};
+    assert_int_equal(spool_write(sp, fx->kr, items, 1, err, sizeof err), 0);
+    assert_int_not_equal(it->spool_id, 0);
+    store_item_free(it);
+    spool_close(sp);
+
+    struct spool_replay_stats st;
+    sp = restart_and_replay(fx, fx->kr, &st);
+    assert_int_equal(st.items, 1);
+    assert_int_equal(st.bad_items, 0);
+    assert_string_equal(fx->replayed[0]->refresh_ct, want);
+    assert_int_equal(stored_token_form(fx->replayed[0]->old_refresh_ct,
+                                       strlen(fx->replayed[0]->old_refresh_ct)),
+                     STORED_FORM_BYTEA_HEX);
+    free(want);
+    spool_release(sp, fx->replayed[0]->spool_id);
     spool_close(sp);
 }
 
@@ -723,6 +769,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_segment_tagged_with_a_demoted_key_is_replayed, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_a_segment_from_the_first_format_is_still_replayed,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_results_in_the_bytea_hex_form_come_back_unchanged,
                                         setup, teardown),
         cmocka_unit_test(test_unwritable_state_directory_is_an_error),
     };
