@@ -465,11 +465,7 @@ def test_refresh_now_refuses_plainly_inside_a_transaction(django_available, tmp_
     d.terminate()
 
 
-# ---- part 2 (the resave engineer's): a save() is not a new token --------------------------------
-
-NEEDS_RESAVE = pytest.mark.xfail(
-    strict=True,
-    reason="needs the resave engineer's plaintext compare (issue 10 part 4 / issue 15 part 2)")
+# ---- part 2: a save() is not a new token --------------------------------
 
 RESAVE = """
     from accounts.models import OAuthAccount
@@ -486,7 +482,6 @@ def state_of(db, account_id):
     return dict(zip(("revoked", "lease_owner", "refresh_count"), row))
 
 
-@NEEDS_RESAVE
 def test_a_save_during_a_refresh_keeps_the_providers_newest_token(project, migrated_env, seeder,
                                                                   token_server, db, events):
     a = seeder.add_account("github")  # rotates at every refresh; the old token dies at once
@@ -515,7 +510,6 @@ def test_a_save_during_a_refresh_keeps_the_providers_newest_token(project, migra
     d.terminate()
 
 
-@NEEDS_RESAVE
 def test_a_save_of_a_revoked_account_does_not_lift_the_revocation(project, migrated_env, seeder,
                                                                   token_server, db, events):
     a = seeder.add_account("github")
