@@ -404,7 +404,7 @@ static void limits_done_cb(void *ud, PGresult *res)
     st->limits_pending = false;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         char msg[ERRBUF_LEN];
-        db_redact(msg, sizeof msg, PQresultErrorMessage(res));
+        db_result_reason(msg, sizeof msg, res);
         log_warning("store: cannot read the limits of oauth_accounts' columns (%s); values "
                     "that do not fit are found by the database instead",
                     msg);
@@ -894,7 +894,7 @@ static void batch_isolate(struct store *st, struct store_batch *b, const char *s
 {
     enum store_kind kind = b->kind;
     char msg[ERRBUF_LEN];
-    db_redact(msg, sizeof msg, PQresultErrorMessage(res));
+    db_result_reason(msg, sizeof msg, res);
     if (b->items.n > 1) {
         log_event(LOG_WARNING, NULL, NULL,
                   "store: the database refuses a batch of %zu results (SQLSTATE %s: %s); "
@@ -1098,9 +1098,11 @@ static void revcheck_settled_cb(void *ud, PGresult *res)
         return;
     }
     bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
-    if (!ok)
+    if (!ok) {
+        char why[ERRBUF_LEN];
         log_err("store: recording the verdict on revoked accounts failed: %s",
-                PQresultErrorMessage(res));
+                db_result_reason(why, sizeof why, res));
+    }
     revcheck_finish(st, ok ? st->revcheck_lifted : 0);
 }
 
@@ -1114,9 +1116,11 @@ static void revcheck_read_cb(void *ud, PGresult *res)
         st->revcheck_again = false;
         return;
     }
-    if (PQresultStatus(res) != PGRES_TUPLES_OK)
-        log_err("store: reading revoked accounts' changes failed: %s", PQresultErrorMessage(res));
-    else
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        char why[ERRBUF_LEN];
+        log_err("store: reading revoked accounts' changes failed: %s",
+                db_result_reason(why, sizeof why, res));
+    } else
         revcheck_settle(st, res);
     if (!st->revcheck_busy)
         revcheck_finish(st, 0); /* nothing to record */
