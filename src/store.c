@@ -815,7 +815,7 @@ static bool store_resaved(struct store *st, struct store_item *it, const char *c
               STORE_RESAVE_DELAY_S);
     queue_push_back(&st->resaved, it);
     if (!ev_is_active(&st->resaved_timer)) {
-        ev_timer_set(&st->resaved_timer, STORE_RESAVE_DELAY_S, 0.);
+        timer_set(&st->resaved_timer, STORE_RESAVE_DELAY_S, 0.);
         ev_timer_start(st->loop, &st->resaved_timer);
     }
     return false;
@@ -1044,13 +1044,12 @@ void store_free(struct store *st)
         return;
     if (ev_is_active(&st->flush_timer))
         ev_timer_stop(st->loop, &st->flush_timer);
-    for (size_t i = 0; i < STORE_ARRAYS; i++)
     if (ev_is_active(&st->resaved_timer))
         ev_timer_stop(st->loop, &st->resaved_timer);
     if (ev_is_active(&st->revcheck_timer))
         ev_timer_stop(st->loop, &st->revcheck_timer);
     queue_push_front_list(&st->queued[STORE_REFRESHED], &st->resaved); /* freed below */
-    for (size_t i = 0; i < 9; i++)
+    for (size_t i = 0; i < STORE_ARRAYS; i++)
         strbuf_free(&st->arr[i]);
     for (int k = 0; k < STORE_KINDS; k++) {
         struct store_item *it = st->queued[k].head;
@@ -1215,7 +1214,7 @@ bool store_revoked_check_idle(const struct store *st)
 void store_check_revoked(struct store *st)
 {
     if (!ev_is_active(&st->revcheck_timer)) {
-        ev_timer_set(&st->revcheck_timer, REVOKED_CHECK_DELAY_S, 0.);
+        timer_set(&st->revcheck_timer, REVOKED_CHECK_DELAY_S, 0.);
         ev_timer_start(st->loop, &st->revcheck_timer);
     }
 }
