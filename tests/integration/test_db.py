@@ -532,6 +532,8 @@ def test_store_refreshed_writes_unchanged_rows_only_and_keeps_the_others_claims(
     w2_old_rt = ciphertext(db, w2.id)
     long_exp = whole_seconds(datetime.timedelta(hours=1))
     short_exp = whole_seconds(datetime.timedelta(seconds=60))  # shorter than the lead time
+    # The four inserts notified: let those arrive before listening for the write-back's.
+    changed.wait_for(count=4, timeout=10)
     changed.clear()
 
     got = store_refreshed(db, "me", [
