@@ -194,6 +194,16 @@ struct store_item *refresh_conclude(struct refresh_attempt *ra, const struct tok
             it = refresh_failure_item(ra->cfg, &ra->acct, res->error, res->retry_after_ms, now, u);
         break;
     }
+    if (it) {
+        if (it->kind != STORE_REFRESHED || store_item_is_partial(it))
+            snprintf(it->detail, sizeof it->detail, "%s", res->detail);
+        if (ra->refresh_plain.len > 0)
+            (void)token_fingerprint(kr, ra->refresh_plain.data, ra->refresh_plain.len,
+                                    it->token_fp);
+        if (res->refresh_token.len > 0)
+            (void)token_fingerprint(kr, res->refresh_token.data, res->refresh_token.len,
+                                    it->new_token_fp);
+    }
     /* The plaintext refresh token is not needed after this point. */
     secret_clear(&ra->refresh_plain);
     return it;
