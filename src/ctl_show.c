@@ -101,6 +101,7 @@ static const char show_sql[] =
     "    AND ($4::text IS NULL OR $4::text <> 'failing'"
     "         OR (s.last_error IS NOT NULL AND NOT s.revoked))"
     "    AND ($4::text IS NULL OR $4::text <> 'revoked' OR s.revoked)"
+    "    AND ($4::text IS NULL OR $4::text <> 'due' OR s.due_at <= now() + $6::interval)"
     " ) x"
     " WHERE ($4::text IS NULL OR x.state = $4::text)"
     " ORDER BY x.ord, x.id LIMIT $5::int";

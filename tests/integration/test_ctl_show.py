@@ -154,6 +154,7 @@ def test_show_selects_by_provider_user_and_state(migrated_env, seeder, token_ser
     mine = [seeder.add_account("google", expires_in=7200, user_id=user),
             seeder.add_account("github", expires_in=7200, user_id=user)]
     others = [seeder.add_account("google", expires_in=7200) for _ in range(3)]
+    due = seeder.add_account("microsoft", expires_in=120)  # within the 5-minute lead time
 
     doc = show_json(migrated_env, "--user", str(user))
     assert [x["account_id"] for x in doc["accounts"]] == [m.id for m in mine], doc
@@ -167,6 +168,8 @@ def test_show_selects_by_provider_user_and_state(migrated_env, seeder, token_ser
     assert [x["account_id"] for x in doc["accounts"]] == [failing.id], doc
     doc = show_json(migrated_env, "--state", "revoked")
     assert [x["account_id"] for x in doc["accounts"]] == [revoked.id], doc
+    doc = show_json(migrated_env, "--state", "due")
+    assert [x["account_id"] for x in doc["accounts"]] == [due.id], doc
     doc = show_json(migrated_env, "--provider", "google", "--user", str(user))
     assert [x["account_id"] for x in doc["accounts"]] == [mine[0].id], doc
 
