@@ -20,6 +20,7 @@ int ctl_decrypt(const struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_migrate(const struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_status(const struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_refresh(const struct ctl_ctx *ctx, int argc, char **argv);
+int ctl_show(const struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_rotate_keys(const struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_grants(const struct ctl_ctx *ctx, int argc, char **argv);
 

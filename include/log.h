@@ -36,6 +36,10 @@ struct log_ctx {
     const char *error;      /* an error code or short reason, never a secret */
     int http_status;        /* 0 = none */
     const char *expires_at; /* ISO 8601 */
+    /* token_fingerprint() (keys.h) of the refresh token an attempt used, and
+     * of the one a rotation gave; never a token. */
+    const char *token_fp;
+    const char *new_token_fp;
 };
 
 /* ident is the program name; decides journald vs stderr once. */

@@ -48,6 +48,15 @@ struct store_item {
     bool rotated;      /* carries a new refresh token: must never be lost */
     /* STORE_FAILED / STORE_REVOKED, and a partial STORE_REFRESHED */
     char error[64];
+    /* The provider's words about that error (token_result.detail, redacted
+     * like the journal's: never token text), kept in account_state's
+     * last_error_detail for `oauth-refreshctl show`; "" when none. Not kept
+     * in the spool (a replayed partial result records its error alone). */
+    char detail[256];
+    /* token_fingerprint() (keys.h) of the refresh token the attempt used and,
+     * when rotated, of the new one: for the journal's records, "" if unknown. */
+    char token_fp[16];
+    char new_token_fp[16];
     /* STORE_FAILED and partial results: the next attempt. A full
      * STORE_REFRESHED result carries it too (the backoff of this attempt), for
      * the case the store must turn it into a failure (store_values.h); 0 when

@@ -87,6 +87,11 @@ ALTER TABLE oauth_refreshd.account_state
 CREATE INDEX IF NOT EXISTS account_state_revoked_changed_idx
     ON oauth_refreshd.account_state (account_id) WHERE revoked_token_changed;
 
+-- The provider's words about last_error (its error_description, redacted as
+-- the journal's are: no token text; at most 256 characters), for
+-- `oauth-refreshctl show`. Written and cleared with last_error.
+ALTER TABLE oauth_refreshd.account_state ADD COLUMN IF NOT EXISTS last_error_detail text;
+
 -- A stable per-account fraction in [0, 1) that spreads refreshes over the
 -- jitter window without any randomness the database would have to remember.
 --
@@ -188,6 +193,9 @@ BEGIN
         last_error = CASE WHEN v_token_changed
                                AND NOT (s.revoked AND s.revoked_token_tag IS NOT NULL)
                           THEN NULL ELSE s.last_error END,
+        last_error_detail = CASE WHEN v_token_changed
+                                      AND NOT (s.revoked AND s.revoked_token_tag IS NOT NULL)
+                                 THEN NULL ELSE s.last_error_detail END,
         due_at     = CASE WHEN NOT v_refreshable THEN NULL
                           WHEN NOT s.revoked THEN NEW.expires_at
                           WHEN v_token_changed AND s.revoked_token_tag IS NULL THEN NEW.expires_at
@@ -231,6 +239,12 @@ DROP FUNCTION IF EXISTS oauth_refreshd.store_refreshed(text, bigint[], text[], t
 DROP FUNCTION IF EXISTS oauth_refreshd.store_refreshed(text, bigint[], text[], text[], text[], text[],
                                                        timestamptz[], text[], text[], interval);
 DROP FUNCTION IF EXISTS oauth_refreshd.store_revoked(text, bigint[], text[], text[]);
+-- Before last_error_detail: the signatures without p_details.
+DROP FUNCTION IF EXISTS oauth_refreshd.store_refreshed(text, bigint[], text[], text[], text[], text[],
+                                                       timestamptz[], text[], text[], interval,
+                                                       text[], timestamptz[]);
+DROP FUNCTION IF EXISTS oauth_refreshd.store_failed(text, bigint[], text[], timestamptz[], interval);
+DROP FUNCTION IF EXISTS oauth_refreshd.store_revoked(text, bigint[], text[], text[], text[]);
 
 -- Claims up to p_limit due accounts of the given providers for p_owner: the
 -- lease is written by the same statement that selects the rows, and rows
@@ -383,7 +397,8 @@ CREATE OR REPLACE FUNCTION oauth_refreshd.store_refreshed(
     p_owner text, p_ids bigint[], p_old_refresh text[], p_access text[],
     p_refresh text[], p_id_token text[], p_expires_at timestamptz[],
     p_scope text[], p_token_type text[], p_lead interval,
-    p_error text[] DEFAULT NULL, p_retry_at timestamptz[] DEFAULT NULL)
+    p_error text[] DEFAULT NULL, p_retry_at timestamptz[] DEFAULT NULL,
+    p_details text[] DEFAULT NULL)
 RETURNS TABLE (account_id bigint, stored boolean)
 LANGUAGE plpgsql
 -- Plan each call with its arrays' real lengths: a cached generic plan assumes
@@ -403,8 +418,9 @@ BEGIN
     -- unnest() pads a shorter (or NULL) array with NULLs: no partial results.
     WITH input AS (
         SELECT * FROM unnest(p_ids, p_old_refresh, p_access, p_refresh, p_id_token,
-                             p_expires_at, p_scope, p_token_type, p_error, p_retry_at)
-                   AS u(id, old_rt, access, rt, idt, exp, scope, ttype, err, retry)
+                             p_expires_at, p_scope, p_token_type, p_error, p_retry_at,
+                             p_details)
+                   AS u(id, old_rt, access, rt, idt, exp, scope, ttype, err, retry, detail)
          WHERE u.id IS NOT NULL
     ), upd AS (
         UPDATE public.oauth_accounts a
@@ -417,7 +433,7 @@ BEGIN
                updated_at    = now()
           FROM input i
          WHERE a.id = i.id AND a.refresh_token = i.old_rt
-        RETURNING a.id, a.provider::text AS provider, a.expires_at, i.err, i.retry
+        RETURNING a.id, a.provider::text AS provider, a.expires_at, i.err, i.retry, i.detail
     ), state AS (
         -- Everything the trigger sets for a new token (revocation history
         -- cleared, due_at from expires_at), plus the release. A partial result
@@ -427,6 +443,8 @@ BEGIN
                attempts = CASE WHEN u.err IS NULL THEN 0 ELSE s.attempts + 1 END,
                retry_at = u.retry,
                last_error = u.err,
+               last_error_detail = CASE WHEN u.err IS NULL THEN NULL
+                                        ELSE left(NULLIF(u.detail, ''), 256) END,
                last_error_at = CASE WHEN u.err IS NULL THEN NULL ELSE now() END,
                last_refreshed_at = CASE WHEN u.err IS NULL THEN now()
                                         ELSE s.last_refreshed_at END,
@@ -484,16 +502,17 @@ $$;
 -- one per failed attempt.
 CREATE OR REPLACE FUNCTION oauth_refreshd.store_failed(
     p_owner text, p_ids bigint[], p_errors text[], p_retry_at timestamptz[],
-    p_lead interval)
+    p_lead interval, p_details text[] DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE oauth_refreshd.account_state s
        SET attempts = s.attempts + 1, last_error = u.err, last_error_at = now(),
+           last_error_detail = left(NULLIF(u.detail, ''), 256),
            retry_at = u.retry,
            due_at = CASE WHEN s.due_at IS NULL THEN NULL
                          ELSE GREATEST(s.due_at, u.retry + p_lead) END,
            lease_owner = NULL, lease_until = NULL
-      FROM unnest(p_ids, p_errors, p_retry_at) AS u(id, err, retry)
+      FROM unnest(p_ids, p_errors, p_retry_at, p_details) AS u(id, err, retry, detail)
      WHERE s.account_id = u.id AND s.lease_owner = p_owner;
 
     PERFORM pg_notify('oauth_refresh_event',
@@ -514,7 +533,7 @@ $$;
 -- was marked, in input order.
 CREATE OR REPLACE FUNCTION oauth_refreshd.store_revoked(
     p_owner text, p_ids bigint[], p_old_refresh text[], p_errors text[],
-    p_tags text[] DEFAULT NULL)
+    p_tags text[] DEFAULT NULL, p_details text[] DEFAULT NULL)
 RETURNS TABLE (account_id bigint, revoked boolean)
 LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan
@@ -529,14 +548,16 @@ BEGIN
     PERFORM 1 FROM public.oauth_accounts a WHERE a.id = ANY (p_ids) FOR SHARE;
 
     WITH marked AS (
-        SELECT u.id, a.provider::text AS provider, u.err, u.tag
-          FROM unnest(p_ids, p_old_refresh, p_errors, p_tags) AS u(id, old_rt, err, tag)
+        SELECT u.id, a.provider::text AS provider, u.err, u.tag, u.detail
+          FROM unnest(p_ids, p_old_refresh, p_errors, p_tags, p_details)
+               AS u(id, old_rt, err, tag, detail)
           JOIN public.oauth_accounts a ON a.id = u.id AND a.refresh_token = u.old_rt
     ), state AS (
         UPDATE oauth_refreshd.account_state s
            SET revoked = true, revoked_at = now(), due_at = NULL, retry_at = NULL,
                revoked_token_tag = m.tag, revoked_token_changed = false,
                attempts = s.attempts + 1, last_error = m.err, last_error_at = now(),
+               last_error_detail = left(NULLIF(m.detail, ''), 256),
                lease_owner = NULL, lease_until = NULL
           FROM marked m
          WHERE s.account_id = m.id
@@ -601,6 +622,7 @@ RETURNS void LANGUAGE sql AS $$
            attempts = CASE WHEN u.lift THEN 0 ELSE s.attempts END,
            retry_at = CASE WHEN u.lift THEN NULL ELSE s.retry_at END,
            last_error = CASE WHEN u.lift THEN NULL ELSE s.last_error END,
+           last_error_detail = CASE WHEN u.lift THEN NULL ELSE s.last_error_detail END,
            due_at = CASE WHEN u.lift AND a.refresh_token IS NOT NULL THEN a.expires_at
                          ELSE s.due_at END
       FROM unnest(p_ids, p_refresh, p_lift) AS u(id, rt, lift), public.oauth_accounts a
@@ -667,6 +689,7 @@ DECLARE
     v_attempts integer[];
     v_retry    timestamptz[];
     v_error    text[];
+    v_detail   text[];
     v_due      timestamptz[];
     v_changed  boolean[];
     v_free     bigint[];
@@ -681,10 +704,11 @@ BEGIN
 
     SELECT COALESCE(array_agg(x.account_id), '{}'), array_agg(x.revoked),
            array_agg(x.revoked_at), array_agg(x.attempts), array_agg(x.retry_at),
-           array_agg(x.last_error), array_agg(x.due_at), array_agg(x.revoked_token_changed)
-      INTO v_ids, v_revoked, v_rev_at, v_attempts, v_retry, v_error, v_due, v_changed
+           array_agg(x.last_error), array_agg(x.due_at), array_agg(x.revoked_token_changed),
+           array_agg(x.last_error_detail)
+      INTO v_ids, v_revoked, v_rev_at, v_attempts, v_retry, v_error, v_due, v_changed, v_detail
       FROM (SELECT s.account_id, s.revoked, s.revoked_at, s.attempts, s.retry_at,
-                   s.last_error, s.due_at, s.revoked_token_changed
+                   s.last_error, s.due_at, s.revoked_token_changed, s.last_error_detail
               FROM oauth_refreshd.account_state s
              WHERE s.account_id = ANY (v_locked)
                AND (s.lease_until IS NULL OR s.lease_until < now()
@@ -713,11 +737,13 @@ BEGIN
     UPDATE oauth_refreshd.account_state s
        SET revoked = o.revoked, revoked_at = o.revoked_at, attempts = o.attempts,
            retry_at = o.retry_at, last_error = o.last_error, due_at = o.due_at,
-           revoked_token_changed = o.changed,
+           revoked_token_changed = o.changed, last_error_detail = o.detail,
            lease_owner = 'oauth-refreshctl rotate-keys',
            lease_until = now() + interval '10 seconds'
-      FROM unnest(v_ids, v_revoked, v_rev_at, v_attempts, v_retry, v_error, v_due, v_changed)
-           AS o(id, revoked, revoked_at, attempts, retry_at, last_error, due_at, changed)
+      FROM unnest(v_ids, v_revoked, v_rev_at, v_attempts, v_retry, v_error, v_due, v_changed,
+                  v_detail)
+           AS o(id, revoked, revoked_at, attempts, retry_at, last_error, due_at, changed,
+                detail)
      WHERE s.account_id = o.id AND o.id = ANY (v_done);
 
     IF p_key_check IS NOT NULL THEN

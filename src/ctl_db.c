@@ -25,6 +25,7 @@
 
 #include "config.h"
 #include "ctl.h"
+#include "ctl_db.h"
 #include "ctl_rotate.h"
 #include "db.h"
 #include "schema_check.h"
@@ -33,18 +34,6 @@
 #define PROG                       "oauth-refreshctl"
 #define STATUS_ERRORS_PER_PROVIDER 5
 #define DEFAULT_LEAD_MS            (5 * 60 * 1000)
-
-struct ctl_db_args {
-    const char *conninfo; /* NULL: from the configuration */
-    bool json;
-    bool keys; /* status --keys: count tokens per key (decrypts every token) */
-    int first; /* index of the first operand in argv */
-};
-
-struct ctl_db_conf {
-    struct config *cfg; /* NULL when none was loaded */
-    const char *conninfo;
-};
 
 static void ctl_db_warn_cb(void *ud, const char *msg)
 {
@@ -145,12 +134,8 @@ static int ctl_db_parse(int argc, char **argv, bool allow_json, struct ctl_db_ar
     return 0;
 }
 
-/*
- * The conninfo and (when available) the configuration. The configuration is
- * loaded unless --conninfo was given without -c. Returns 0 or an exit code.
- */
-static int ctl_db_conf_load(const struct ctl_ctx *ctx, const char *cmd, const struct ctl_db_args *a,
-                            struct ctl_db_conf *out)
+int ctl_db_conf_load(const struct ctl_ctx *ctx, const char *cmd, const struct ctl_db_args *a,
+                     struct ctl_db_conf *out)
 {
     out->cfg = NULL;
     out->conninfo = a->conninfo;
@@ -178,7 +163,7 @@ static int ctl_db_conf_load(const struct ctl_ctx *ctx, const char *cmd, const st
     return 0;
 }
 
-static void ctl_db_conf_free(struct ctl_db_conf *c)
+void ctl_db_conf_free(struct ctl_db_conf *c)
 {
     if (c->cfg != NULL)
         config_unref(c->cfg);
@@ -189,15 +174,14 @@ static void ctl_db_quiet_notice(void *arg, const char *message)
 {
 }
 
-static void ctl_db_print_error(const char *cmd, const char *what, const char *libpq_msg)
+void ctl_db_print_error(const char *cmd, const char *what, const char *libpq_msg)
 {
     char clean[ERRBUF_LEN];
     db_redact(clean, sizeof(clean), libpq_msg);
     fprintf(stderr, PROG " %s: %s%s%s\n", cmd, what, clean[0] ? ": " : "", clean);
 }
 
-/* A connection, or NULL after printing why (the caller exits 69). */
-static PGconn *ctl_db_connect(const char *cmd, const char *conninfo)
+PGconn *ctl_db_connect(const char *cmd, const char *conninfo)
 {
     /* connect_timeout first: a value inside the conninfo (expanded later) wins. */
     static const char *const keys[] = {"connect_timeout", "dbname", "fallback_application_name",
@@ -231,8 +215,7 @@ static int ctl_db_exec(PGconn *conn, const char *cmd, const char *sql, const cha
     return rc;
 }
 
-/* The failure exit code: 69 when the connection itself went away, else `other`. */
-static int ctl_db_fail_code(PGconn *conn, int other)
+int ctl_db_fail_code(PGconn *conn, int other)
 {
     return PQstatus(conn) == CONNECTION_BAD ? EXIT_UNAVAILABLE : other;
 }
@@ -335,6 +318,29 @@ out:
 
 /* ---- status ----------------------------------------------------------------------------- */
 
+int ctl_db_schema_ready(PGconn *conn, const char *cmd)
+{
+    char err[ERRBUF_LEN];
+    PGresult *r = PQexec(conn, SCHEMA_CHECK_SQL);
+    int version = schema_installed_version(r, err, sizeof(err));
+    PQclear(r);
+    if (version > 0 && version >= OAUTH_SCHEMA_VERSION)
+        return version;
+    if (version == 0)
+        fprintf(stderr,
+                PROG " %s: the database has no oauth_refreshd schema: run `oauth-refreshctl "
+                     "migrate` first\n",
+                cmd);
+    else if (version > 0)
+        fprintf(stderr,
+                PROG " %s: the oauth_refreshd schema is at version %d, this build needs %d: "
+                     "run `oauth-refreshctl migrate` first\n",
+                cmd, version, OAUTH_SCHEMA_VERSION);
+    else
+        fprintf(stderr, PROG " %s: %s\n", cmd, err);
+    return -(version < 0 ? ctl_db_fail_code(conn, EXIT_WORK_FAILED) : EXIT_UNAVAILABLE);
+}
+
 /*
  * A live lease is a refresh in flight, except the 10-second hold rotate-keys
  * puts on each row it has just re-encrypted (sql/oauth-refreshd.sql,
@@ -397,7 +403,7 @@ static json_int_t ctl_db_int(const PGresult *r, int row, int col)
     return PQgetisnull(r, row, col) ? 0 : (json_int_t)strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
-static void ctl_db_human_duration(char *buf, size_t len, double s)
+void ctl_db_human_duration(char *buf, size_t len, double s)
 {
     double a = s < 0 ? -s : s;
     long v = (long)(a + 0.5);
@@ -543,24 +549,9 @@ int ctl_status(const struct ctl_ctx *ctx, int argc, char **argv)
     char *provs = NULL;
     char err[ERRBUF_LEN];
 
-    r = PQexec(conn, SCHEMA_CHECK_SQL);
-    int version = schema_installed_version(r, err, sizeof(err));
-    PQclear(r);
-    r = NULL;
-    if (version <= 0 || version < OAUTH_SCHEMA_VERSION) {
-        if (version == 0)
-            fprintf(stderr,
-                    PROG " %s: the database has no oauth_refreshd schema: run `oauth-refreshctl "
-                         "migrate` first\n",
-                    cmd);
-        else if (version > 0)
-            fprintf(stderr,
-                    PROG " %s: the oauth_refreshd schema is at version %d, this build needs %d: "
-                         "run `oauth-refreshctl migrate` first\n",
-                    cmd, version, OAUTH_SCHEMA_VERSION);
-        else
-            fprintf(stderr, PROG " %s: %s\n", cmd, err);
-        rc = version < 0 ? ctl_db_fail_code(conn, EXIT_WORK_FAILED) : EXIT_UNAVAILABLE;
+    int version = ctl_db_schema_ready(conn, cmd);
+    if (version < 0) {
+        rc = -version;
         goto out;
     }
 
@@ -685,8 +676,7 @@ out:
 
 /* ---- refresh ------------------------------------------------------------------------------ */
 
-/* A positive decimal bigint with nothing around it. */
-static bool ctl_db_valid_id(const char *s)
+bool ctl_db_valid_id(const char *s)
 {
     if (s[0] < '1' || s[0] > '9')
         return false;

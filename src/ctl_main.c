@@ -26,6 +26,8 @@ static const struct ctl_command commands[] = {
     {"encrypt", ctl_encrypt, "encrypt stdin to stdout [--keys-file F]"},
     {"decrypt", ctl_decrypt, "decrypt stdin to stdout [--keys-file F]"},
     {"status", ctl_status, "counts, next due time, last errors [--json]"},
+    {"show", ctl_show,
+     "one account's story: state, next due, last error, token fingerprint: show ID... [--json]"},
     {"refresh", ctl_refresh, "ask the running daemon to refresh accounts now: refresh ID..."},
     {"rotate-keys", ctl_rotate_keys,
      "re-encrypt every stored token under the primary key (online, resumable)"},

@@ -300,10 +300,20 @@ static void log_outcome(struct daemon *d, const struct job *job, const struct to
                         long status)
 {
     const char *pname = provider_id_name((enum provider_id)job->ra.acct.provider);
+    /* Fingerprints under the current primary key, as `oauth-refreshctl show` prints them. */
+    char fp[TOKEN_FP_HEX_LEN + 1] = "", new_fp[TOKEN_FP_HEX_LEN + 1] = "";
+    if (job->ra.refresh_plain.len > 0)
+        (void)token_fingerprint(d->cfg->keys, job->ra.refresh_plain.data, job->ra.refresh_plain.len,
+                                fp);
+    if (res->refresh_token.len > 0)
+        (void)token_fingerprint(d->cfg->keys, res->refresh_token.data, res->refresh_token.len,
+                                new_fp);
     struct log_ctx ctx = {.account_id = job->ra.acct.account_id,
                           .provider = pname,
                           .error = res->error,
-                          .http_status = (int)status};
+                          .http_status = (int)status,
+                          .token_fp = fp,
+                          .new_token_fp = new_fp};
     switch (res->outcome) {
     case OUTCOME_SUCCESS:
         if (res->expires_in_defaulted)
@@ -999,7 +1009,10 @@ void engine_store_done_cb(void *ud, const struct store_item *item, enum store_fa
         latency_record(&d->stats.claim_to_written, time_now_wall() - item->claimed_at);
     struct provider_state *ps = &d->prov[item->provider];
     const char *pname = provider_id_name(item->provider);
-    struct log_ctx ctx = {.account_id = item->account_id, .provider = pname};
+    struct log_ctx ctx = {.account_id = item->account_id,
+                          .provider = pname,
+                          .token_fp = item->token_fp,
+                          .new_token_fp = item->new_token_fp};
     metrics_observe_store(&d->metrics, item->provider, item->kind, fate);
     switch (item->kind) {
     case STORE_REFRESHED:

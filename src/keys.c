@@ -333,3 +333,19 @@ bool keyring_tag_verify(const struct keyring *kr, const char personal[KEYRING_TA
     }
     return false;
 }
+
+/* The personalisation of token fingerprints (keys.h), apart from every other tag. */
+static const char TOKEN_FP_PERSONAL[KEYRING_TAG_PERSONAL_BYTES] = {
+    'o', 'a', 'u', 't', 'h', 'r', 'd', '-', 'f', 'p', '-', 'v', '1', 0, 0, 0};
+
+int token_fingerprint(const struct keyring *kr, const void *token, size_t len,
+                      char out[TOKEN_FP_HEX_LEN + 1])
+{
+    uint8_t tag[KEYRING_TAG_BYTES];
+    out[0] = '\0';
+    if (keyring_tag(kr, TOKEN_FP_PERSONAL, token, len, tag) != 0)
+        return -1;
+    sodium_bin2hex(out, TOKEN_FP_HEX_LEN + 1, tag, TOKEN_FP_HEX_LEN / 2);
+    sodium_memzero(tag, sizeof tag);
+    return 0;
+}

@@ -199,6 +199,16 @@ size_t log_format_journal(char *buf, size_t buflen, int prio, const char *msgid,
             out_clean(&o, ctx->expires_at);
             out_putc(&o, '\n');
         }
+        if (ctx->token_fp != NULL && ctx->token_fp[0] != '\0') {
+            out_raw(&o, "OAUTH_TOKEN_FP=");
+            out_clean(&o, ctx->token_fp);
+            out_putc(&o, '\n');
+        }
+        if (ctx->new_token_fp != NULL && ctx->new_token_fp[0] != '\0') {
+            out_raw(&o, "OAUTH_NEW_TOKEN_FP=");
+            out_clean(&o, ctx->new_token_fp);
+            out_putc(&o, '\n');
+        }
     }
     return o.len;
 }
@@ -251,6 +261,20 @@ size_t log_format_line_at(char *buf, size_t buflen, time_t now, const char *iden
             out_raw(&o, sep);
             out_raw(&o, "expires_at=");
             out_clean(&o, ctx->expires_at);
+            sep = " ";
+            any = true;
+        }
+        if (ctx->token_fp != NULL && ctx->token_fp[0] != '\0') {
+            out_raw(&o, sep);
+            out_raw(&o, "fp=");
+            out_clean(&o, ctx->token_fp);
+            sep = " ";
+            any = true;
+        }
+        if (ctx->new_token_fp != NULL && ctx->new_token_fp[0] != '\0') {
+            out_raw(&o, sep);
+            out_raw(&o, "new_fp=");
+            out_clean(&o, ctx->new_token_fp);
             any = true;
         }
         if (any)

@@ -172,6 +172,22 @@ static struct store_item *partial_item(struct refresh_attempt *ra, const struct 
     return it;
 }
 
+/*
+ * The provider's words for account_state.last_error_detail: the dialects
+ * already keep them printable ASCII and redacted (provider.c); kept so here
+ * too, whatever a detail's origin, so that no byte can make the database
+ * refuse the batch (invalid UTF-8) or break a line of `oauth-refreshctl show`.
+ */
+static void copy_detail(char *dst, size_t len, const char *src)
+{
+    size_t i = 0;
+    for (; src[i] != '\0' && i + 1 < len; i++) {
+        unsigned char c = (unsigned char)src[i];
+        dst[i] = (c >= 0x20 && c <= 0x7e) ? (char)c : '?';
+    }
+    dst[i] = '\0';
+}
+
 struct store_item *refresh_conclude(struct refresh_attempt *ra, const struct token_result *res,
                                     const struct keyring *kr, double now, double u)
 {
@@ -193,6 +209,16 @@ struct store_item *refresh_conclude(struct refresh_attempt *ra, const struct tok
         else
             it = refresh_failure_item(ra->cfg, &ra->acct, res->error, res->retry_after_ms, now, u);
         break;
+    }
+    if (it) {
+        if (it->kind != STORE_REFRESHED || store_item_is_partial(it))
+            copy_detail(it->detail, sizeof it->detail, res->detail);
+        if (ra->refresh_plain.len > 0)
+            (void)token_fingerprint(kr, ra->refresh_plain.data, ra->refresh_plain.len,
+                                    it->token_fp);
+        if (res->refresh_token.len > 0)
+            (void)token_fingerprint(kr, res->refresh_token.data, res->refresh_token.len,
+                                    it->new_token_fp);
     }
     /* The plaintext refresh token is not needed after this point. */
     secret_clear(&ra->refresh_plain);

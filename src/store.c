@@ -40,7 +40,7 @@
 #define STORE_FLUSH_DELAY_S 0.002 /* gather results that finish together */
 #define STORE_RETRY_DELAY_S 1.0   /* after a statement error (not a lost connection) */
 #define STORE_KINDS         3
-#define STORE_ARRAYS        10 /* store_refreshed's: ids and nine per-row arrays */
+#define STORE_ARRAYS        11 /* store_refreshed's: ids and ten per-row arrays */
 /* A row found re-saved with the same refresh token is written against its new
  * ciphertext at once this many times in a row; after that the application is
  * re-saving faster than we write, and the item waits STORE_RESAVE_DELAY_S
@@ -333,6 +333,8 @@ static void item_log_ctx(const struct store_item *it, struct log_ctx *ctx)
     ctx->account_id = it->account_id;
     ctx->provider = provider_id_name(it->provider);
     ctx->error = it->error;
+    ctx->token_fp = it->token_fp;
+    ctx->new_token_fp = it->new_token_fp;
 }
 
 /*
@@ -556,10 +558,12 @@ static const char *build_params(struct store *st, struct store_batch *b, struct 
                 pgarray_text(&arr[5], NULL); /* keep the stored expiry */
                 pgarray_text(&arr[8], it->error);
                 time_array(&arr[9], it->retry_at);
+                pgarray_text(&arr[10], it->detail);
             } else {
                 time_array(&arr[5], it->expires_at);
                 pgarray_text(&arr[8], NULL);
                 pgarray_text(&arr[9], NULL);
+                pgarray_text(&arr[10], NULL);
             }
             pgarray_text(&arr[6], it->scope);
             pgarray_text(&arr[7], it->token_type);
@@ -567,12 +571,14 @@ static const char *build_params(struct store *st, struct store_batch *b, struct 
         case STORE_FAILED:
             pgarray_text(&arr[1], it->error);
             time_array(&arr[2], it->retry_at);
+            pgarray_text(&arr[3], it->detail);
             break;
         case STORE_REVOKED: {
             char tag[REVOKED_TAG_HEX_LEN];
             pgarray_text(&arr[1], it->old_refresh_ct);
             pgarray_text(&arr[2], it->error);
             pgarray_text(&arr[3], revoked_tag_hex(st->keys, it->old_refresh_ct, tag) ? tag : NULL);
+            pgarray_text(&arr[4], it->detail);
             break;
         }
         }
@@ -582,18 +588,18 @@ static const char *build_params(struct store *st, struct store_batch *b, struct 
     interval_param(interval, interval_len, st->lead_ms);
     switch (b->kind) {
     case STORE_REFRESHED:
-        *narr = 10;
+        *narr = 11;
         return "SELECT account_id, stored FROM oauth_refreshd.store_refreshed($1, $2::bigint[], "
                "$3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], "
-               "$9::text[], $12::interval, $10::text[], $11::timestamptz[])";
+               "$9::text[], $13::interval, $10::text[], $11::timestamptz[], $12::text[])";
     case STORE_FAILED:
-        *narr = 3;
-        return "SELECT oauth_refreshd.store_failed($1, $2::bigint[], $3::text[], "
-               "$4::timestamptz[], $5::interval)";
-    case STORE_REVOKED:
         *narr = 4;
+        return "SELECT oauth_refreshd.store_failed($1, $2::bigint[], $3::text[], "
+               "$4::timestamptz[], $6::interval, $5::text[])";
+    case STORE_REVOKED:
+        *narr = 5;
         return "SELECT account_id, revoked FROM oauth_refreshd.store_revoked($1, $2::bigint[], "
-               "$3::text[], $4::text[], $5::text[])";
+               "$3::text[], $4::text[], $5::text[], $6::text[])";
     }
     return NULL;
 }

@@ -4,6 +4,7 @@ on stderr otherwise; log_level respected, per-account success at debug, a period
 at info; and never a token, secret, key or password in any log line or STATUS=."""
 
 import base64
+import json
 import os
 import re
 import signal
@@ -341,3 +342,59 @@ def _leak_scenario(env, seeder, server, events, db, fernet_keys, tmp_path, ns):
     assert len(events.events_for(event="failed")) >= 2
     print(f"checked {n_lines} log lines against {len(secrets_used)} secrets and "
           f"{len(ciphertexts)} ciphertexts")
+
+
+# ---- the token fingerprint (issue 14 part 4) ----------------------------------------------------
+
+def test_journal_token_fingerprints_are_what_show_prints_and_no_token(
+        migrated_env, seeder, token_server, journal):
+    """OAUTH_TOKEN_FP of a record about one account is the fingerprint of the refresh token the
+    attempt used, OAUTH_NEW_TOKEN_FP that of the one a rotation gave: the same short keyed hash
+    `oauth-refreshctl show` prints for the token the account holds, and never a token."""
+    ids = message_ids()
+    failing = seeder.add_account("microsoft", expires_in=-60)
+    token_server.inject("error", account=failing.account_key, count=1, status=400,
+                        error="server_error", description="down; saw " + "Qk" * 30)
+    revoked = seeder.add_account("google", expires_in=-60)
+    token_server.revoke(revoked.account_key)
+    rotated = seeder.add_account("github", expires_in=-60)  # GitHub rotates at every refresh
+    d = journal_daemon(migrated_env, journal, {
+        "daemon": {"log_level": "debug"},
+        "refresh": {"retry_min": "1h", "retry_max": "1h", "scan_interval": "1h"}})
+    d.start()
+
+    def rec(pred, what):
+        return journal.wait_for(pred, 20, what)
+
+    def show_fp(account_id):
+        p = migrated_env.ctl("show", "--json", str(account_id))
+        assert p.returncode == 0, p.stderr
+        fp = json.loads(p.stdout)["accounts"][0]["refresh_token_fp"]
+        assert re.fullmatch(r"[0-9a-f]{12}", fp or ""), fp
+        return fp
+
+    r = rec(lambda r: r.get("MESSAGE_ID") == ids["REFRESH_FAILED"]
+            and r.get("OAUTH_ACCOUNT_ID") == str(failing.id), "the failed record")
+    assert "OAUTH_NEW_TOKEN_FP" not in r, r
+    wait_until(lambda: seeder.db.scalar("SELECT last_error FROM oauth_refreshd.account_state "
+                                        "WHERE account_id = %s", (failing.id,)) is not None,
+               timeout=10, message="the failure recorded")
+    assert r["OAUTH_TOKEN_FP"] == show_fp(failing.id), r
+
+    r = rec(lambda r: r.get("MESSAGE_ID") == ids["REVOKED"]
+            and r.get("OAUTH_ACCOUNT_ID") == str(revoked.id), "the revoked record")
+    assert r["OAUTH_TOKEN_FP"] == show_fp(revoked.id), r
+
+    r = rec(lambda r: r.get("OAUTH_ACCOUNT_ID") == str(rotated.id) and "OAUTH_EXPIRES_AT" in r,
+            "the refreshed record")
+    new_fp = show_fp(rotated.id)
+    assert r["OAUTH_NEW_TOKEN_FP"] == new_fp and r["OAUTH_TOKEN_FP"] != new_fp, r
+    new_rt = seeder.read(rotated.id)["refresh_token"]
+    assert new_rt != rotated.refresh_token, "GitHub rotated"
+    d.terminate()
+
+    secrets_seen = [t for a in (failing, revoked, rotated)
+                    for t in (a.refresh_token, a.access_token)] + [new_rt, "Qk" * 30]
+    for rec_ in journal.snapshot():
+        blob = "\n".join(f"{k}={v}" for k, v in rec_.items())
+        assert not any(s in blob for s in secrets_seen), f"a token in a journal record: {rec_}"

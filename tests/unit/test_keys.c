@@ -445,6 +445,27 @@ static void test_tags_verify_under_a_demoted_key_and_nothing_else(void **state)
     keyring_unref(other);
 }
 
+/* The fingerprint is what Python's hashlib.blake2b(token, digest_size=32, key=KEY,
+ * person=b"oauthrd-fp-v1").hexdigest()[:12] gives: documented, so checkable. */
+static void test_token_fingerprint_is_short_keyed_and_follows_the_primary_key(void **state)
+{
+    (void)state;
+    struct keyring *kr = raw_ring((const uint8_t[]){0}, 1);
+    struct keyring *rotated = raw_ring((const uint8_t[]){100, 0}, 2);
+    const char tok[] = "1//refresh-token";
+    char fp[TOKEN_FP_HEX_LEN + 1], fp2[TOKEN_FP_HEX_LEN + 1];
+    assert_int_equal(token_fingerprint(kr, tok, sizeof tok - 1, fp), 0);
+    assert_string_equal(fp, "7c596048eb7e");
+    assert_int_equal(strlen(fp), TOKEN_FP_HEX_LEN);
+    /* Under a new primary key the same token has another fingerprint. */
+    assert_int_equal(token_fingerprint(rotated, tok, sizeof tok - 1, fp2), 0);
+    assert_string_equal(fp2, "394c8312ba33");
+    assert_int_equal(token_fingerprint(NULL, tok, 1, fp), -1);
+    assert_string_equal(fp, "");
+    keyring_unref(kr);
+    keyring_unref(rotated);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -465,6 +486,7 @@ int main(void)
         T(test_references_keep_keys_alive_after_the_loader_lets_go),
         T(test_tags_match_python_blake2b_keyed_and_personalised),
         T(test_tags_verify_under_a_demoted_key_and_nothing_else),
+        T(test_token_fingerprint_is_short_keyed_and_follows_the_primary_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -44,13 +44,15 @@ static void line_with_every_field_lists_them_in_parentheses(void **state)
                           .provider = "google",
                           .error = "invalid_grant",
                           .http_status = 400,
-                          .expires_at = "2026-11-27T18:42:10Z"};
+                          .expires_at = "2026-11-27T18:42:10Z",
+                          .token_fp = "7c596048eb7e",
+                          .new_token_fp = "394c8312ba33"};
     log_format_line_at(buf, sizeof(buf), T0, "oauth-refreshd", 7, LOG_WARNING, &ctx,
                        "refresh token revoked");
     expect_str("line with fields", buf,
                "2026-11-27T17:42:10Z oauth-refreshd[7]: warning: refresh token revoked "
                "(account=42 provider=google error=invalid_grant http_status=400 "
-               "expires_at=2026-11-27T18:42:10Z)\n");
+               "expires_at=2026-11-27T18:42:10Z fp=7c596048eb7e new_fp=394c8312ba33)\n");
 }
 
 static void line_with_some_fields_omits_the_zero_ones(void **state)
@@ -139,13 +141,16 @@ static void journal_record_carries_message_id_and_oauth_fields(void **state)
                           .provider = "github",
                           .error = "bad_refresh_token",
                           .http_status = 200,
-                          .expires_at = "2026-11-27T17:42:10Z"};
+                          .expires_at = "2026-11-27T17:42:10Z",
+                          .token_fp = "7c596048eb7e",
+                          .new_token_fp = "394c8312ba33"};
     log_format_journal(buf, sizeof(buf), LOG_WARNING, MSGID_REVOKED, &ctx, "account revoked");
     expect_str("journal fields", buf,
                "PRIORITY=4\nMESSAGE=account revoked\nMESSAGE_ID=" MSGID_REVOKED "\n"
                "SYSLOG_IDENTIFIER=oauth-refreshd\nOAUTH_ACCOUNT_ID=42\nOAUTH_PROVIDER=github\n"
                "OAUTH_ERROR=bad_refresh_token\nOAUTH_HTTP_STATUS=200\n"
-               "OAUTH_EXPIRES_AT=2026-11-27T17:42:10Z\n");
+               "OAUTH_EXPIRES_AT=2026-11-27T17:42:10Z\nOAUTH_TOKEN_FP=7c596048eb7e\n"
+               "OAUTH_NEW_TOKEN_FP=394c8312ba33\n");
 }
 
 static void journal_fields_cannot_inject_other_fields(void **state)

@@ -230,6 +230,51 @@ static void test_transient_without_a_new_token_is_a_plain_failure(void **state)
     store_item_free(it);
 }
 
+/* The provider's words and the fingerprints travel with the item: the words of a failure
+ * (made printable ASCII whatever their origin), none for a success; the fingerprint of the
+ * token used and, when rotated, of the new one, under the primary key. */
+static void test_items_carry_the_providers_words_and_the_fingerprints(void **state)
+{
+    struct fixture *fx = *state;
+    char old_fp[TOKEN_FP_HEX_LEN + 1], new_fp[TOKEN_FP_HEX_LEN + 1];
+    assert_int_equal(token_fingerprint(fx->cfg.keys, "old-rt", 6, old_fp), 0);
+    assert_int_equal(token_fingerprint(fx->cfg.keys, "new-rt", 6, new_fp), 0);
+
+    struct token_result res = {.outcome = OUTCOME_TRANSIENT, .retry_after_ms = -1};
+    snprintf(res.error, sizeof res.error, "server_error");
+    snprintf(res.detail, sizeof res.detail, "server_error: down [redacted]\n\xc3\xa9");
+    struct store_item *it = conclude(fx, &res);
+    assert_int_equal(it->kind, STORE_FAILED);
+    assert_string_equal(it->detail, "server_error: down [redacted]???");
+    assert_string_equal(it->token_fp, old_fp);
+    assert_string_equal(it->new_token_fp, "");
+    store_item_free(it);
+
+    assert_int_equal(secret_set(&fx->ra.refresh_plain, "old-rt", 6), 0);
+    struct token_result ok = {.outcome = OUTCOME_SUCCESS, .retry_after_ms = -1, .expires_in_s = 60};
+    set(&ok.access_token, "access");
+    set(&ok.refresh_token, "new-rt");
+    snprintf(ok.detail, sizeof ok.detail, "read leniently");
+    it = conclude(fx, &ok);
+    assert_int_equal(it->kind, STORE_REFRESHED);
+    assert_string_equal(it->detail, "");
+    assert_string_equal(it->token_fp, old_fp);
+    assert_string_equal(it->new_token_fp, new_fp);
+    assert_string_not_equal(old_fp, new_fp);
+    store_item_free(it);
+
+    assert_int_equal(secret_set(&fx->ra.refresh_plain, "old-rt", 6), 0);
+    struct token_result partial = {.outcome = OUTCOME_BAD_RESPONSE, .retry_after_ms = -1};
+    snprintf(partial.error, sizeof partial.error, "missing_access_token");
+    snprintf(partial.detail, sizeof partial.detail, "no access_token in the answer");
+    set(&partial.refresh_token, "new-rt");
+    it = conclude(fx, &partial);
+    assert_true(store_item_is_partial(it));
+    assert_string_equal(it->detail, "no access_token in the answer");
+    assert_string_equal(it->new_token_fp, new_fp);
+    store_item_free(it);
+}
+
 static int run_lost(bool rotated)
 {
     pid_t pid = fork();
@@ -277,6 +322,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_revoked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transient_without_a_new_token_is_a_plain_failure,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_items_carry_the_providers_words_and_the_fingerprints,
                                         setup, teardown),
         cmocka_unit_test(test_losing_a_rotated_token_to_oom_aborts),
     };
