@@ -195,7 +195,7 @@ static void test_out_of_range_providers_and_outcomes_are_ignored(void **state)
     struct metrics m, zero;
     metrics_init(&m, 0);
     metrics_init(&zero, 0);
-    int bad[] = {-1, PROVIDER_COUNT, 1000, -2147483647 - 1};
+    int bad[] = {-1, PROVIDER_MAX, 1000, -2147483647 - 1};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         metrics_observe_answer(&m, bad[i], OUTCOME_TRANSIENT, 1, 1);
         metrics_observe_store(&m, bad[i], STORE_REFRESHED, STORE_WRITTEN);
