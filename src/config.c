@@ -1292,18 +1292,19 @@ static char *substitute_tenant(const char *url, const char *tenant)
     return out;
 }
 
-/* Checks scheme and shape of a token URL; warns for permitted http://. */
-static bool token_url_check(struct load *ld, const char *url, const char *secname, int line)
+/* Checks scheme and shape of a token URL (or issuer: key names it); warns for permitted http://. */
+static bool url_check(struct load *ld, const char *url, const char *secname, const char *key,
+                      int line)
 {
     bool https = strncasecmp(url, "https://", 8) == 0;
     bool http = strncasecmp(url, "http://", 7) == 0;
 
     if (!https && !http) {
-        add_error(ld, line, secname, "token_url", "\"%s\" is not an https:// URL", url);
+        add_error(ld, line, secname, key, "\"%s\" is not an https:// URL", url);
         return false;
     }
     if (http && !ld->cfg->allow_insecure_http) {
-        add_error(ld, line, secname, "token_url",
+        add_error(ld, line, secname, key,
                   "\"%s\" is plain http://; token URLs must be https:// (http:// is allowed "
                   "only with [http] allow_insecure_http = yes, for tests)",
                   url);
@@ -1322,15 +1323,20 @@ static bool token_url_check(struct load *ld, const char *url, const char *secnam
     if (u != NULL)
         curl_url_cleanup(u);
     if (!ok) {
-        add_error(ld, line, secname, "token_url", "\"%s\" is not a valid URL", url);
+        add_error(ld, line, secname, key, "\"%s\" is not a valid URL", url);
         return false;
     }
     if (http)
-        add_warning(ld, line, secname, "token_url",
+        add_warning(ld, line, secname, key,
                     "\"%s\" is plain http:// (allowed by [http] allow_insecure_http = yes); "
                     "client secrets and tokens travel unencrypted",
                     url);
     return true;
+}
+
+static bool token_url_check(struct load *ld, const char *url, const char *secname, int line)
+{
+    return url_check(ld, url, secname, "token_url", line);
 }
 
 static void provider_config_free(struct provider_config *pc)
@@ -1415,7 +1421,7 @@ static bool load_provider_dialect(struct load *ld, enum section_id sec, int slot
         ok = false;
     } else if (issuer != NULL) {
         /* The same rules as a token URL: https unless allow_insecure_http. */
-        if (!token_url_check(ld, issuer, secname, line))
+        if (!url_check(ld, issuer, secname, "issuer", line))
             ok = false;
         else if ((pc->issuer = strdup(issuer)) == NULL) {
             add_error(ld, line, secname, "issuer", "out of memory");

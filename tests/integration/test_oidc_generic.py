@@ -13,11 +13,13 @@ of oauth_accounts for two more providers, as SPEC §3 says applications do:
 
 import base64
 import os
+import re
+import signal
 import time
 
 import pytest
 
-from lib.daemon import DaemonEnv
+from lib.daemon import DaemonEnv, wait_until
 from lib.oidc import OidcProvider
 from lib.seed import Seeder
 from lib.spoolfmt import spool_line
@@ -209,3 +211,43 @@ def test_a_spooled_generic_result_is_replayed_after_a_restart(
     assert got["refresh_token"] != body["refresh_token"]
     assert oidc.introspect(got["refresh_token"], cid).get("active") is True
     assert oidc.stats()["reuse"] == 0, oidc.stats()
+
+
+def test_a_reload_that_changes_the_generic_providers_keeps_refreshing(
+        generic_env, accounts, oidc):
+    """Ids of generic providers are given once per process: a reload that drops one and
+    names the other first confuses no job in flight and no later claim. The issuer is
+    discovered again at the reload, and what was found stays in use meanwhile."""
+    kc = [accounts.add("keycloak") for _ in range(5)]
+    ok = [accounts.add("okta") for _ in range(5)]
+    d = generic_env.daemon()
+    d.start()
+
+    def rotated(accts, previous):
+        return all(accounts.seeder.read(a.id)["refresh_token"] != previous[a.id] for a in accts)
+    first = {a.id: a.refresh_token for a in kc + ok}
+    assert wait_until(lambda: rotated(kc + ok, first), timeout=60, message="first generation")
+    text = generic_env.config_text()
+    start = text.index("[provider.okta]")
+    end = text.find("\n[", start + 1)
+    okta_section = text[start:] if end < 0 else text[start:end + 1]
+    without_okta = text.replace(okta_section, "")
+    gitlab = ("[provider.gitlab]\ndialect = oauth2\ntoken_url = " + oidc.token_url +
+              "\nclient_id = rp-gitlab\nclient_secret = unused\n\n")
+    generic_env.write_config(text=gitlab + without_okta)
+    second = {a.id: accounts.seeder.read(a.id)["refresh_token"] for a in kc + ok}
+    accounts.make_due([a.id for a in kc + ok])
+    d.send_signal(signal.SIGHUP)
+    d.wait_for_log(r"configuration reloaded", timeout=30)
+    assert wait_until(lambda: rotated(kc, second), timeout=60, message="keycloak after reload")
+    assert len(re.findall(r"provider keycloak: discovered token endpoint", d.log())) == 2, \
+        "discovered at start and again at the reload"
+    time.sleep(1)
+    for a in ok:
+        assert accounts.seeder.read(a.id)["refresh_token"] == second[a.id], \
+            "okta's section is gone: its accounts are left alone"
+    for a in kc:
+        row = accounts.seeder.read(a.id)
+        assert oidc.introspect(row["refresh_token"], GENERIC["keycloak"]).get("active") is True
+    assert oidc.stats()["reuse"] == 0, oidc.stats()
+    d.terminate()

@@ -477,6 +477,10 @@ static void generic_provider_errors(void **state)
 {
     (void)state;
     write_file("kc.secret", "kcsecret\n", 0600);
+    expect_error(CRYPTO_OK KEYCLOAK_SECTION "issuer = http://id.test/realms/a\n",
+                 ":7: [provider.keycloak] issuer: \"http://id.test/realms/a\" is plain http://; "
+                 "token URLs must be https:// (http:// is allowed only with [http] "
+                 "allow_insecure_http = yes, for tests)");
     expect_error(CRYPTO_OK KEYCLOAK_SECTION "issuer = https://id.test/a\n"
                                             "token_url = https://id.test/token\n",
                  ":7: [provider.keycloak] issuer: issuer and token_url are mutually exclusive "
