@@ -1044,13 +1044,12 @@ void store_free(struct store *st)
         return;
     if (ev_is_active(&st->flush_timer))
         ev_timer_stop(st->loop, &st->flush_timer);
-    for (size_t i = 0; i < STORE_ARRAYS; i++)
     if (ev_is_active(&st->resaved_timer))
         ev_timer_stop(st->loop, &st->resaved_timer);
     if (ev_is_active(&st->revcheck_timer))
         ev_timer_stop(st->loop, &st->revcheck_timer);
     queue_push_front_list(&st->queued[STORE_REFRESHED], &st->resaved); /* freed below */
-    for (size_t i = 0; i < 9; i++)
+    for (size_t i = 0; i < STORE_ARRAYS; i++)
         strbuf_free(&st->arr[i]);
     for (int k = 0; k < STORE_KINDS; k++) {
         struct store_item *it = st->queued[k].head;

@@ -649,8 +649,8 @@ static void errors_are_listed_in_file_order(void **state)
     static const char *const want[] = {
         ":2: [daemon] log_level: \"loud\" is not one of debug, info, notice, warning, err",
         ":3: [daemon] foo: unknown key",
-        ":4: [provider.yahoo]: unknown provider \"yahoo\" (known: google, github, microsoft; "
-        "any other needs dialect = oauth2)",
+        (":4: [provider.yahoo]: unknown provider \"yahoo\" (known: google, github, microsoft; "
+         "any other needs dialect = oauth2)"),
         ":6: [refresh] lead_time: \"x\" is not a duration (e.g. 300, 250ms, 5min, 1h30min)",
         ": [crypto] keys_file: required (the Fernet key list) when key_derivation = none",
     };
