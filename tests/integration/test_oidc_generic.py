@@ -21,6 +21,7 @@ import pytest
 
 from lib.daemon import DaemonEnv, wait_until
 from lib.oidc import OidcProvider
+from lib.sdnotify_socket import NotifySocket, notify_daemon
 from lib.seed import Seeder
 from lib.spoolfmt import spool_line
 
@@ -251,3 +252,40 @@ def test_a_reload_that_changes_the_generic_providers_keeps_refreshing(
         assert oidc.introspect(row["refresh_token"], GENERIC["keycloak"]).get("active") is True
     assert oidc.stats()["reuse"] == 0, oidc.stats()
     d.terminate()
+
+
+def test_until_discovery_succeeds_status_says_so_and_a_reload_that_fixes_it_resumes(
+        generic_env, accounts, oidc):
+    """A provider whose discovery failed is named in STATUS= and not claimed; discovery is
+    tried again; the reload that fixes the issuer makes it claimable, and STATUS= forgets it."""
+    generic_env.write_config(dict(generic_sections(oidc, issuer=oidc.issuer + "/."),
+                                  refresh={"retry_min": "1s", "retry_max": "2s"}))
+    kc = accounts.add("keycloak")
+    ns = NotifySocket()
+    try:
+        d = notify_daemon(generic_env, ns)
+        d.start()
+        ns.wait_status(r"waiting for discovery: keycloak", timeout=30)
+        d.wait_for_log(r"provider keycloak: OpenID Connect discovery at .* failed: .*trying "
+                       r"again in", timeout=10)
+        size = d.log_size()
+        d.wait_for_log(r"provider keycloak: OpenID Connect discovery at .* failed", timeout=15,
+                       after=size)  # tried again
+        assert accounts.seeder.read(kc.id)["refresh_token"] == kc.refresh_token
+        generic_env.write_config(generic_sections(oidc))
+        since = time.monotonic()
+        d.send_signal(signal.SIGHUP)
+        d.wait_for_log(r"provider keycloak: discovered token endpoint", timeout=30, after=size)
+        assert wait_until(lambda: accounts.seeder.read(kc.id)["refresh_token"] != kc.refresh_token,
+                          timeout=30, message="keycloak refreshed after the fix")
+        row = accounts.seeder.read(kc.id)
+        assert oidc.introspect(row["refresh_token"], GENERIC["keycloak"]).get("active") is True
+        m = ns.wait_for(lambda m: "STATUS" in m and "refreshed" in m.get("STATUS", ""),
+                        since=since, timeout=30)
+        deadline = time.monotonic() + 20
+        while "waiting for discovery" in m.get("STATUS", "") and time.monotonic() < deadline:
+            m = ns.wait_for(lambda x: "STATUS" in x, since=m.t + 0.001, timeout=20)
+        assert "waiting for discovery" not in m.get("STATUS", ""), m
+        d.terminate()
+    finally:
+        ns.close()
