@@ -235,6 +235,27 @@ static void test_gauges_render_what_the_daemon_set(void **state)
     free(t);
 }
 
+/* A generic provider's series appear once a config named it, under its name. */
+static void test_generic_providers_are_shown_by_name_once_named(void **state)
+{
+    (void)state;
+    struct metrics m;
+    metrics_init(&m, 100);
+    char *t = render(&m, "v");
+    EXPECT_NO_SUBSTR(t, "provider=\"unknown\"");
+    free(t);
+    int id = provider_id_register("keycloak");
+    assert_true(id >= PROVIDER_NAMED_COUNT);
+    metrics_count(&m, id, METRICS_REFRESHED);
+    metrics_count(&m, id, METRICS_REFRESHED);
+    m.paused[id] = true;
+    t = render(&m, "v");
+    EXPECT_LINE(t, "oauth_refreshd_refreshes_total{provider=\"keycloak\",outcome=\"refreshed\"} 2");
+    EXPECT_LINE(t, "oauth_refreshd_provider_paused{provider=\"keycloak\"} 1");
+    EXPECT_NO_SUBSTR(t, "provider=\"unknown\"");
+    free(t);
+}
+
 static void test_failed_reload_keeps_the_last_success_time(void **state)
 {
     (void)state;
@@ -341,6 +362,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fresh_metrics_render_zero_counters_for_every_provider_and_outcome),
+        cmocka_unit_test(test_generic_providers_are_shown_by_name_once_named),
         cmocka_unit_test(test_answers_count_failures_and_store_counts_written_results),
         cmocka_unit_test(test_histogram_buckets_are_cumulative_and_le_is_inclusive),
         cmocka_unit_test(test_non_finite_and_negative_latency_are_not_observed),
