@@ -194,8 +194,12 @@ static void fetch_done_cb(void *ud, const struct http_answer *ans, double elapse
         fetch_failed(fs, why, false);
         return;
     }
-    if (ans->status != 200) {
-        snprintf(why, sizeof why, "HTTP %ld%s", ans->status, ans->oversized ? " (oversized)" : "");
+    if (ans->status != 200 || ans->oversized) {
+        if (ans->oversized)
+            snprintf(why, sizeof why, "the document is larger than %d bytes",
+                     PROVIDER_MAX_RESPONSE_BYTES);
+        else
+            snprintf(why, sizeof why, "HTTP %ld", ans->status);
         fetch_failed(fs, why, false);
         return;
     }
