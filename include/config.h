@@ -12,11 +12,46 @@
 #include "common.h"
 #include "keys.h"
 
-enum provider_id { PROVIDER_GOOGLE, PROVIDER_GITHUB, PROVIDER_MICROSOFT, PROVIDER_COUNT };
+/*
+ * Provider ids. The three named dialects have fixed ids; any other provider
+ * (a [provider.NAME] section with dialect = oauth2) gets an id from
+ * PROVIDER_NAMED_COUNT up, given the first time a config that names it is
+ * accepted and kept for the life of the process, so a reload never gives a
+ * job in flight's id to another provider. Ids differ between processes:
+ * anything durable (the spool) names the provider instead.
+ */
+enum provider_id {
+    PROVIDER_GOOGLE,
+    PROVIDER_GITHUB,
+    PROVIDER_MICROSOFT,
+    PROVIDER_NAMED_COUNT, /* the first id of a generic provider */
+};
+#define PROVIDER_MAX      16 /* ids 0 .. PROVIDER_MAX - 1, named and generic together */
+#define PROVIDER_NAME_MAX 20 /* oauth_accounts.provider is VARCHAR(20) */
 
-/* "google" -> PROVIDER_GOOGLE; -1 for an unknown name. */
+/*
+ * "google" -> PROVIDER_GOOGLE, a generic name -> its id once a config that
+ * names it was accepted in this process; -1 for an unknown name.
+ */
 int provider_id_from_name(const char *name);
+/* The name of an id; "unknown" for an id no accepted config gave out. */
 const char *provider_id_name(enum provider_id id);
+/* A generic provider's name: [a-z] then up to 19 of [a-z0-9_-]. */
+bool provider_name_valid(const char *name);
+/*
+ * The id of a generic name, given now if it has none; -1 when the name is
+ * not valid, is a named provider, or every id is given out. Only the config
+ * loader (and tests) call it; ids are never taken back.
+ */
+int provider_id_register(const char *name);
+
+/* How a generic provider sends its client credentials (RFC 6749 §2.3.1). */
+enum client_auth {
+    CLIENT_AUTH_DEFAULT, /* not configured: basic, or what discovery says is supported */
+    CLIENT_AUTH_BASIC,   /* client_secret_basic: HTTP Basic, each part form-urlencoded */
+    CLIENT_AUTH_POST,    /* client_secret_post: client_id and client_secret in the body */
+};
+const char *client_auth_name(enum client_auth a);
 
 enum key_derivation {
     KEY_DERIVATION_NONE,
@@ -27,11 +62,23 @@ enum key_derivation {
 struct provider_config {
     enum provider_id id;
     char *client_id;
-    char *client_secret;    /* secret: guarded (secret_guarded_dup), read-only */
-    char *tenant;           /* microsoft only; "common" by default */
-    char *token_url;        /* with {tenant} already substituted */
-    unsigned max_in_flight; /* default 128 */
-    double max_rate;        /* requests per second; default 50; 0 = unlimited */
+    char *client_secret; /* secret: guarded (secret_guarded_dup), read-only */
+    char *tenant;        /* microsoft only; "common" by default */
+    /*
+     * With {tenant} already substituted. A generic provider with an issuer
+     * has none (NULL) until OpenID Connect discovery found it: the daemon
+     * then sets it, and client_auth, once, on the loop (discovery.c); such a
+     * provider is not claimed before.
+     */
+    char *token_url;
+    /* dialect = oauth2 only: */
+    bool generic;
+    char *issuer; /* NULL, or the https:// issuer whose discovery document is read */
+    enum client_auth client_auth_configured; /* as written (DEFAULT when not) */
+    enum client_auth client_auth;            /* the one used: set by discovery for an issuer */
+    bool send_scope;                         /* send the stored scope with the refresh request */
+    unsigned max_in_flight;                  /* default 128 */
+    double max_rate;                         /* requests per second; default 50; 0 = unlimited */
 };
 
 struct config {
@@ -75,7 +122,7 @@ struct config {
     char *metrics_listen; /* NULL when off */
 
     /* [provider.*]: NULL when the section is absent */
-    struct provider_config *providers[PROVIDER_COUNT];
+    struct provider_config *providers[PROVIDER_MAX];
 };
 
 /* Every problem found, each "file:line: [section] key: message". */

@@ -67,13 +67,14 @@ struct daemon {
     struct db *db;
     struct listen_check *listen_check; /* heartbeats that prove LISTEN hears */
     struct http *http;
+    struct discovery *discovery; /* OpenID Connect discovery of generic providers */
     struct store *store;
     struct spool *spool; /* durable rotated results under the state directory */
     struct sdnotify sn;
     struct metrics metrics;                 /* counters and gauges for /metrics */
     struct metrics_server *metrics_server;  /* NULL unless [metrics] listen is set */
 
-    struct provider_state prov[PROVIDER_COUNT];
+    struct provider_state prov[PROVIDER_MAX];
     unsigned in_flight; /* all providers, requests sent */
 
     /* manual requests from oauth_refresh_request, waiting to be claimed */

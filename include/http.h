@@ -31,6 +31,7 @@ struct http_request {
                          the transfer, so the caller may wipe its own copy at once */
     size_t body_len;
     const char *const *headers; /* NULL-terminated, may be NULL */
+    bool get;                   /* a GET (discovery documents); body is then ignored */
     int64_t timeout_ms;         /* total; <= 0: 30 s */
     int64_t connect_timeout_ms; /* <= 0: curl's default (bounded by timeout_ms) */
 };

@@ -39,9 +39,9 @@ struct metrics_histogram {
 };
 
 struct metrics {
-    uint64_t outcomes[PROVIDER_COUNT][METRICS_OUTCOME_COUNT];
-    struct metrics_histogram latency[PROVIDER_COUNT]; /* provider request duration */
-    struct metrics_histogram margin[PROVIDER_COUNT];  /* seconds left before expiry */
+    uint64_t outcomes[PROVIDER_MAX][METRICS_OUTCOME_COUNT];
+    struct metrics_histogram latency[PROVIDER_MAX]; /* provider request duration */
+    struct metrics_histogram margin[PROVIDER_MAX];  /* seconds left before expiry */
 
     /* Gauges: the daemon fills the live ones right before each render. */
     unsigned in_flight; /* requests sent, not answered */
@@ -49,7 +49,7 @@ struct metrics {
     size_t held;        /* results not yet written to the database */
     bool db_connected;
     bool listen_deaf; /* our heartbeat NOTIFY did not come back */
-    bool paused[PROVIDER_COUNT]; /* circuit breaker open or credentials refused */
+    bool paused[PROVIDER_MAX]; /* circuit breaker open or credentials refused */
     unsigned config_generation;
     bool last_reload_ok;
     double last_reload_at;    /* wall clock of the last reload attempt; start time before */

@@ -1,5 +1,6 @@
 /*
- * provider.h — the dialects of the three token endpoints behind one small
+ * provider.h — the dialects of the token endpoints (the three named ones and
+ * the generic RFC 6749 one) behind one small
  * table of functions: how to build a refresh request, and how to read the
  * answer into one of five outcomes. Dialects are pure: no I/O, no clocks, no
  * logging; they only see bytes. They never copy a secret anywhere but into the
@@ -46,8 +47,9 @@ const char *answer_retry_name(enum answer_retry r);
 /* What to send. All members owned; free with provider_request_clear(). */
 struct provider_request {
     char *url;
-    struct secret body;     /* form-encoded; holds refresh token and client secret */
-    const char *headers[4]; /* static strings, NULL-terminated list */
+    struct secret body;        /* form-encoded; holds refresh token and client secret */
+    struct secret auth_header; /* "Authorization: Basic ..." (client_secret_basic) or empty */
+    const char *headers[4];    /* static strings or auth_header.data, NULL-terminated list */
 };
 void provider_request_clear(struct provider_request *req);
 

@@ -53,11 +53,16 @@ int provider_build_refresh_form(const char *dialect, const struct provider_confi
                                 const char *refresh_token, struct provider_request *out, char *err,
                                 size_t errlen) WUR;
 
+/* A malloc()ed copy of s percent-encoded as provider_build_form encodes values; NULL on OOM.
+ * The caller wipes it when s was a secret. */
+char *provider_form_encode(const char *s);
+
 /* Copies s keeping only [A-Za-z0-9_.-], truncated to fit buf; "" when nothing is left. */
 void provider_sanitize_code(const char *s, char *buf, size_t buflen);
 
 extern const struct provider_ops provider_google_ops;
 extern const struct provider_ops provider_github_ops;
 extern const struct provider_ops provider_microsoft_ops;
+extern const struct provider_ops provider_oauth2_ops;
 
 #endif

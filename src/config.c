@@ -53,19 +53,38 @@
 
 /* ---- provider names ---------------------------------------------------- */
 
-static const char *const provider_names[PROVIDER_COUNT] = {"google", "github", "microsoft"};
-static const char *const provider_default_token_urls[PROVIDER_COUNT] = {
+static const char *const provider_names[PROVIDER_NAMED_COUNT] = {"google", "github", "microsoft"};
+static const char *const provider_default_token_urls[PROVIDER_NAMED_COUNT] = {
     "https://oauth2.googleapis.com/token",
     "https://github.com/login/oauth/access_token",
     "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",
 };
 
+/*
+ * The generic providers' names by id, for the life of the process (config.h):
+ * filled by the loader of an accepted config on the loop's thread, never
+ * emptied, so a name read here stays valid.
+ */
+static char registered_names[PROVIDER_MAX][PROVIDER_NAME_MAX + 1];
+
+static int named_id(const char *name)
+{
+    for (int i = 0; i < PROVIDER_NAMED_COUNT; i++) {
+        if (strcmp(name, provider_names[i]) == 0)
+            return i;
+    }
+    return -1;
+}
+
 int provider_id_from_name(const char *name)
 {
     if (name == NULL)
         return -1;
-    for (int i = 0; i < PROVIDER_COUNT; i++) {
-        if (strcmp(name, provider_names[i]) == 0)
+    int id = named_id(name);
+    if (id >= 0 || !provider_name_valid(name))
+        return id;
+    for (int i = PROVIDER_NAMED_COUNT; i < PROVIDER_MAX; i++) {
+        if (strcmp(name, registered_names[i]) == 0)
             return i;
     }
     return -1;
@@ -73,9 +92,54 @@ int provider_id_from_name(const char *name)
 
 const char *provider_id_name(enum provider_id id)
 {
-    if ((int)id < 0 || id >= PROVIDER_COUNT)
+    if ((int)id < 0 || id >= PROVIDER_MAX)
         return "unknown";
-    return provider_names[id];
+    if (id < PROVIDER_NAMED_COUNT)
+        return provider_names[id];
+    return registered_names[id][0] ? registered_names[id] : "unknown";
+}
+
+bool provider_name_valid(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    /* A letter first: the spool tells a name from a named provider's digit by it. */
+    if (n == 0 || n > PROVIDER_NAME_MAX || name[0] < 'a' || name[0] > 'z')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+int provider_id_register(const char *name)
+{
+    if (!provider_name_valid(name) || named_id(name) >= 0)
+        return -1;
+    int id = provider_id_from_name(name);
+    if (id >= 0)
+        return id;
+    for (int i = PROVIDER_NAMED_COUNT; i < PROVIDER_MAX; i++) {
+        if (registered_names[i][0] == '\0') {
+            snprintf(registered_names[i], sizeof(registered_names[i]), "%s", name);
+            return i;
+        }
+    }
+    return -1;
+}
+
+const char *client_auth_name(enum client_auth a)
+{
+    switch (a) {
+    case CLIENT_AUTH_DEFAULT:
+        return "default";
+    case CLIENT_AUTH_BASIC:
+        return "client_secret_basic";
+    case CLIENT_AUTH_POST:
+        return "client_secret_post";
+    }
+    return "unknown";
 }
 
 /* ---- the schema: sections and their keys ------------------------------- */
@@ -87,11 +151,12 @@ enum section_id {
     SEC_REFRESH,
     SEC_HTTP,
     SEC_METRICS,
-    SEC_PROVIDER, /* SEC_PROVIDER + provider_id */
-    SEC_COUNT = SEC_PROVIDER + PROVIDER_COUNT,
+    SEC_PROVIDER, /* SEC_PROVIDER + slot: a named id, or a generic section's slot
+                     (PROVIDER_NAMED_COUNT up, in the file's order; see place_providers) */
+    SEC_COUNT = SEC_PROVIDER + PROVIDER_MAX,
 };
 
-enum { K_MAX = 10 }; /* the most keys a section has, with room */
+enum { K_MAX = 12 }; /* the most keys a section has, with room */
 
 /* Key indexes per section (must match section_keys below). */
 enum { K_LOG_LEVEL, K_STATE_DIRECTORY, K_SHUTDOWN_TIMEOUT };
@@ -125,11 +190,16 @@ enum {
     K_TENANT,
     K_P_MAX_IN_FLIGHT,
     K_MAX_RATE,
+    K_DIALECT,
+    K_ISSUER,
+    K_CLIENT_AUTH,
+    K_SEND_SCOPE,
 };
 
 static const char *const provider_keys[K_MAX + 1] = {
     "client_id", "client_secret", "client_secret_file", "token_url",
-    "tenant",    "max_in_flight", "max_rate",           NULL,
+    "tenant",    "max_in_flight", "max_rate",           "dialect",
+    "issuer",    "client_auth",   "send_scope",         NULL,
 };
 
 static const char *const *section_keys(enum section_id sec)
@@ -172,13 +242,8 @@ static const char *const base_section_names[SEC_PROVIDER] = {
     "daemon", "database", "crypto", "refresh", "http", "metrics",
 };
 
-static void section_name(enum section_id sec, char *buf, size_t len)
-{
-    if (sec < SEC_PROVIDER)
-        snprintf(buf, len, "%s", base_section_names[sec]);
-    else
-        snprintf(buf, len, "provider.%s", provider_names[sec - SEC_PROVIDER]);
-}
+struct load;
+static void section_name(const struct load *ld, enum section_id sec, char *buf, size_t len);
 
 /* ---- load context ------------------------------------------------------ */
 
@@ -201,6 +266,11 @@ struct load {
     bool read_failed;
 
     int section_line[SEC_COUNT]; /* line of the first [section] header, 0 = absent */
+    /* provider section slots: the names (slots below PROVIDER_NAMED_COUNT are the
+     * named providers'), and the sections loaded, placed by id at the end */
+    char slot_names[PROVIDER_MAX][PROVIDER_NAME_MAX + 1];
+    int generic_slots; /* slots given to generic sections so far */
+    struct provider_config *slot_config[PROVIDER_MAX];
     struct raw_value raw[SEC_COUNT][K_MAX];
     bool overflowed;
     int error_line[CONFIG_MAX_ERRORS]; /* to list errors in file order */
@@ -285,30 +355,74 @@ static bool is_blank(char c)
     return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
 }
 
-static int section_from_name(const char *name)
+static void section_name(const struct load *ld, enum section_id sec, char *buf, size_t len)
+{
+    if (sec < SEC_PROVIDER)
+        snprintf(buf, len, "%s", base_section_names[sec]);
+    else
+        snprintf(buf, len, "provider.%s", ld->slot_names[sec - SEC_PROVIDER]);
+}
+
+/* A provider section's slot: a named provider's id, else a generic section's slot. */
+static int provider_slot(const struct load *ld, const char *name)
+{
+    int id = named_id(name);
+    if (id >= 0)
+        return id;
+    for (int i = PROVIDER_NAMED_COUNT; i < PROVIDER_NAMED_COUNT + ld->generic_slots; i++) {
+        if (strcmp(name, ld->slot_names[i]) == 0)
+            return i;
+    }
+    return -1;
+}
+
+static int section_from_name(const struct load *ld, const char *name)
 {
     for (int i = 0; i < SEC_PROVIDER; i++) {
         if (strcmp(name, base_section_names[i]) == 0)
             return i;
     }
     if (strncmp(name, "provider.", 9) == 0) {
-        int p = provider_id_from_name(name + 9);
+        int p = provider_slot(ld, name + 9);
         if (p >= 0)
             return SEC_PROVIDER + p;
     }
     return -1;
 }
 
+/* Gives a new generic [provider.NAME] section a slot; -1 after reporting why not. */
+static int generic_section_new(struct load *ld, const char *name)
+{
+    if (!provider_name_valid(name)) {
+        add_error(ld, ld->lineno, NULL, NULL,
+                  "[provider.%.40s]: \"%.40s\" is not a provider name (a letter a-z, then up to "
+                  "%d of a-z, 0-9, - and _, as in oauth_accounts.provider)",
+                  name, name, PROVIDER_NAME_MAX - 1);
+        return -1;
+    }
+    if (PROVIDER_NAMED_COUNT + ld->generic_slots >= PROVIDER_MAX) {
+        add_error(ld, ld->lineno, NULL, NULL,
+                  "[provider.%s]: too many providers (at most %d besides google, github and "
+                  "microsoft)",
+                  name, PROVIDER_MAX - PROVIDER_NAMED_COUNT);
+        return -1;
+    }
+    int slot = PROVIDER_NAMED_COUNT + ld->generic_slots++;
+    snprintf(ld->slot_names[slot], sizeof(ld->slot_names[slot]), "%s", name);
+    return SEC_PROVIDER + slot;
+}
+
 /* Records a [section] header; reports unknown and repeated sections. */
 static void note_section(struct load *ld, const char *name)
 {
-    int sec = section_from_name(name);
+    int sec = section_from_name(ld, name);
+    if (sec < 0 && strncmp(name, "provider.", 9) == 0) {
+        sec = generic_section_new(ld, name + 9);
+        if (sec < 0)
+            return;
+    }
     if (sec < 0) {
-        if (strncmp(name, "provider.", 9) == 0)
-            add_error(ld, ld->lineno, name, NULL,
-                      "unknown provider \"%s\" (known: google, github, microsoft)", name + 9);
-        else
-            add_error(ld, ld->lineno, name, NULL, "unknown section");
+        add_error(ld, ld->lineno, name, NULL, "unknown section");
         return;
     }
     if (ld->section_line[sec] != 0) {
@@ -413,7 +527,7 @@ static int handler_cb(void *user, const char *section, const char *name, const c
         add_error(ld, ld->lineno, NULL, name, "key outside any [section]");
         return 1;
     }
-    int sec = section_from_name(section);
+    int sec = section_from_name(ld, section);
     if (sec < 0)
         return 1; /* reported once at the header */
     int k = key_index((enum section_id)sec, name);
@@ -513,7 +627,7 @@ static char *secret_file_single(struct load *ld, const char *name, enum section_
 {
     char secname[32];
     const char *key = section_keys(sec)[k];
-    section_name(sec, secname, sizeof(secname));
+    section_name(ld, sec, secname, sizeof(secname));
 
     char *path = resolve_secret_path(ld, name);
     if (path == NULL) {
@@ -625,7 +739,7 @@ static bool get_duration(struct load *ld, enum section_id sec, int k, int64_t mi
     v = raw_get(ld, sec, k, &line);
     if (ld->raw[sec][k].line == 0)
         return true; /* default */
-    section_name(sec, secname, sizeof(secname));
+    section_name(ld, sec, secname, sizeof(secname));
     int64_t ms;
     if (v == NULL || !parse_duration_ms(v, &ms)) {
         add_error(ld, line, secname, section_keys(sec)[k],
@@ -653,7 +767,7 @@ static bool get_unsigned(struct load *ld, enum section_id sec, int k, uint64_t m
 
     if (ld->raw[sec][k].line == 0)
         return true;
-    section_name(sec, secname, sizeof(secname));
+    section_name(ld, sec, secname, sizeof(secname));
     if (v == NULL || !parse_u64(v, min, max, &n)) {
         add_error(ld, line, secname, section_keys(sec)[k],
                   "\"%s\" is not a whole number between %llu and %llu", v ? v : "",
@@ -1178,18 +1292,19 @@ static char *substitute_tenant(const char *url, const char *tenant)
     return out;
 }
 
-/* Checks scheme and shape of a token URL; warns for permitted http://. */
-static bool token_url_check(struct load *ld, const char *url, const char *secname, int line)
+/* Checks scheme and shape of a token URL (or issuer: key names it); warns for permitted http://. */
+static bool url_check(struct load *ld, const char *url, const char *secname, const char *key,
+                      int line)
 {
     bool https = strncasecmp(url, "https://", 8) == 0;
     bool http = strncasecmp(url, "http://", 7) == 0;
 
     if (!https && !http) {
-        add_error(ld, line, secname, "token_url", "\"%s\" is not an https:// URL", url);
+        add_error(ld, line, secname, key, "\"%s\" is not an https:// URL", url);
         return false;
     }
     if (http && !ld->cfg->allow_insecure_http) {
-        add_error(ld, line, secname, "token_url",
+        add_error(ld, line, secname, key,
                   "\"%s\" is plain http://; token URLs must be https:// (http:// is allowed "
                   "only with [http] allow_insecure_http = yes, for tests)",
                   url);
@@ -1208,15 +1323,20 @@ static bool token_url_check(struct load *ld, const char *url, const char *secnam
     if (u != NULL)
         curl_url_cleanup(u);
     if (!ok) {
-        add_error(ld, line, secname, "token_url", "\"%s\" is not a valid URL", url);
+        add_error(ld, line, secname, key, "\"%s\" is not a valid URL", url);
         return false;
     }
     if (http)
-        add_warning(ld, line, secname, "token_url",
+        add_warning(ld, line, secname, key,
                     "\"%s\" is plain http:// (allowed by [http] allow_insecure_http = yes); "
                     "client secrets and tokens travel unencrypted",
                     url);
     return true;
+}
+
+static bool token_url_check(struct load *ld, const char *url, const char *secname, int line)
+{
+    return url_check(ld, url, secname, "token_url", line);
 }
 
 static void provider_config_free(struct provider_config *pc)
@@ -1227,30 +1347,152 @@ static void provider_config_free(struct provider_config *pc)
     secret_guarded_free(pc->client_secret);
     free(pc->tenant);
     free(pc->token_url);
+    free(pc->issuer);
     free(pc);
 }
 
-static void load_provider(struct load *ld, enum provider_id id)
+/* The keys of the generic dialect: refused on the named providers, checked on the others. */
+static bool load_provider_dialect(struct load *ld, enum section_id sec, int slot,
+                                  const char *secname, struct provider_config *pc)
 {
-    enum section_id sec = (enum section_id)(SEC_PROVIDER + id);
+    static const int generic_only[] = {K_ISSUER, K_CLIENT_AUTH, K_SEND_SCOPE};
+    int line, sline = ld->section_line[sec];
+    const char *v = raw_get(ld, sec, K_DIALECT, &line);
+    bool ok = true;
+
+    if (slot < PROVIDER_NAMED_COUNT) {
+        if (v != NULL && strcmp(v, ld->slot_names[slot]) != 0) {
+            add_error(ld, line, secname, "dialect",
+                      "%s keeps its own dialect; dialect = oauth2 is for providers other than "
+                      "google, github and microsoft",
+                      ld->slot_names[slot]);
+            ok = false;
+        }
+        for (size_t i = 0; i < ARRAY_LEN(generic_only); i++) {
+            if (raw_get(ld, sec, generic_only[i], &line) != NULL) {
+                add_error(ld, line, secname, provider_keys[generic_only[i]],
+                          "only valid with dialect = oauth2");
+                ok = false;
+            }
+        }
+        return ok;
+    }
+
+    pc->generic = true;
+    if (v == NULL) {
+        /* Most likely a typo of a named provider, or a section without its dialect. */
+        add_error(ld, sline, secname, NULL,
+                  "unknown provider \"%s\" (known: google, github, microsoft; any other "
+                  "needs dialect = oauth2)",
+                  ld->slot_names[slot]);
+        return false;
+    }
+    if (strcmp(v, "oauth2") != 0) {
+        add_error(ld, line, secname, "dialect", "\"%s\" is not a dialect (oauth2)", v);
+        ok = false;
+    }
+    if ((v = raw_get(ld, sec, K_CLIENT_AUTH, &line)) != NULL) {
+        if (strcmp(v, "client_secret_basic") == 0)
+            pc->client_auth = CLIENT_AUTH_BASIC;
+        else if (strcmp(v, "client_secret_post") == 0)
+            pc->client_auth = CLIENT_AUTH_POST;
+        else {
+            add_error(ld, line, secname, "client_auth",
+                      "\"%s\" is not client_secret_basic or client_secret_post", v);
+            ok = false;
+        }
+    }
+    if ((v = raw_get(ld, sec, K_SEND_SCOPE, &line)) != NULL && !parse_bool(v, &pc->send_scope)) {
+        add_error(ld, line, secname, "send_scope", "\"%s\" is not yes or no", v);
+        ok = false;
+    }
+
+    int uline;
+    const char *url = raw_get(ld, sec, K_TOKEN_URL, &uline);
+    const char *issuer = raw_get(ld, sec, K_ISSUER, &line);
+    if (issuer != NULL && url != NULL) {
+        add_error(ld, line, secname, "issuer",
+                  "issuer and token_url are mutually exclusive (token_url is set at line %d): "
+                  "the issuer's discovery document names the token endpoint",
+                  uline);
+        ok = false;
+    } else if (issuer == NULL && url == NULL) {
+        add_error(ld, sline, secname, "token_url", "required (or issuer, for discovery)");
+        ok = false;
+    } else if (issuer != NULL) {
+        /* The same rules as a token URL: https unless allow_insecure_http. */
+        if (!url_check(ld, issuer, secname, "issuer", line))
+            ok = false;
+        else if ((pc->issuer = strdup(issuer)) == NULL) {
+            add_error(ld, line, secname, "issuer", "out of memory");
+            ok = false;
+        }
+    } else if (strstr(url, "{tenant}") != NULL) {
+        add_error(ld, uline, secname, "token_url", "{tenant} is only substituted for microsoft");
+        ok = false;
+    } else if ((pc->token_url = strdup(url)) == NULL) {
+        add_error(ld, uline, secname, "token_url", "out of memory");
+        ok = false;
+    } else if (!token_url_check(ld, pc->token_url, secname, uline)) {
+        ok = false;
+    }
+    pc->client_auth_configured = pc->client_auth;
+    if (pc->client_auth == CLIENT_AUTH_DEFAULT && pc->issuer == NULL)
+        pc->client_auth = CLIENT_AUTH_BASIC; /* RFC 6749 §2.3.1: every server supports it */
+    return ok;
+}
+
+/* token_url of a named provider: its default, {tenant} substituted for microsoft. */
+static bool load_provider_token_url(struct load *ld, enum section_id sec, enum provider_id id,
+                                    const char *secname, const char *tenant,
+                                    struct provider_config *pc)
+{
+    int line;
+    const char *url = raw_get(ld, sec, K_TOKEN_URL, &line);
+    if (url == NULL) {
+        url = provider_default_token_urls[id];
+        line = ld->section_line[sec];
+    }
+    if (id == PROVIDER_MICROSOFT) {
+        pc->token_url = substitute_tenant(url, tenant);
+    } else if (strstr(url, "{tenant}") != NULL) {
+        add_error(ld, line, secname, "token_url", "{tenant} is only substituted for microsoft");
+        return false;
+    } else {
+        pc->token_url = strdup(url);
+    }
+    if (pc->token_url == NULL) {
+        add_error(ld, line, secname, "token_url", "out of memory");
+        return false;
+    }
+    return token_url_check(ld, pc->token_url, secname, line);
+}
+
+/* Loads the section of slot (a named id, or a generic section's slot) into ld->slot_config. */
+static void load_provider(struct load *ld, int slot)
+{
+    enum section_id sec = (enum section_id)(SEC_PROVIDER + slot);
     char secname[32];
     int line, sline = ld->section_line[sec];
     const char *v;
 
     if (sline == 0)
         return; /* provider not in use */
-    section_name(sec, secname, sizeof(secname));
+    section_name(ld, sec, secname, sizeof(secname));
 
     struct provider_config *pc = calloc(1, sizeof(*pc));
     if (pc == NULL) {
         add_error(ld, sline, secname, NULL, "out of memory");
         return;
     }
-    pc->id = id;
+    pc->id = (enum provider_id)slot; /* a generic one gets its id in place_providers */
     pc->max_in_flight = 128;
     pc->max_rate = 50;
-    bool ok = true;
-
+    bool ok = load_provider_dialect(ld, sec, slot, secname, pc);
+    if (slot >= PROVIDER_NAMED_COUNT && ld->raw[sec][K_DIALECT].line == 0) {
+        provider_config_free(pc); /* said once: no dialect, nothing else to check */
+        return;
+    }
     if ((v = raw_get(ld, sec, K_CLIENT_ID, &line)) == NULL) {
         add_error(ld, line, secname, "client_id", "required");
         ok = false;
@@ -1297,7 +1539,7 @@ static void load_provider(struct load *ld, enum provider_id id)
 
     const char *tenant = "common";
     if ((v = raw_get(ld, sec, K_TENANT, &line)) != NULL) {
-        if (id != PROVIDER_MICROSOFT) {
+        if (slot != PROVIDER_MICROSOFT) {
             add_error(ld, line, secname, "tenant", "only valid in [provider.microsoft]");
             ok = false;
         } else if (!tenant_valid(v)) {
@@ -1310,31 +1552,14 @@ static void load_provider(struct load *ld, enum provider_id id)
             tenant = v;
         }
     }
-    if (id == PROVIDER_MICROSOFT && (pc->tenant = strdup(tenant)) == NULL) {
+    if (slot == PROVIDER_MICROSOFT && (pc->tenant = strdup(tenant)) == NULL) {
         add_error(ld, sline, secname, "tenant", "out of memory");
         ok = false;
     }
 
-    const char *url = raw_get(ld, sec, K_TOKEN_URL, &line);
-    if (url == NULL) {
-        url = provider_default_token_urls[id];
-        line = sline;
-    }
-    if (id == PROVIDER_MICROSOFT) {
-        pc->token_url = substitute_tenant(url, tenant);
-    } else if (strstr(url, "{tenant}") != NULL) {
-        add_error(ld, line, secname, "token_url", "{tenant} is only substituted for microsoft");
+    if (slot < PROVIDER_NAMED_COUNT &&
+        !load_provider_token_url(ld, sec, (enum provider_id)slot, secname, tenant, pc))
         ok = false;
-    } else {
-        pc->token_url = strdup(url);
-    }
-    if (ok && pc->token_url == NULL) {
-        add_error(ld, line, secname, "token_url", "out of memory");
-        ok = false;
-    } else if (pc->token_url != NULL && !token_url_check(ld, pc->token_url, secname, line)) {
-        ok = false;
-    }
-
     if (!get_unsigned(ld, sec, K_P_MAX_IN_FLIGHT, 1, 100000, &pc->max_in_flight))
         ok = false;
     if (ld->raw[sec][K_MAX_RATE].line != 0) {
@@ -1352,7 +1577,34 @@ static void load_provider(struct load *ld, enum provider_id id)
         provider_config_free(pc);
         return;
     }
-    ld->cfg->providers[id] = pc;
+    ld->slot_config[slot] = pc;
+}
+
+/*
+ * Puts the loaded sections into cfg->providers by id: the named ones at
+ * theirs, the generic ones at the id their name has in this process (given
+ * now if new: only for a config that is otherwise accepted, so a rejected
+ * reload takes no id).
+ */
+static void place_providers(struct load *ld)
+{
+    for (int slot = 0; slot < PROVIDER_MAX; slot++) {
+        struct provider_config *pc = ld->slot_config[slot];
+        if (pc == NULL)
+            continue;
+        ld->slot_config[slot] = NULL;
+        int id = slot;
+        if (slot >= PROVIDER_NAMED_COUNT && (id = provider_id_register(ld->slot_names[slot])) < 0) {
+            add_error(ld, ld->section_line[SEC_PROVIDER + slot], NULL, NULL,
+                      "[provider.%s]: no provider id left: this process has seen %d other "
+                      "providers since it started (restart it)",
+                      ld->slot_names[slot], PROVIDER_MAX - PROVIDER_NAMED_COUNT);
+            provider_config_free(pc);
+            continue;
+        }
+        pc->id = (enum provider_id)id;
+        ld->cfg->providers[id] = pc;
+    }
 }
 
 /* ---- public ------------------------------------------------------------ */
@@ -1368,7 +1620,7 @@ static void config_free(struct config *cfg)
     free(cfg->ca_file);
     free(cfg->user_agent);
     free(cfg->metrics_listen);
-    for (int i = 0; i < PROVIDER_COUNT; i++)
+    for (int i = 0; i < PROVIDER_MAX; i++)
         provider_config_free(cfg->providers[i]);
     sodium_memzero(cfg, sizeof(*cfg));
     free(cfg);
@@ -1471,6 +1723,8 @@ static struct config *load_run(struct load *ld)
         add_error(ld, 0, NULL, NULL, "libsodium failed to initialise");
         return NULL;
     }
+    for (int i = 0; i < PROVIDER_NAMED_COUNT; i++)
+        snprintf(ld->slot_names[i], sizeof(ld->slot_names[i]), "%s", provider_names[i]);
     ld->cfg = config_new_defaults();
     if (ld->cfg == NULL || !set_paths(ld->cfg, ld->path)) {
         add_error(ld, 0, NULL, NULL, "out of memory");
@@ -1497,10 +1751,14 @@ static struct config *load_run(struct load *ld)
         load_refresh(ld);
         load_http(ld); /* before providers: allow_insecure_http decides token_url checks */
         load_metrics(ld);
-        for (int i = 0; i < PROVIDER_COUNT; i++)
-            load_provider(ld, (enum provider_id)i);
+        for (int slot = 0; slot < PROVIDER_NAMED_COUNT + ld->generic_slots; slot++)
+            load_provider(ld, slot);
         load_crypto(ld);
+        if (ld->errs->count == 0)
+            place_providers(ld);
     }
+    for (int slot = 0; slot < PROVIDER_MAX; slot++)
+        provider_config_free(ld->slot_config[slot]);
     load_clear(ld);
     if (ld->errs->count > 0) {
         sort_errors(ld);

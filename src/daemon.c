@@ -18,6 +18,7 @@
 #include <sodium.h>
 
 #include "daemon_ctx.h"
+#include "discovery.h"
 #include "listen_check.h"
 #include "log.h"
 #include "metrics_server.h"
@@ -83,7 +84,7 @@ static void format_paused(struct daemon *d, char *buf, size_t len)
 {
     size_t o = 0;
     buf[0] = '\0';
-    for (int p = 0; p < PROVIDER_COUNT && o < len; p++) {
+    for (int p = 0; p < PROVIDER_MAX && o < len; p++) {
         const struct provider_state *ps = &d->prov[p];
         bool paused =
             ps->config_error || (ps->paused_until != 0 && ev_now(d->loop) < ps->paused_until);
@@ -127,14 +128,16 @@ static void format_status(struct daemon *d, char *buf, size_t len)
         else
             snprintf(due, sizeof due, "next due in %.0fs", in);
     }
-    char paused[96];
+    char paused[96], waiting[160];
     format_paused(d, paused, sizeof paused);
+    discovery_waiting(d->discovery, waiting, sizeof waiting);
     snprintf(buf, len,
              "%s%u in flight, %" PRIu64 " refreshed, %" PRIu64 " failed, %" PRIu64
-             " revoked; %s; database connected%s; %zu result%s held%s%s%s",
+             " revoked; %s; database connected%s; %zu result%s held%s%s%.100s%s%s",
              stop, in_flight, d->stats.refreshed, d->stats.failed, d->stats.revoked, due,
              listen_check_deaf(d->listen_check) ? " (notifications deaf: rescanning)" : "", held,
-             plural(held), paused, d->reload_error[0] ? "; " : "", d->reload_error);
+             plural(held), paused, waiting[0] ? "; waiting for discovery: " : "",
+             waiting[0] ? waiting + 2 : "", d->reload_error[0] ? "; " : "", d->reload_error);
 }
 
 /* Seconds between periodic summaries at info; $OAUTH_REFRESHD_SUMMARY_INTERVAL
@@ -196,8 +199,8 @@ static void report_unconfigured_done_cb(void *ud, PGresult *res)
 
 static void report_unconfigured(struct daemon *d)
 {
-    char configured[128] = "{";
-    for (int p = 0; p < PROVIDER_COUNT; p++)
+    char configured[PROVIDER_MAX * (PROVIDER_NAME_MAX + 1) + 8] = "{";
+    for (int p = 0; p < PROVIDER_MAX; p++)
         if (d->cfg->providers[p]) {
             if (configured[1])
                 strcat(configured, ",");
@@ -361,8 +364,10 @@ static void reload(struct daemon *d)
                             d->cfg->state_directory, cfg->state_directory,
                             d->cfg->state_directory);
             cfg->generation = d->cfg->generation + 1;
-            config_unref(d->cfg);
+            struct config *old = d->cfg;
             d->cfg = cfg;
+            discovery_on_config(d->discovery, cfg, old);
+            config_unref(old);
             store_set_spool(d->store, d->spool, cfg->keys);
             d->reload_error[0] = '\0';
             metrics_server_check_listen(d->metrics_server, cfg->metrics_listen);
@@ -441,6 +446,7 @@ static void begin_shutdown(struct daemon *d, const char *why)
         return;
     }
     d->stopping = true;
+    discovery_stop(d->discovery);
     double drain = drain_seconds(d);
     log_event(LOG_INFO, MSGID_STOPPING, NULL,
               "%s: stopping; waiting for %u requests in flight (at most %.0fs)", why,
@@ -555,9 +561,24 @@ static int64_t metrics_collect_cb(void *ud, struct metrics *m)
     m->db_connected = d->connected;
     m->listen_deaf = listen_check_deaf(d->listen_check);
     m->config_generation = d->cfg->generation;
-    for (int p = 0; p < PROVIDER_COUNT; p++)
+    for (int p = 0; p < PROVIDER_MAX; p++)
         m->paused[p] = d->prov[p].config_error || ev_now(d->loop) < d->prov[p].paused_until;
     return d->cfg->lead_time_ms;
+}
+
+/* A generic provider's token endpoint is known (or its first discovery failed). */
+static void discovery_ready_cb(void *ud, enum provider_id p, bool ok)
+{
+    struct daemon *d = ud;
+    (void)p;
+    if (!ok && d->opt.once)
+        d->once_failed = true; /* its accounts are not refreshed by this run */
+    if (ok)
+        engine_kick(d);
+    engine_check_once_done(d);
+    char status[STATUS_MAX];
+    format_status(d, status, sizeof status);
+    sdnotify_status(&d->sn, status);
 }
 
 static int daemon_setup(struct daemon *d)
@@ -578,6 +599,11 @@ static int daemon_setup(struct daemon *d)
     if (!d->http) {
         log_event(LOG_ERR, MSGID_CONFIG_ERROR, NULL, "%s", err);
         return EXIT_CONFIG;
+    }
+    d->discovery = discovery_new(d->loop, d->http, discovery_ready_cb, d);
+    if (!d->discovery) {
+        log_err("out of memory");
+        return EXIT_UNAVAILABLE;
     }
     struct db_options dbo = {
         .conninfo = d->cfg->conninfo,
@@ -678,11 +704,13 @@ static size_t daemon_teardown(struct daemon *d)
     ev_timer_stop(d->loop, &d->status_timer);
     ev_timer_stop(d->loop, &d->shutdown_timer);
     engine_stop_claiming(d);
+    discovery_stop(d->discovery);
     if (d->http)
         http_abort_all(d->http);
     engine_free(d);
     if (d->http)
         http_free(d->http);
+    discovery_free(d->discovery); /* after http_free: that ends its fetches */
     /* db_free fails outstanding statements; their owners still exist here. */
     listen_check_free(d->listen_check); /* before db_free: its heartbeat may be pending */
     d->listen_check = NULL;
@@ -723,6 +751,7 @@ int daemon_run(struct config *cfg, const struct daemon_options *opt)
         start_signals(d);
         sdnotify_init(&d->sn, d->loop, loop_healthy_cb, d);
         sdnotify_status(&d->sn, "connecting to the database");
+        discovery_on_config(d->discovery, d->cfg, NULL);
         ev_init(&d->status_timer, status_timer_cb);
         timer_arm(d->loop, &d->status_timer, STATUS_INTERVAL_S, STATUS_INTERVAL_S);
         d->status_timer.data = d;

@@ -113,7 +113,7 @@ int main(int argc, char **argv)
     }
     if (check_only) {
         size_t nprov = 0;
-        for (int i = 0; i < PROVIDER_COUNT; i++)
+        for (int i = 0; i < PROVIDER_MAX; i++)
             nprov += cfg->providers[i] != NULL;
         printf("%s: configuration OK (%zu key%s, %zu provider%s)\n", cfg->path,
                keyring_count(cfg->keys), keyring_count(cfg->keys) == 1 ? "" : "s", nprov,

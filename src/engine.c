@@ -17,6 +17,7 @@
 #include <sodium.h>
 
 #include "daemon_ctx.h"
+#include "discovery.h"
 #include "inbound.h"
 #include "log.h"
 #include "refresh.h"
@@ -50,6 +51,12 @@ static double random_unit(void)
 
 /* ---- provider gates ---------------------------------------------------- */
 
+/* Configured and usable: an issuer's provider once discovery found its token endpoint. */
+static bool provider_ready(const struct provider_config *pc)
+{
+    return pc && pc->token_url;
+}
+
 static bool provider_paused(struct daemon *d, enum provider_id p)
 {
     struct provider_state *ps = &d->prov[p];
@@ -67,7 +74,7 @@ static unsigned provider_free_slots(struct daemon *d, enum provider_id p, unsign
 {
     const struct provider_config *pc = d->cfg->providers[p];
     struct provider_state *ps = &d->prov[p];
-    if (!pc || provider_paused(d, p))
+    if (!provider_ready(pc) || provider_paused(d, p))
         return 0;
     unsigned used = ps->in_flight + ps->waiting + ps->reserved;
     unsigned cap = pc->max_in_flight;
@@ -89,7 +96,7 @@ static unsigned provider_free_slots(struct daemon *d, enum provider_id p, unsign
 static unsigned global_free_slots(struct daemon *d)
 {
     unsigned used = d->in_flight;
-    for (int p = 0; p < PROVIDER_COUNT; p++)
+    for (int p = 0; p < PROVIDER_MAX; p++)
         used += d->prov[p].waiting + d->prov[p].reserved;
     return used >= d->cfg->max_in_flight ? 0 : d->cfg->max_in_flight - used;
 }
@@ -119,7 +126,7 @@ static void provider_pause(struct daemon *d, enum provider_id p, double seconds,
  */
 static bool provider_config_reread(struct daemon *d)
 {
-    for (int p = 0; p < PROVIDER_COUNT; p++) {
+    for (int p = 0; p < PROVIDER_MAX; p++) {
         struct provider_state *ps = &d->prov[p];
         if (ps->config_error && !ps->probing && !ps->config_reread &&
             ev_now(d->loop) >= ps->config_probe_at) {
@@ -248,7 +255,7 @@ static bool provider_dry(struct daemon *d, enum provider_id p)
 
 static void wake_providers(struct daemon *d)
 {
-    for (int p = 0; p < PROVIDER_COUNT; p++)
+    for (int p = 0; p < PROVIDER_MAX; p++)
         d->prov[p].dry_until = 0;
 }
 
@@ -522,7 +529,7 @@ static void drain_waiting(struct daemon *d)
 {
     double now = ev_now(d->loop);
     double next_wait = -1;
-    for (int p = 0; p < PROVIDER_COUNT; p++) {
+    for (int p = 0; p < PROVIDER_MAX; p++) {
         struct provider_state *ps = &d->prov[p];
         while (ps->wait_head) {
             if (!token_bucket_take(&ps->bucket, now)) {
@@ -658,7 +665,7 @@ static bool claims_outstanding(const struct daemon *d)
 {
     if (d->claiming_ids)
         return true;
-    for (int p = 0; p < PROVIDER_COUNT; p++)
+    for (int p = 0; p < PROVIDER_MAX; p++)
         if (d->prov[p].claiming)
             return true;
     return false;
@@ -705,8 +712,8 @@ static void claim_done_cb(void *ud, PGresult *res)
 static void providers_array(struct daemon *d, struct strbuf *sb, int only)
 {
     pgarray_begin(sb);
-    for (int p = 0; p < PROVIDER_COUNT; p++)
-        if (d->cfg->providers[p] && (only < 0 || only == p))
+    for (int p = 0; p < PROVIDER_MAX; p++)
+        if (provider_ready(d->cfg->providers[p]) && (only < 0 || only == p))
             pgarray_text(sb, provider_id_name((enum provider_id)p));
     pgarray_end(sb);
 }
@@ -801,11 +808,11 @@ static void claim_more(struct daemon *d)
      * so one provider's backlog cannot starve the others. */
     unsigned global_free = global_free_slots(d);
     unsigned sharing = 0;
-    for (int p = 0; p < PROVIDER_COUNT; p++)
+    for (int p = 0; p < PROVIDER_MAX; p++)
         sharing += !d->prov[p].claiming && !provider_dry(d, (enum provider_id)p) &&
                    provider_free_slots(d, (enum provider_id)p, global_free) > 0;
     unsigned share = sharing ? (global_free + sharing - 1) / sharing : 0;
-    for (int p = 0; p < PROVIDER_COUNT; p++) {
+    for (int p = 0; p < PROVIDER_MAX; p++) {
         struct provider_state *ps = &d->prov[p];
         if (ps->claiming || provider_dry(d, (enum provider_id)p))
             continue;
@@ -1098,7 +1105,7 @@ void engine_init(struct daemon *d)
 void engine_on_config(struct daemon *d)
 {
     double now = ev_now(d->loop);
-    for (int p = 0; p < PROVIDER_COUNT; p++) {
+    for (int p = 0; p < PROVIDER_MAX; p++) {
         const struct provider_config *pc = d->cfg->providers[p];
         struct provider_state *ps = &d->prov[p];
         token_bucket_init(&ps->bucket, pc ? pc->max_rate : 0, now);
@@ -1120,7 +1127,7 @@ void engine_on_config(struct daemon *d)
 void engine_on_connected(struct daemon *d)
 {
     /* Notifications sent while we were away are gone: catch up with a scan. */
-    for (int p = 0; p < PROVIDER_COUNT; p++) {
+    for (int p = 0; p < PROVIDER_MAX; p++) {
         d->prov[p].claiming = false;
         d->prov[p].reserved = 0;
     }
@@ -1165,7 +1172,7 @@ void engine_stop_claiming(struct daemon *d)
     strbuf_init(&ids);
     pgarray_begin(&ids);
     size_t n = 0;
-    for (int p = 0; p < PROVIDER_COUNT; p++) {
+    for (int p = 0; p < PROVIDER_MAX; p++) {
         struct job *job;
         while ((job = wait_pop(&d->prov[p]))) {
             pgarray_int64(&ids, job->ra.acct.account_id);
@@ -1187,7 +1194,7 @@ void engine_stop_claiming(struct daemon *d)
 unsigned engine_waiting(const struct daemon *d)
 {
     unsigned n = 0;
-    for (int p = 0; p < PROVIDER_COUNT; p++)
+    for (int p = 0; p < PROVIDER_MAX; p++)
         n += d->prov[p].waiting;
     return n;
 }
@@ -1223,9 +1230,9 @@ void engine_check_once_done(struct daemon *d)
     if (!d->opt.once || !d->schema_ok || !engine_idle(d) ||
         !store_revoked_check_idle(d->store))
         return;
-    if (ev_is_active(&d->kick_timer))
+    if (ev_is_active(&d->kick_timer) || discovery_first_pending(d->discovery))
         return;
-    for (int p = 0; p < PROVIDER_COUNT; p++)
+    for (int p = 0; p < PROVIDER_MAX; p++)
         if (d->prov[p].more && !provider_paused(d, (enum provider_id)p))
             return;
     daemon_request_exit(d, d->once_failed ? EXIT_WORK_FAILED : 0);
@@ -1233,7 +1240,7 @@ void engine_check_once_done(struct daemon *d)
 
 void engine_free(struct daemon *d)
 {
-    for (int p = 0; p < PROVIDER_COUNT; p++) {
+    for (int p = 0; p < PROVIDER_MAX; p++) {
         struct job *job;
         while ((job = wait_pop(&d->prov[p])))
             job_free(job);

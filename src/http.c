@@ -275,16 +275,30 @@ static int http_timer_fn_cb(CURLM *multi, long timeout_ms, void *userp)
 
 /* ---- transfers ---- */
 
+/*
+ * Frees the header list and its source strings, wiped: a header may carry
+ * the client's credentials (client_secret_basic's Authorization).
+ */
+static void headers_free(struct http_xfer *x)
+{
+    for (struct curl_slist *l = x->headers; l; l = l->next)
+        sodium_memzero(l->data, strlen(l->data));
+    curl_slist_free_all(x->headers);
+    x->headers = NULL;
+    for (size_t i = 0; i < x->hdr_count; i++)
+        secure_free_str(x->hdr_src[i]);
+    free(x->hdr_src);
+    x->hdr_src = NULL;
+    x->hdr_count = 0;
+}
+
 static void xfer_destroy(struct http_xfer *x)
 {
     if (!x)
         return;
     if (x->easy)
         curl_easy_cleanup(x->easy);
-    curl_slist_free_all(x->headers);
-    for (size_t i = 0; i < x->hdr_count; i++)
-        free(x->hdr_src[i]);
-    free(x->hdr_src);
+    headers_free(x);
     wipe_free(x->body, x->body_cap);
     wipe_free(x->resp, x->resp_cap);
     free(x);
@@ -597,13 +611,7 @@ static int xfer_set_headers(struct http_xfer *x, const char *const *headers)
     if (same)
         return 0;
 
-    curl_slist_free_all(x->headers);
-    x->headers = NULL;
-    for (size_t i = 0; i < x->hdr_count; i++)
-        free(x->hdr_src[i]);
-    free(x->hdr_src);
-    x->hdr_src = NULL;
-    x->hdr_count = 0;
+    headers_free(x);
 
     char **src = calloc(n ? n : 1, sizeof(*src));
     if (!src)
@@ -615,9 +623,11 @@ static int xfer_set_headers(struct http_xfer *x, const char *const *headers)
         if (src[i])
             nl = curl_slist_append(list, headers[i]);
         if (!nl) {
+            for (struct curl_slist *l = list; l; l = l->next)
+                sodium_memzero(l->data, strlen(l->data));
             curl_slist_free_all(list);
             for (size_t k = 0; k <= i; k++)
-                free(src[k]);
+                secure_free_str(src[k]);
             free(src);
             return -1;
         }
@@ -626,9 +636,11 @@ static int xfer_set_headers(struct http_xfer *x, const char *const *headers)
     /* No "Expect: 100-continue" round trip for our small bodies. */
     struct curl_slist *nl = curl_slist_append(list, "Expect:");
     if (!nl) {
+        for (struct curl_slist *l = list; l; l = l->next)
+            sodium_memzero(l->data, strlen(l->data));
         curl_slist_free_all(list);
         for (size_t k = 0; k < n; k++)
-            free(src[k]);
+            secure_free_str(src[k]);
         free(src);
         return -1;
     }
@@ -661,8 +673,10 @@ int http_submit(struct http *h, const struct http_request *req, http_done_cb don
     long ctimeout = req->connect_timeout_ms > 0 ? (long)req->connect_timeout_ms : 0L;
     CURL *e = x->easy;
     if (curl_easy_setopt(e, CURLOPT_URL, req->url) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen) != CURLE_OK ||
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body) != CURLE_OK ||
+        (req->get
+             ? curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) != CURLE_OK
+             : (curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen) != CURLE_OK ||
+                curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body) != CURLE_OK)) ||
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout) != CURLE_OK ||
         curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ctimeout) != CURLE_OK)

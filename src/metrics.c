@@ -48,7 +48,14 @@ void metrics_init(struct metrics *m, double now)
 
 static bool provider_ok(int provider)
 {
-    return provider >= 0 && provider < PROVIDER_COUNT;
+    return provider >= 0 && provider < PROVIDER_MAX;
+}
+
+/* Series for the named providers always, for a generic id once a config named it. */
+static bool provider_shown(int p)
+{
+    return p < PROVIDER_NAMED_COUNT ||
+           strcmp(provider_id_name((enum provider_id)p), "unknown") != 0;
 }
 
 static void histogram_observe(struct metrics_histogram *h, const double *bounds, size_t n, double v)
@@ -191,7 +198,9 @@ static void histogram(struct strbuf *out, const char *name, const char *help,
                       const struct metrics_histogram *h, const double *bounds, size_t n)
 {
     header(out, name, "histogram", help);
-    for (int p = 0; p < PROVIDER_COUNT; p++) {
+    for (int p = 0; p < PROVIDER_MAX; p++) {
+        if (!provider_shown(p))
+            continue;
         const char *prov = provider_id_name((enum provider_id)p);
         uint64_t cum = 0;
         for (size_t i = 0; i <= n; i++) {
@@ -227,7 +236,9 @@ void metrics_render(const struct metrics *m, const char *version, struct strbuf 
            "Refresh attempts by provider and final outcome (refreshed and revoked count "
            "results written; discarded counts answers dropped because the row changed "
            "meanwhile; local_error counts attempts never sent).");
-    for (int p = 0; p < PROVIDER_COUNT; p++) {
+    for (int p = 0; p < PROVIDER_MAX; p++) {
+        if (!provider_shown(p))
+            continue;
         for (int o = 0; o < METRICS_OUTCOME_COUNT; o++) {
             strbuf_puts(out, NS "refreshes_total{provider=\"");
             put_label_value(out, provider_id_name((enum provider_id)p));
@@ -260,7 +271,9 @@ void metrics_render(const struct metrics *m, const char *version, struct strbuf 
     header(out, "provider_paused", "gauge",
            "1 while requests to the provider are paused (repeated failures or refused client "
            "credentials).");
-    for (int p = 0; p < PROVIDER_COUNT; p++) {
+    for (int p = 0; p < PROVIDER_MAX; p++) {
+        if (!provider_shown(p))
+            continue;
         strbuf_puts(out, NS "provider_paused{provider=\"");
         put_label_value(out, provider_id_name((enum provider_id)p));
         strbuf_printf(out, "\"} %d\n", m->paused[p] ? 1 : 0);

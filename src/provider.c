@@ -61,9 +61,13 @@ const struct provider_ops *provider_ops_get(enum provider_id id)
         return &provider_github_ops;
     case PROVIDER_MICROSOFT:
         return &provider_microsoft_ops;
-    case PROVIDER_COUNT:
+    case PROVIDER_NAMED_COUNT:
+    default:
         break;
     }
+    /* Every other provider speaks the generic dialect (dialect = oauth2). */
+    if (id >= PROVIDER_NAMED_COUNT && id < PROVIDER_MAX)
+        return &provider_oauth2_ops;
     return NULL;
 }
 
@@ -73,6 +77,7 @@ void provider_request_clear(struct provider_request *req)
         return;
     free(req->url);
     secret_clear(&req->body);
+    secret_clear(&req->auth_header);
     memset(req, 0, sizeof(*req));
 }
 
@@ -806,6 +811,14 @@ static char *encode_into(char *o, const char *s)
         }
     }
     return o;
+}
+
+char *provider_form_encode(const char *s)
+{
+    char *buf = malloc(encoded_len(s) + 1);
+    if (buf)
+        *encode_into(buf, s) = '\0';
+    return buf;
 }
 
 int provider_build_form(const struct provider_config *pc, const struct provider_form_field *fields,

@@ -31,7 +31,7 @@ int refresh_prepare(struct refresh_attempt *ra, struct config *cfg, struct claim
     ra->acct = *acct;
     memset(acct, 0, sizeof *acct);
 
-    if (ra->acct.provider < 0 || ra->acct.provider >= PROVIDER_COUNT) {
+    if (ra->acct.provider < 0 || ra->acct.provider >= PROVIDER_MAX) {
         snprintf(code, codelen, "unknown_provider");
         snprintf(detail, detaillen, "the account's provider has no dialect");
         return -1;

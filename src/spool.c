@@ -16,6 +16,10 @@
  * is a "P2" line: account id, provider, retry time (microseconds), the old
  * and new refresh token and the id token ciphertexts, the error code (as
  * text), and the same kind of tag; "S2" lines are unchanged by it.
+ * The provider is its id (0, 1, 2) for google, github and microsoft, and its
+ * name for any other (a generic provider's id is only good for one process:
+ * config.h); a name starts with a letter, so the two never look alike, and a
+ * line of one of the three reads as it always did.
  * Lines of the first format (a Fernet token over the item's JSON) are still
  * read, so an upgrade replays what an older daemon left.
  */
@@ -204,6 +208,43 @@ static int append_tag(struct strbuf *sb, const struct keyring *kr, size_t start)
     return sb->oom ? -1 : 0;
 }
 
+/* Whether p can be written: a named id, or a generic id with a name. */
+static bool provider_writable(enum provider_id p)
+{
+    return (int)p >= 0 && p < PROVIDER_MAX &&
+           (p < PROVIDER_NAMED_COUNT || strcmp(provider_id_name(p), "unknown") != 0);
+}
+
+/* "id provider usec": the provider as its digit, or as its name (see the top). */
+static void put_head(struct strbuf *sb, const char *magic, int64_t id, enum provider_id p,
+                     int64_t usec)
+{
+    if (p < PROVIDER_NAMED_COUNT)
+        strbuf_printf(sb, "%s%" PRId64 " %d %" PRId64, magic, id, (int)p, usec);
+    else
+        strbuf_printf(sb, "%s%" PRId64 " %s %" PRId64, magic, id, provider_id_name(p), usec);
+}
+
+/*
+ * A provider field: a named provider's digit, or a generic provider's name,
+ * which gets an id in this process if it has none yet (its section may be
+ * gone from the config: the result is written all the same).
+ */
+static bool parse_provider(const char *f, enum provider_id *out)
+{
+    if (f[0] >= '0' && f[0] <= '9') {
+        if (f[1] != '\0' || f[0] - '0' >= PROVIDER_NAMED_COUNT)
+            return false;
+        *out = (enum provider_id)(f[0] - '0');
+        return true;
+    }
+    int id = provider_id_register(f);
+    if (id < 0)
+        return false;
+    *out = (enum provider_id)id;
+    return true;
+}
+
 /*
  * A partial result: "P2 id provider retry_usec old refresh id_token error
  * tag". No access token, expiry, scope or token type: the database keeps its
@@ -213,12 +254,11 @@ static int append_partial(struct strbuf *sb, const struct keyring *kr, const str
 {
     int64_t usec;
     if (!is_ciphertext(it->old_refresh_ct) || !is_ciphertext(it->refresh_ct) ||
-        (it->id_token_ct && !is_ciphertext(it->id_token_ct)) || it->provider < 0 ||
-        it->provider >= PROVIDER_COUNT || !expiry_to_usec(it->retry_at, &usec))
+        (it->id_token_ct && !is_ciphertext(it->id_token_ct)) || !provider_writable(it->provider) ||
+        !expiry_to_usec(it->retry_at, &usec))
         return -1;
     size_t start = sb->len;
-    strbuf_printf(sb, SPOOL_PARTIAL_MAGIC "%" PRId64 " %d %" PRId64, it->account_id,
-                  (int)it->provider, usec);
+    put_head(sb, SPOOL_PARTIAL_MAGIC, it->account_id, it->provider, usec);
     put_ciphertext(sb, it->old_refresh_ct);
     put_ciphertext(sb, it->refresh_ct);
     put_ciphertext(sb, it->id_token_ct);
@@ -239,12 +279,10 @@ static int append_item(struct strbuf *sb, const struct keyring *kr, const struct
     int64_t usec;
     if (!is_ciphertext(it->old_refresh_ct) || !is_ciphertext(it->access_ct) ||
         !is_ciphertext(it->refresh_ct) || (it->id_token_ct && !is_ciphertext(it->id_token_ct)) ||
-        it->provider < 0 || it->provider >= PROVIDER_COUNT ||
-        !expiry_to_usec(it->expires_at, &usec))
+        !provider_writable(it->provider) || !expiry_to_usec(it->expires_at, &usec))
         return -1;
     size_t start = sb->len;
-    strbuf_printf(sb, SPOOL_LINE_MAGIC "%" PRId64 " %d %" PRId64, it->account_id, (int)it->provider,
-                  usec);
+    put_head(sb, SPOOL_LINE_MAGIC, it->account_id, it->provider, usec);
     put_ciphertext(sb, it->old_refresh_ct);
     put_ciphertext(sb, it->access_ct);
     put_ciphertext(sb, it->refresh_ct);
@@ -392,7 +430,7 @@ static struct store_item *item_from_json(const char *text, size_t len)
         json_t *prov = json_object_get(o, "provider");
         json_t *exp = json_object_get(o, "expires_at");
         ok = json_is_integer(id) && json_is_integer(prov) && json_is_number(exp) &&
-             json_integer_value(prov) >= 0 && json_integer_value(prov) < PROVIDER_COUNT;
+             json_integer_value(prov) >= 0 && json_integer_value(prov) < PROVIDER_NAMED_COUNT;
         int64_t usec = 0;
         ok = ok && expiry_to_usec(json_number_value(exp), &usec);
         if (ok) {
@@ -523,9 +561,9 @@ static struct store_item *item_from_line(const struct keyring *kr, char *line, s
     char *f[SPOOL_FIELDS];
     if (!line_fields(kr, line, len, f, SPOOL_FIELDS, verified))
         return NULL;
-    int64_t id, prov, usec;
-    if (!parse_int64(f[0], INT64_MIN, INT64_MAX, &id) ||
-        !parse_int64(f[1], 0, PROVIDER_COUNT - 1, &prov) ||
+    int64_t id, usec;
+    enum provider_id prov;
+    if (!parse_int64(f[0], INT64_MIN, INT64_MAX, &id) || !parse_provider(f[1], &prov) ||
         !parse_int64(f[2], 0, SPOOL_MAX_EXPIRY_USEC - 1, &usec) || !expiry_usec_is_stable(usec))
         return NULL;
     struct store_item *it = calloc(1, sizeof *it);
@@ -535,7 +573,7 @@ static struct store_item *item_from_line(const struct keyring *kr, char *line, s
     it->kind = STORE_REFRESHED;
     it->rotated = true;
     it->account_id = id;
-    it->provider = (enum provider_id)prov;
+    it->provider = prov;
     it->expires_at = (double)usec / 1e6;
     it->old_refresh_ct = dup_ciphertext(f[3], false, &ok);
     it->access_ct = dup_ciphertext(f[4], false, &ok);
@@ -557,9 +595,9 @@ static struct store_item *partial_from_line(const struct keyring *kr, char *line
     char *f[SPOOL_PARTIAL_FIELDS];
     if (!line_fields(kr, line, len, f, SPOOL_PARTIAL_FIELDS, verified))
         return NULL;
-    int64_t id, prov, usec;
-    if (!parse_int64(f[0], INT64_MIN, INT64_MAX, &id) ||
-        !parse_int64(f[1], 0, PROVIDER_COUNT - 1, &prov) ||
+    int64_t id, usec;
+    enum provider_id prov;
+    if (!parse_int64(f[0], INT64_MIN, INT64_MAX, &id) || !parse_provider(f[1], &prov) ||
         !parse_int64(f[2], 0, SPOOL_MAX_EXPIRY_USEC - 1, &usec) || !expiry_usec_is_stable(usec))
         return NULL;
     struct store_item *it = calloc(1, sizeof *it);
@@ -569,7 +607,7 @@ static struct store_item *partial_from_line(const struct keyring *kr, char *line
     it->kind = STORE_REFRESHED;
     it->rotated = true;
     it->account_id = id;
-    it->provider = (enum provider_id)prov;
+    it->provider = prov;
     it->retry_at = (double)usec / 1e6;
     it->old_refresh_ct = dup_ciphertext(f[3], false, &ok);
     it->refresh_ct = dup_ciphertext(f[4], false, &ok);

@@ -138,7 +138,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                "bounds");
     FUZZ_CHECK(cfg->state_directory != NULL && cfg->state_directory[0] == '/', "state_directory");
     FUZZ_CHECK(cfg->conninfo != NULL && cfg->user_agent != NULL, "defaults missing");
-    for (int i = 0; i < PROVIDER_COUNT; i++) {
+    for (int i = 0; i < PROVIDER_MAX; i++) {
         const struct provider_config *pc = cfg->providers[i];
         if (pc == NULL)
             continue;

@@ -310,7 +310,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     uint8_t flags = data[0];
     static const enum provider_id ids[4] = {PROVIDER_GOOGLE, PROVIDER_GITHUB, PROVIDER_MICROSOFT,
-                                            PROVIDER_GOOGLE};
+                                            PROVIDER_NAMED_COUNT /* the generic dialect */};
     const struct provider_ops *ops = provider_ops_get(ids[flags & 3]);
     FUZZ_CHECK(ops != NULL, "no dialect");
 

@@ -107,7 +107,7 @@ static void add_cb(void *ud, struct store_item *item)
         item->old_refresh_ct && item->refresh_ct &&
             (store_item_is_partial(item) ? item->access_ct == NULL : item->access_ct != NULL),
         "a replayed item lacks a ciphertext the write-back needs");
-    FUZZ_CHECK(item->provider >= 0 && item->provider < PROVIDER_COUNT, "provider %d",
+    FUZZ_CHECK(item->provider >= 0 && item->provider < PROVIDER_MAX, "provider %d",
                (int)item->provider);
     FUZZ_CHECK(item->rotated && item->kind == STORE_REFRESHED, "replayed item kind");
     FUZZ_CHECK(item->spool_id != 0, "replayed item without a segment id");

@@ -236,14 +236,18 @@ def config_schema():
     arrays = {m.group(1): strings(m.group(2)) for m in re.finditer(
         r"static const char \*const (\w+)\[[^\]]*\]\s*=\s*\{([^;]*?)NULL\s*,?\s*\};", c)}
     bases = re.search(r"base_section_names\[SEC_PROVIDER\]\s*=\s*\{(.*?)\};", c, re.S)
-    providers = re.search(r"provider_names\[PROVIDER_COUNT\]\s*=\s*\{(.*?)\};", c, re.S)
+    providers = re.search(r"provider_names\[PROVIDER_NAMED_COUNT\]\s*=\s*\{(.*?)\};", c, re.S)
     assert bases and providers and "provider_keys" in arrays, "config.c's key tables moved; update config_schema()"
     schema = {}
     for sec in strings(bases.group(1)):
         assert sec in arrays, f"config.c: no key array named {sec!r} (section_keys changed?)"
         schema[sec] = arrays[sec]
+    # The generic dialect's keys are refused on the named providers, tenant on
+    # the generic ones; the man page shows the generic section as [provider.keycloak].
+    generic_only = {"dialect", "issuer", "client_auth", "send_scope"}
     for p in strings(providers.group(1)):
-        schema[f"provider.{p}"] = arrays["provider_keys"]
+        schema[f"provider.{p}"] = [k for k in arrays["provider_keys"] if k not in generic_only]
+    schema["provider.keycloak"] = [k for k in arrays["provider_keys"] if k != "tenant"]
     assert schema.get("refresh") and "lead_time" in schema["refresh"], schema
     return schema
 

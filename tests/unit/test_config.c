@@ -188,7 +188,7 @@ static void minimal_config_gets_every_default(void **state)
     assert_string_equal(cfg->user_agent, "oauth-refreshd/" OAUTH_VERSION);
     assert_false(cfg->allow_insecure_http);
     assert_null(cfg->metrics_listen);
-    for (int i = 0; i < PROVIDER_COUNT; i++)
+    for (int i = 0; i < PROVIDER_NAMED_COUNT; i++)
         assert_null(cfg->providers[i]);
     assert_int_equal(config_lease_ms(cfg), 30000 * 2 + 10000);
     assert_int_equal(fx.nwarn, 0);
@@ -300,7 +300,7 @@ static void provider_defaults_fill_token_urls(void **state)
     assert_string_equal(cfg->providers[PROVIDER_MICROSOFT]->token_url,
                         "https://login.microsoftonline.com/common/oauth2/v2.0/token");
     assert_string_equal(cfg->providers[PROVIDER_MICROSOFT]->tenant, "common");
-    for (int i = 0; i < PROVIDER_COUNT; i++) {
+    for (int i = 0; i < PROVIDER_NAMED_COUNT; i++) {
         assert_int_equal(cfg->providers[i]->max_in_flight, 128);
         assert_true(cfg->providers[i]->max_rate == 50.0);
     }
@@ -402,11 +402,168 @@ static void unknown_provider_is_an_error(void **state)
     (void)state;
     expect_error(CRYPTO_OK "[provider.yahoo]\nclient_id = x\n",
                  ":3: [provider.yahoo]: unknown provider \"yahoo\" (known: google, github, "
-                 "microsoft)");
-    expect_error(CRYPTO_OK "[provider.]\n", ":3: [provider.]: unknown provider \"\" (known: "
-                                            "google, github, microsoft)");
-    expect_error(CRYPTO_OK "[provider.Google]\n", ":3: [provider.Google]: unknown provider "
-                                                  "\"Google\" (known: google, github, microsoft)");
+                 "microsoft; any other needs dialect = oauth2)");
+    expect_error(CRYPTO_OK "[provider.]\n",
+                 ":3: [provider.]: \"\" is not a provider name (a letter a-z, then up to 19 of "
+                 "a-z, 0-9, - and _, as in oauth_accounts.provider)");
+    expect_error(CRYPTO_OK "[provider.Google]\n",
+                 ":3: [provider.Google]: \"Google\" is not a provider name (a letter a-z, then "
+                 "up to 19 of a-z, 0-9, - and _, as in oauth_accounts.provider)");
+}
+
+/* ---- generic providers (dialect = oauth2) ---- */
+
+#define KEYCLOAK_SECTION                                                                           \
+    "[provider.keycloak]\ndialect = oauth2\nclient_id = kc\nclient_secret_file = kc.secret\n"
+
+static void generic_provider_with_token_url_loads(void **state)
+{
+    (void)state;
+    write_file("kc.secret", "kcsecret\n", 0600);
+    struct config *cfg =
+        expect_ok(CRYPTO_OK KEYCLOAK_SECTION "token_url = https://id.test/realms/a/token\n"
+                                             "[provider.okta-prod]\ndialect = oauth2\n"
+                                             "token_url = https://okta.test/token\n"
+                                             "client_auth = client_secret_post\n"
+                                             "send_scope = yes\nclient_id = ok\n"
+                                             "client_secret_file = kc.secret\n");
+    int kc = provider_id_from_name("keycloak"), okta = provider_id_from_name("okta-prod");
+    assert_true(kc >= PROVIDER_NAMED_COUNT && kc < PROVIDER_MAX);
+    assert_true(okta >= PROVIDER_NAMED_COUNT && okta < PROVIDER_MAX && okta != kc);
+    assert_string_equal(provider_id_name((enum provider_id)kc), "keycloak");
+    const struct provider_config *pc = cfg->providers[kc];
+    assert_non_null(pc);
+    assert_int_equal(pc->id, kc);
+    assert_true(pc->generic);
+    assert_null(pc->issuer);
+    assert_string_equal(pc->token_url, "https://id.test/realms/a/token");
+    assert_int_equal(pc->client_auth, CLIENT_AUTH_BASIC); /* RFC 6749 §2.3.1's MUST */
+    assert_false(pc->send_scope);
+    assert_string_equal(pc->client_secret, "kcsecret");
+    pc = cfg->providers[okta];
+    assert_int_equal(pc->client_auth, CLIENT_AUTH_POST);
+    assert_true(pc->send_scope);
+    for (int i = 0; i < PROVIDER_NAMED_COUNT; i++)
+        assert_null(cfg->providers[i]);
+    config_unref(cfg);
+
+    /* A reload that names them the other way round keeps each name's id. */
+    cfg = expect_ok(CRYPTO_OK "[provider.okta-prod]\ndialect = oauth2\n"
+                              "token_url = https://okta.test/token\nclient_id = ok\n"
+                              "client_secret_file = kc.secret\n" KEYCLOAK_SECTION
+                              "token_url = https://id.test/realms/a/token\n");
+    assert_int_equal(provider_id_from_name("keycloak"), kc);
+    assert_int_equal(provider_id_from_name("okta-prod"), okta);
+    assert_string_equal(cfg->providers[kc]->client_id, "kc");
+    assert_string_equal(cfg->providers[okta]->client_id, "ok");
+    config_unref(cfg);
+}
+
+static void generic_provider_with_issuer_waits_for_discovery(void **state)
+{
+    (void)state;
+    write_file("kc.secret", "kcsecret\n", 0600);
+    struct config *cfg =
+        expect_ok(CRYPTO_OK KEYCLOAK_SECTION "issuer = https://id.test/realms/a\n");
+    const struct provider_config *pc = cfg->providers[provider_id_from_name("keycloak")];
+    assert_non_null(pc);
+    assert_string_equal(pc->issuer, "https://id.test/realms/a");
+    assert_null(pc->token_url);                             /* discovery says */
+    assert_int_equal(pc->client_auth, CLIENT_AUTH_DEFAULT); /* discovery picks */
+    config_unref(cfg);
+}
+
+static void generic_provider_errors(void **state)
+{
+    (void)state;
+    write_file("kc.secret", "kcsecret\n", 0600);
+    expect_error(CRYPTO_OK KEYCLOAK_SECTION "issuer = http://id.test/realms/a\n",
+                 ":7: [provider.keycloak] issuer: \"http://id.test/realms/a\" is plain http://; "
+                 "token URLs must be https:// (http:// is allowed only with [http] "
+                 "allow_insecure_http = yes, for tests)");
+    expect_error(CRYPTO_OK KEYCLOAK_SECTION "issuer = https://id.test/a\n"
+                                            "token_url = https://id.test/token\n",
+                 ":7: [provider.keycloak] issuer: issuer and token_url are mutually exclusive "
+                 "(token_url is set at line 8): the issuer's discovery document names the "
+                 "token endpoint");
+    expect_error(CRYPTO_OK KEYCLOAK_SECTION, ":3: [provider.keycloak] token_url: required (or "
+                                             "issuer, for discovery)");
+    expect_error(CRYPTO_OK KEYCLOAK_SECTION "token_url = https://id.test/token\n"
+                                            "client_auth = private_key_jwt\n",
+                 ":8: [provider.keycloak] client_auth: \"private_key_jwt\" is not "
+                 "client_secret_basic or client_secret_post");
+    expect_error(CRYPTO_OK KEYCLOAK_SECTION "token_url = https://id.test/token\n"
+                                            "send_scope = maybe\n",
+                 ":8: [provider.keycloak] send_scope: \"maybe\" is not yes or no");
+    expect_error(CRYPTO_OK KEYCLOAK_SECTION "token_url = http://id.test/token\n",
+                 ":7: [provider.keycloak] token_url: \"http://id.test/token\" is plain http://; "
+                 "token URLs must be https:// (http:// is allowed only with [http] "
+                 "allow_insecure_http = yes, for tests)");
+    expect_error(CRYPTO_OK "[provider.keycloak]\ndialect = saml\ntoken_url = https://a.test/t\n"
+                           "client_id = kc\nclient_secret_file = kc.secret\n",
+                 ":4: [provider.keycloak] dialect: \"saml\" is not a dialect (oauth2)");
+    expect_error(CRYPTO_OK KEYCLOAK_SECTION "token_url = https://id.test/token\ntenant = x\n",
+                 ":8: [provider.keycloak] tenant: only valid in [provider.microsoft]");
+    /* The three named providers keep their own dialects. */
+    expect_error(CRYPTO_OK "[provider.google]\ndialect = oauth2\nclient_id = g\n"
+                           "client_secret_file = kc.secret\n",
+                 ":4: [provider.google] dialect: google keeps its own dialect; dialect = oauth2 "
+                 "is for providers other than google, github and microsoft");
+    expect_error(CRYPTO_OK "[provider.github]\nclient_id = g\nclient_secret_file = kc.secret\n"
+                           "client_auth = client_secret_post\n",
+                 ":6: [provider.github] client_auth: only valid with dialect = oauth2");
+    expect_error(CRYPTO_OK "[provider.microsoft]\nclient_id = g\nclient_secret_file = kc.secret\n"
+                           "issuer = https://login.test\n",
+                 ":6: [provider.microsoft] issuer: only valid with dialect = oauth2");
+    expect_error(CRYPTO_OK "[provider.this-name-is-far-too-long]\n",
+                 ":3: [provider.this-name-is-far-too-long]: \"this-name-is-far-too-long\" is not a "
+                 "provider name (a letter a-z, then up to 19 of a-z, 0-9, - and _, as in "
+                 "oauth_accounts.provider)");
+    expect_error(CRYPTO_OK "[provider.7eleven]\n",
+                 ":3: [provider.7eleven]: \"7eleven\" is not a provider name (a letter a-z, then "
+                 "up to 19 of a-z, 0-9, - and _, as in oauth_accounts.provider)");
+    /* A rejected config gives no id to the names it held. */
+    assert_int_equal(provider_id_from_name("never-accepted"), -1);
+    expect_error(CRYPTO_OK "[provider.never-accepted]\ndialect = oauth2\n",
+                 ":3: [provider.never-accepted] token_url: required (or issuer, for discovery)");
+    assert_int_equal(provider_id_from_name("never-accepted"), -1);
+}
+
+static void provider_names_and_ids(void **state)
+{
+    (void)state;
+    assert_true(provider_name_valid("keycloak"));
+    assert_true(provider_name_valid("a"));
+    assert_true(provider_name_valid("gitlab_self-hosted2"));
+    assert_true(provider_name_valid("abcdefghijklmnopqrst")); /* 20 */
+    assert_false(provider_name_valid("abcdefghijklmnopqrstu"));
+    assert_false(provider_name_valid(""));
+    assert_false(provider_name_valid(NULL));
+    assert_false(provider_name_valid("Okta"));
+    assert_false(provider_name_valid("0kta"));
+    assert_false(provider_name_valid("ok ta"));
+    assert_false(provider_name_valid("ok.ta"));
+    assert_int_equal(provider_id_register("google"), -1); /* named: not a generic name */
+    assert_int_equal(provider_id_register("Bad"), -1);
+    int a = provider_id_register("regtest-a");
+    assert_true(a >= PROVIDER_NAMED_COUNT);
+    assert_int_equal(provider_id_register("regtest-a"), a);
+    assert_int_equal(provider_id_from_name("regtest-a"), a);
+    /* The ids run out at PROVIDER_MAX, and are never given twice. */
+    int last = a;
+    char name[32];
+    for (int i = 0; i < PROVIDER_MAX; i++) {
+        snprintf(name, sizeof(name), "regtest-%d", i);
+        int id = provider_id_register(name);
+        if (id < 0)
+            break;
+        assert_true(id > last);
+        last = id;
+    }
+    assert_int_equal(last, PROVIDER_MAX - 1);
+    assert_int_equal(provider_id_register("one-too-many"), -1);
+    assert_string_equal(client_auth_name(CLIENT_AUTH_BASIC), "client_secret_basic");
+    assert_string_equal(client_auth_name(CLIENT_AUTH_POST), "client_secret_post");
 }
 
 static void duplicate_provider_section_is_an_error(void **state)
@@ -492,7 +649,8 @@ static void errors_are_listed_in_file_order(void **state)
     static const char *const want[] = {
         ":2: [daemon] log_level: \"loud\" is not one of debug, info, notice, warning, err",
         ":3: [daemon] foo: unknown key",
-        ":4: [provider.yahoo]: unknown provider \"yahoo\" (known: google, github, microsoft)",
+        (":4: [provider.yahoo]: unknown provider \"yahoo\" (known: google, github, microsoft; "
+         "any other needs dialect = oauth2)"),
         ":6: [refresh] lead_time: \"x\" is not a duration (e.g. 300, 250ms, 5min, 1h30min)",
         ": [crypto] keys_file: required (the Fernet key list) when key_derivation = none",
     };
@@ -1175,7 +1333,7 @@ static void shipped_example_config_loads_with_example_credentials(void **state)
     assert_int_equal(keyring_count(cfg->keys), 1);
     assert_int_equal(cfg->lead_time_ms, 300000);
     assert_int_equal(cfg->shutdown_timeout_ms, 20000);
-    for (int i = 0; i < PROVIDER_COUNT; i++)
+    for (int i = 0; i < PROVIDER_NAMED_COUNT; i++)
         assert_non_null(cfg->providers[i]);
     assert_string_equal(cfg->providers[PROVIDER_MICROSOFT]->token_url,
                         "https://login.microsoftonline.com/common/oauth2/v2.0/token");
@@ -1218,9 +1376,9 @@ static void provider_names_round_trip(void **state)
     assert_int_equal(provider_id_from_name("Google"), -1);
     assert_int_equal(provider_id_from_name(""), -1);
     assert_int_equal(provider_id_from_name(NULL), -1);
-    for (int i = 0; i < PROVIDER_COUNT; i++)
+    for (int i = 0; i < PROVIDER_NAMED_COUNT; i++)
         assert_int_equal(provider_id_from_name(provider_id_name((enum provider_id)i)), i);
-    assert_string_equal(provider_id_name(PROVIDER_COUNT), "unknown");
+    assert_string_equal(provider_id_name(PROVIDER_MAX), "unknown");
 }
 
 /*
@@ -1299,6 +1457,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(minimal_config_gets_every_default),
+        T(generic_provider_with_token_url_loads),
+        T(generic_provider_with_issuer_waits_for_discovery),
+        T(generic_provider_errors),
         T(client_secrets_and_conninfo_live_in_guarded_memory),
         T(empty_values_mean_default),
         T(every_key_is_read),
@@ -1349,6 +1510,7 @@ int main(void)
         T(references_are_counted),
         T(callers_may_pass_no_error_list_or_warn_callback),
         T(provider_names_round_trip),
+        T(provider_names_and_ids), /* last: it uses up every generic id */
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

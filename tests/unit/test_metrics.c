@@ -195,7 +195,7 @@ static void test_out_of_range_providers_and_outcomes_are_ignored(void **state)
     struct metrics m, zero;
     metrics_init(&m, 0);
     metrics_init(&zero, 0);
-    int bad[] = {-1, PROVIDER_COUNT, 1000, -2147483647 - 1};
+    int bad[] = {-1, PROVIDER_MAX, 1000, -2147483647 - 1};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         metrics_observe_answer(&m, bad[i], OUTCOME_TRANSIENT, 1, 1);
         metrics_observe_store(&m, bad[i], STORE_REFRESHED, STORE_WRITTEN);
@@ -232,6 +232,27 @@ static void test_gauges_render_what_the_daemon_set(void **state)
     EXPECT_LINE(t, "oauth_refreshd_accounts_failing 2");
     EXPECT_LINE(t, "oauth_refreshd_accounts_revoked 9");
     EXPECT_LINE(t, "oauth_refreshd_account_counts_timestamp_seconds 1234.25");
+    free(t);
+}
+
+/* A generic provider's series appear once a config named it, under its name. */
+static void test_generic_providers_are_shown_by_name_once_named(void **state)
+{
+    (void)state;
+    struct metrics m;
+    metrics_init(&m, 100);
+    char *t = render(&m, "v");
+    EXPECT_NO_SUBSTR(t, "provider=\"unknown\"");
+    free(t);
+    int id = provider_id_register("keycloak");
+    assert_true(id >= PROVIDER_NAMED_COUNT);
+    metrics_count(&m, id, METRICS_REFRESHED);
+    metrics_count(&m, id, METRICS_REFRESHED);
+    m.paused[id] = true;
+    t = render(&m, "v");
+    EXPECT_LINE(t, "oauth_refreshd_refreshes_total{provider=\"keycloak\",outcome=\"refreshed\"} 2");
+    EXPECT_LINE(t, "oauth_refreshd_provider_paused{provider=\"keycloak\"} 1");
+    EXPECT_NO_SUBSTR(t, "provider=\"unknown\"");
     free(t);
 }
 
@@ -341,6 +362,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fresh_metrics_render_zero_counters_for_every_provider_and_outcome),
+        cmocka_unit_test(test_generic_providers_are_shown_by_name_once_named),
         cmocka_unit_test(test_answers_count_failures_and_store_counts_written_results),
         cmocka_unit_test(test_histogram_buckets_are_cumulative_and_le_is_inclusive),
         cmocka_unit_test(test_non_finite_and_negative_latency_are_not_observed),

@@ -846,7 +846,7 @@ static void test_request_without_client_secret_omits_it(void **state)
 static void test_request_without_client_id_or_url_fails_cleanly(void **state)
 {
     (void)state;
-    for (int d = 0; d < PROVIDER_COUNT; d++) {
+    for (int d = 0; d < PROVIDER_NAMED_COUNT; d++) {
         struct provider_config pc = pc_of((enum provider_id)d, "s");
         pc.client_id = NULL;
         struct provider_request req;
@@ -911,7 +911,7 @@ static void test_table_of_functions(void **state)
 {
     (void)state;
     static const char *const names[] = {"google", "github", "microsoft"};
-    for (int d = 0; d < PROVIDER_COUNT; d++) {
+    for (int d = 0; d < PROVIDER_NAMED_COUNT; d++) {
         const struct provider_ops *ops = provider_ops_get((enum provider_id)d);
         assert_non_null(ops);
         assert_int_equal(ops->id, d);
@@ -919,7 +919,7 @@ static void test_table_of_functions(void **state)
         assert_non_null(ops->build_request);
         assert_non_null(ops->read_answer);
     }
-    assert_null(provider_ops_get(PROVIDER_COUNT));
+    assert_null(provider_ops_get(PROVIDER_MAX));
     assert_string_equal(refresh_outcome_name(OUTCOME_SUCCESS), "success");
     assert_string_equal(refresh_outcome_name(OUTCOME_REVOKED), "revoked");
     assert_string_equal(refresh_outcome_name(OUTCOME_TRANSIENT), "transient");

@@ -217,7 +217,7 @@ static void test_every_row_can_be_reached(void **state)
     for (size_t i = 0; i < provider_rules_count; i++) {
         const struct provider_rule *r = &provider_rules[i];
         bool reached = false;
-        for (int dialect = 0; dialect < PROVIDER_COUNT && !reached; dialect++) {
+        for (int dialect = 0; dialect < PROVIDER_NAMED_COUNT && !reached; dialect++) {
             if (r->dialect != RULE_ANY_DIALECT && r->dialect != dialect)
                 continue;
             reached = find_for(i, dialect) == r;
@@ -276,7 +276,7 @@ static void test_last_row_catches_every_json_error(void **state)
     assert_null(last->error);
     assert_int_equal(last->outcome, OUTCOME_BAD_RESPONSE);
     json_t *root = json_pack("{s:s}", "error", "something_new");
-    for (int dialect = 0; dialect < PROVIDER_COUNT; dialect++) {
+    for (int dialect = 0; dialect < PROVIDER_NAMED_COUNT; dialect++) {
         struct answer_facts f = {
             .dialect = dialect, .status = 400, .root = root, .error = "something_new"};
         assert_ptr_equal(provider_rule_find(&f), last);

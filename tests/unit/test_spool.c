@@ -328,6 +328,66 @@ static void test_partial_results_come_back_whole_after_restart(void **state)
     spool_close(sp);
 }
 
+/*
+ * A generic provider's id is only good for one process (config.h): its lines
+ * name it, and a named provider's lines keep their digit, as before.
+ */
+static void test_a_generic_provider_is_spooled_by_name(void **state)
+{
+    struct fixture *fx = *state;
+    int kc = provider_id_register("keycloak");
+    assert_true(kc >= PROVIDER_NAMED_COUNT);
+    char err[ERRBUF_LEN];
+    struct spool *sp = spool_open(fx->dir, err, sizeof err);
+    assert_non_null(sp);
+    struct store_item *items[3] = {make_item(fx->kr, 1, "rt-kc"),
+                                   make_partial(fx->kr, 2, "rt-kc-partial", false),
+                                   make_item(fx->kr, 3, "rt-github")};
+    items[0]->provider = (enum provider_id)kc;
+    items[1]->provider = (enum provider_id)kc;
+    assert_int_equal(spool_write(sp, fx->kr, items, 3, err, sizeof err), 0);
+    for (int i = 0; i < 3; i++)
+        store_item_free(items[i]);
+    spool_close(sp);
+
+    char *path = only_segment_path(fx->dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[4096];
+    assert_non_null(fgets(line, sizeof line, f));
+    assert_memory_equal(line, "S2 1 keycloak ", 14);
+    assert_non_null(fgets(line, sizeof line, f));
+    assert_memory_equal(line, "P2 2 keycloak ", 14);
+    assert_non_null(fgets(line, sizeof line, f));
+    assert_memory_equal(line, "S2 3 1 ", 7);
+    fclose(f);
+    free(path);
+
+    struct spool_replay_stats st;
+    sp = restart_and_replay(fx, fx->kr, &st);
+    assert_int_equal(st.items, 3);
+    assert_int_equal(st.bad_items, 0);
+    assert_int_equal(fx->replayed[0]->provider, kc);
+    assert_decrypts_to(fx->kr, fx->replayed[0]->refresh_ct, "rt-kc");
+    assert_int_equal(fx->replayed[1]->provider, kc);
+    assert_true(store_item_is_partial(fx->replayed[1]));
+    assert_decrypts_to(fx->kr, fx->replayed[1]->refresh_ct, "rt-kc-partial");
+    assert_int_equal(fx->replayed[2]->provider, PROVIDER_GITHUB);
+    for (size_t i = 0; i < 3; i++)
+        spool_release(sp, fx->replayed[i]->spool_id);
+    spool_close(sp);
+
+    /* An id no config gave out has no name: such an item is refused, not spooled as a number. */
+    struct store_item *bad = make_item(fx->kr, 4, "rt-x");
+    bad->provider = (enum provider_id)(PROVIDER_MAX - 1);
+    if (strcmp(provider_id_name(bad->provider), "unknown") == 0) {
+        sp = spool_open(fx->dir, err, sizeof err);
+        assert_int_equal(spool_write(sp, fx->kr, &bad, 1, err, sizeof err), -1);
+        spool_close(sp);
+    }
+    store_item_free(bad);
+}
+
 static void test_a_result_set_aside_is_kept_but_never_replayed(void **state)
 {
     struct fixture *fx = *state;
@@ -744,6 +804,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_written_items_come_back_whole_after_restart, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_partial_results_come_back_whole_after_restart, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_a_generic_provider_is_spooled_by_name, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_a_result_set_aside_is_kept_but_never_replayed, setup,
                                         teardown),

@@ -8,6 +8,7 @@ package (`npm ci` in tests/oidc) before the suite runs.
 Must never: print a token, or listen beyond loopback.
 """
 
+import base64
 import json
 import os
 import ssl
@@ -109,9 +110,17 @@ class OidcProvider:
         return body
 
     def _post_form(self, path, form, client_id):
-        form = dict(form, client_id=client_id, client_secret=self.clients[client_id][0])
-        return self._request(path, urllib.parse.urlencode(form).encode(),
-                             {"Content-Type": "application/x-www-form-urlencoded"}, "POST")
+        """POST as client_id, authenticated the way it is registered (the provider
+        requires the same method at its introspection endpoint)."""
+        secret, method = self.clients[client_id]
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        if method == "client_secret_basic":
+            # RFC 6749 §2.3.1: each part form-urlencoded, then joined and base64-encoded.
+            pair = urllib.parse.quote(client_id, safe="") + ":" + urllib.parse.quote(secret, safe="")
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        else:
+            form = dict(form, client_id=client_id, client_secret=secret)
+        return self._request(path, urllib.parse.urlencode(form).encode(), headers, "POST")
 
     # ----- the tests' view -------------------------------------------------------------------
 
