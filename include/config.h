@@ -145,17 +145,6 @@ struct config *config_load(const char *path, config_warn_fn warn, void *warn_ud,
 struct config *config_ref(struct config *cfg);
 void config_unref(struct config *cfg);
 
-/*
- * The key derivations of the Django field packages (exposed for tests). Each
- * turns one secret (and salt) into the 32 raw bytes of a Fernet key; returns
- * 0, or -1 when OpenSSL fails. See config.c for the exact Python they mirror.
- */
-int config_derive_django_fernet_fields(const uint8_t *secret, size_t len,
-                                       uint8_t out[FERNET_KEY_BYTES]) WUR;
-int config_derive_django_fernet_encrypted_fields(const uint8_t *secret, size_t len,
-                                                 const uint8_t *salt, size_t salt_len,
-                                                 uint8_t out[FERNET_KEY_BYTES]) WUR;
-
 /* Lease length for claims: request_timeout * 2 + 10 s (SPEC §6). */
 int64_t config_lease_ms(const struct config *cfg);
 
