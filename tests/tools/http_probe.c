@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "provider.h" /* PROVIDER_MAX_RESPONSE_BYTES: the daemon's cap */
 
 struct probe;
 
