@@ -945,8 +945,6 @@ void engine_on_notify(struct daemon *d, const char *channel, const char *payload
     }
 }
 
-/* ---- store outcomes ------------------------------------------------------------ */
-
 /* ---- claim-to-written latency --------------------------------------------------- */
 
 static size_t latency_bucket(double s)
@@ -1008,6 +1006,8 @@ void engine_latency_summary(const struct daemon *d, char *buf, size_t len)
              latency_quantile(h, 0.5) * 1000.0, latency_quantile(h, 0.9) * 1000.0,
              latency_quantile(h, 0.99) * 1000.0, h->max_s * 1000.0, h->count);
 }
+
+/* ---- store outcomes ------------------------------------------------------------ */
 
 void engine_store_done_cb(void *ud, const struct store_item *item, enum store_fate fate)
 {

@@ -554,26 +554,41 @@ static bool line_fields(const struct keyring *kr, char *line, size_t len, char *
     return split_fields(line + magic, (size_t)(last - line) - magic, f, nfields) == nfields;
 }
 
+/*
+ * The head both kinds of line share: the verified fields (into f), then the
+ * account id, provider and a time in microseconds (into *usec). Returns a new
+ * rotated item with those set, which the caller owns, or NULL.
+ */
+static struct store_item *item_head(const struct keyring *kr, char *line, size_t len, char **f,
+                                    size_t nfields, bool *verified, int64_t *usec)
+{
+    if (!line_fields(kr, line, len, f, nfields, verified))
+        return NULL;
+    int64_t id;
+    enum provider_id prov;
+    if (!parse_int64(f[0], INT64_MIN, INT64_MAX, &id) || !parse_provider(f[1], &prov) ||
+        !parse_int64(f[2], 0, SPOOL_MAX_EXPIRY_USEC - 1, usec) || !expiry_usec_is_stable(*usec))
+        return NULL;
+    struct store_item *it = calloc(1, sizeof *it);
+    if (!it)
+        return NULL;
+    it->kind = STORE_REFRESHED;
+    it->rotated = true;
+    it->account_id = id;
+    it->provider = prov;
+    return it;
+}
+
 /* Reads one "S2 ..." line (see append_item). */
 static struct store_item *item_from_line(const struct keyring *kr, char *line, size_t len,
                                          bool *verified)
 {
     char *f[SPOOL_FIELDS];
-    if (!line_fields(kr, line, len, f, SPOOL_FIELDS, verified))
-        return NULL;
-    int64_t id, usec;
-    enum provider_id prov;
-    if (!parse_int64(f[0], INT64_MIN, INT64_MAX, &id) || !parse_provider(f[1], &prov) ||
-        !parse_int64(f[2], 0, SPOOL_MAX_EXPIRY_USEC - 1, &usec) || !expiry_usec_is_stable(usec))
-        return NULL;
-    struct store_item *it = calloc(1, sizeof *it);
+    int64_t usec;
+    struct store_item *it = item_head(kr, line, len, f, SPOOL_FIELDS, verified, &usec);
     if (!it)
         return NULL;
     bool ok = true;
-    it->kind = STORE_REFRESHED;
-    it->rotated = true;
-    it->account_id = id;
-    it->provider = prov;
     it->expires_at = (double)usec / 1e6;
     it->old_refresh_ct = dup_ciphertext(f[3], false, &ok);
     it->access_ct = dup_ciphertext(f[4], false, &ok);
@@ -593,21 +608,11 @@ static struct store_item *partial_from_line(const struct keyring *kr, char *line
                                             bool *verified)
 {
     char *f[SPOOL_PARTIAL_FIELDS];
-    if (!line_fields(kr, line, len, f, SPOOL_PARTIAL_FIELDS, verified))
-        return NULL;
-    int64_t id, usec;
-    enum provider_id prov;
-    if (!parse_int64(f[0], INT64_MIN, INT64_MAX, &id) || !parse_provider(f[1], &prov) ||
-        !parse_int64(f[2], 0, SPOOL_MAX_EXPIRY_USEC - 1, &usec) || !expiry_usec_is_stable(usec))
-        return NULL;
-    struct store_item *it = calloc(1, sizeof *it);
+    int64_t usec;
+    struct store_item *it = item_head(kr, line, len, f, SPOOL_PARTIAL_FIELDS, verified, &usec);
     if (!it)
         return NULL;
     bool ok = true;
-    it->kind = STORE_REFRESHED;
-    it->rotated = true;
-    it->account_id = id;
-    it->provider = prov;
     it->retry_at = (double)usec / 1e6;
     it->old_refresh_ct = dup_ciphertext(f[3], false, &ok);
     it->refresh_ct = dup_ciphertext(f[4], false, &ok);
