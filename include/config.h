@@ -93,8 +93,8 @@ struct config {
     int64_t shutdown_timeout_ms; /* default 20s */
 
     /* [database] */
-    char *conninfo; /* secret (may hold a password), guarded and read-only;
-                     "" means libpq's PG* environment */
+    char *conninfo;                /* secret (may hold a password), guarded and read-only;
+                                    "" means libpq's PG* environment */
     int64_t heartbeat_interval_ms; /* 30s: a NOTIFY to ourselves proves LISTEN hears; 0 = off */
 
     /* [crypto] */

@@ -202,8 +202,7 @@ static const char *const provider_keys[K_MAX + 1] = {
 static const char *const *section_keys(enum section_id sec)
 {
     static const char *const daemon[] = {"log_level", "state_directory", "shutdown_timeout", NULL};
-    static const char *const database[] = {"conninfo", "conninfo_file", "heartbeat_interval",
-                                           NULL};
+    static const char *const database[] = {"conninfo", "conninfo_file", "heartbeat_interval", NULL};
     static const char *const crypto[] = {"keys_file",
                                          "key_derivation",
                                          "secret_key_file",

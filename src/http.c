@@ -108,8 +108,8 @@ struct http {
 
     unsigned in_flight;
     unsigned long tls_cleansing_contexts; /* http_ssl_ctx_cb calls */
-    struct http_xfer *active; /* in flight, doubly linked */
-    struct http_xfer *idle;   /* free list (singly linked through next) */
+    struct http_xfer *active;             /* in flight, doubly linked */
+    struct http_xfer *idle;               /* free list (singly linked through next) */
     unsigned idle_count;
     struct http_sock *socks;
 };

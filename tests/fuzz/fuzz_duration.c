@@ -44,8 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char buf[128];
         format_duration_ms(ms, buf, sizeof(buf));
         int64_t again = -1;
-        FUZZ_CHECK(parse_duration_ms(buf, &again), "formatted duration \"%s\" does not parse",
-                   buf);
+        FUZZ_CHECK(parse_duration_ms(buf, &again), "formatted duration \"%s\" does not parse", buf);
         FUZZ_CHECK(again == ms, "\"%s\" -> %lld ms -> \"%s\" -> %lld ms", s, (long long)ms, buf,
                    (long long)again);
     }

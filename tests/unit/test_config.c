@@ -1227,7 +1227,7 @@ static void django_fernet_fields_hkdf_matches_python(void **state)
     uint8_t out[FERNET_KEY_BYTES];
     for (size_t i = 0; i < ARRAY_LEN(hkdf_vectors); i++) {
         assert_int_equal(django_keys_derive_fernet_fields((const uint8_t *)hkdf_vectors[i].secret,
-                                                            strlen(hkdf_vectors[i].secret), out),
+                                                          strlen(hkdf_vectors[i].secret), out),
                          0);
         expect_key(out, hkdf_vectors[i].key, hkdf_vectors[i].secret);
     }
