@@ -28,10 +28,10 @@ int64_t backoff_delay_ms(unsigned attempts, int64_t retry_min_ms, int64_t retry_
 int64_t retry_after_parse_ms(const char *value, time_t now);
 
 struct token_bucket {
-    double rate;   /* tokens per second; <= 0 means unlimited */
-    double burst;  /* capacity */
+    double rate;  /* tokens per second; <= 0 means unlimited */
+    double burst; /* capacity */
     double tokens;
-    double last;   /* time of last update, seconds */
+    double last; /* time of last update, seconds */
 };
 
 void token_bucket_init(struct token_bucket *tb, double rate, double now);

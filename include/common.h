@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WUR __attribute__((warn_unused_result))
+#define WUR                    __attribute__((warn_unused_result))
 #define PRINTF_LIKE(fmt, args) __attribute__((format(printf, fmt, args)))
 
 /* Error buffers passed down by callers that want the detail. */
@@ -19,10 +19,10 @@
 /* Exit codes (SPEC §2), shared by both binaries. */
 enum exit_code {
     EXIT_OK_ = 0,
-    EXIT_WORK_FAILED = 1, /* e.g. --once with failed refreshes */
-    EXIT_USAGE = 64,      /* EX_USAGE: bad command line */
-    EXIT_UNAVAILABLE = 69,/* EX_UNAVAILABLE: database or a required service */
-    EXIT_CONFIG = 78,     /* EX_CONFIG: RestartPreventExitStatus=78 */
+    EXIT_WORK_FAILED = 1,  /* e.g. --once with failed refreshes */
+    EXIT_USAGE = 64,       /* EX_USAGE: bad command line */
+    EXIT_UNAVAILABLE = 69, /* EX_UNAVAILABLE: database or a required service */
+    EXIT_CONFIG = 78,      /* EX_CONFIG: RestartPreventExitStatus=78 */
 };
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

@@ -93,8 +93,8 @@ struct config {
     int64_t shutdown_timeout_ms; /* default 20s */
 
     /* [database] */
-    char *conninfo; /* secret (may hold a password), guarded and read-only;
-                     "" means libpq's PG* environment */
+    char *conninfo;                /* secret (may hold a password), guarded and read-only;
+                                    "" means libpq's PG* environment */
     int64_t heartbeat_interval_ms; /* 30s: a NOTIFY to ourselves proves LISTEN hears; 0 = off */
 
     /* [crypto] */
@@ -144,17 +144,6 @@ struct config *config_load(const char *path, config_warn_fn warn, void *warn_ud,
                            struct config_errors *errs) WUR;
 struct config *config_ref(struct config *cfg);
 void config_unref(struct config *cfg);
-
-/*
- * The key derivations of the Django field packages (exposed for tests). Each
- * turns one secret (and salt) into the 32 raw bytes of a Fernet key; returns
- * 0, or -1 when OpenSSL fails. See config.c for the exact Python they mirror.
- */
-int config_derive_django_fernet_fields(const uint8_t *secret, size_t len,
-                                       uint8_t out[FERNET_KEY_BYTES]) WUR;
-int config_derive_django_fernet_encrypted_fields(const uint8_t *secret, size_t len,
-                                                 const uint8_t *salt, size_t salt_len,
-                                                 uint8_t out[FERNET_KEY_BYTES]) WUR;
 
 /* Lease length for claims: request_timeout * 2 + 10 s (SPEC §6). */
 int64_t config_lease_ms(const struct config *cfg);

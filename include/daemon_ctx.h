@@ -21,9 +21,9 @@ struct job;
 
 /* Scheduling state of one provider: capacity, rate, circuit breaker. */
 struct provider_state {
-    unsigned in_flight;     /* requests sent and not answered */
-    unsigned reserved;      /* slots promised to a claim in progress */
-    struct job *wait_head;  /* claimed, waiting for a rate token */
+    unsigned in_flight;    /* requests sent and not answered */
+    unsigned reserved;     /* slots promised to a claim in progress */
+    struct job *wait_head; /* claimed, waiting for a rate token */
     struct job *wait_tail;
     unsigned waiting;
     struct token_bucket bucket;
@@ -37,7 +37,7 @@ struct provider_state {
     double config_probe_at; /* ev_now() time: config_error's next probe may go */
     bool config_reread;     /* the config was read again for the coming probe */
     unsigned consecutive_failures;
-    unsigned pauses;        /* consecutive pauses, for the pause length */
+    unsigned pauses; /* consecutive pauses, for the pause length */
     bool unconfigured_reported;
     /* counters since start */
     uint64_t refreshed, failed, revoked, discarded;
@@ -62,7 +62,7 @@ struct daemon {
     struct ev_loop *loop;
     struct config *cfg; /* current; jobs hold their own references */
     struct daemon_options opt;
-    char owner[96];     /* lease owner: host:pid:random */
+    char owner[96]; /* lease owner: host:pid:random */
 
     struct db *db;
     struct listen_check *listen_check; /* heartbeats that prove LISTEN hears */
@@ -71,8 +71,8 @@ struct daemon {
     struct store *store;
     struct spool *spool; /* durable rotated results under the state directory */
     struct sdnotify sn;
-    struct metrics metrics;                 /* counters and gauges for /metrics */
-    struct metrics_server *metrics_server;  /* NULL unless [metrics] listen is set */
+    struct metrics metrics;                /* counters and gauges for /metrics */
+    struct metrics_server *metrics_server; /* NULL unless [metrics] listen is set */
 
     struct provider_state prov[PROVIDER_MAX];
     unsigned in_flight; /* all providers, requests sent */
@@ -89,19 +89,19 @@ struct daemon {
     ev_timer status_timer; /* STATUS= and the periodic summary */
     ev_timer shutdown_timer;
     ev_signal sig_term, sig_int, sig_hup;
-    double next_due;       /* wall time of the next known due account, 0 = none */
+    double next_due;          /* wall time of the next known due account, 0 = none */
     double requests_deadline; /* ev_now() time by which every request sent so far has ended by
                                  its own request_timeout (the shutdown drain waits for it) */
     bool wakeup_query_outstanding;
     unsigned releases_outstanding; /* release statements not yet answered */
 
     bool connected, ever_connected, ready, schema_ok, stopping, aborting;
-    bool listen_deaf; /* notifications do not arrive: the rescans stand in for them */
+    bool listen_deaf;           /* notifications do not arrive: the rescans stand in for them */
     double deaf_reconnected_at; /* ev_now of the last reconnection for a deaf LISTEN */
-    double db_retry_at;    /* ev_now() of the next reconnection attempt */
+    double db_retry_at;         /* ev_now() of the next reconnection attempt */
     char db_reason[160];
-    double once_since;     /* --once: wall time the run started */
-    bool once_failed;      /* --once: some attempt failed */
+    double once_since; /* --once: wall time the run started */
+    bool once_failed;  /* --once: some attempt failed */
     double last_summary;
     struct daemon_stats stats;
     char reload_error[200];
@@ -112,10 +112,10 @@ struct daemon {
 
 /* engine.c */
 void engine_init(struct daemon *d);
-void engine_kick(struct daemon *d);          /* look for work soon */
-void engine_on_connected(struct daemon *d);  /* catch-up after (re)connection */
+void engine_kick(struct daemon *d);         /* look for work soon */
+void engine_on_connected(struct daemon *d); /* catch-up after (re)connection */
 void engine_on_notify(struct daemon *d, const char *channel, const char *payload);
-void engine_on_config(struct daemon *d);     /* a new config was swapped in */
+void engine_on_config(struct daemon *d); /* a new config was swapped in */
 /* LISTEN stopped (or started again) hearing: rescan often while it is deaf. */
 void engine_on_listen_deaf(struct daemon *d, bool deaf);
 double engine_deaf_rescan_interval(const struct daemon *d);

@@ -76,8 +76,8 @@ void db_free(struct db *db);
  * removed: anything after "password=" (or "password:") is dropped and the
  * secret of a URI's "user:secret@" becomes "[redacted]"; so does any run of 64
  * or more base64 characters (a token, a ciphertext: longer than any SQL
- * identifier). Control characters become spaces. Returns the length written. Used for every reason db reports
- * and by oauth-refreshctl.
+ * identifier). Control characters become spaces. Returns the length written. Used for every reason
+ * db reports and by oauth-refreshctl.
  */
 size_t db_redact(char *dst, size_t dstlen, const char *msg);
 

@@ -13,7 +13,7 @@
 #include "secret.h"
 
 #define FERNET_KEY_BYTES 32 /* signing key (16) || encryption key (16) */
-#define FERNET_IV_BYTES 16
+#define FERNET_IV_BYTES  16
 
 struct fernet_key {
     uint8_t signing[16];
@@ -38,9 +38,8 @@ int fernet_encrypt(const struct fernet_key *key, const uint8_t *plain, size_t pl
  * On success *plain receives the plaintext (caller clears it). On failure
  * returns -1 and writes a reason that never contains token or key bytes.
  */
-int fernet_decrypt(const struct fernet_key *key, const char *token, size_t token_len,
-                   uint64_t now, uint64_t ttl_s, struct secret *plain,
-                   char *err, size_t errlen) WUR;
+int fernet_decrypt(const struct fernet_key *key, const char *token, size_t token_len, uint64_t now,
+                   uint64_t ttl_s, struct secret *plain, char *err, size_t errlen) WUR;
 
 /*
  * MultiFernet decrypt: decodes the token once and tries keys[0..nkeys-1] in
@@ -69,10 +68,9 @@ void fernet_engine_free(struct fernet_engine *eng);
 int fernet_encrypt_with(struct fernet_engine *eng, const struct fernet_key *key,
                         const uint8_t *plain, size_t plain_len, uint64_t now, const uint8_t *iv,
                         char **token_out) WUR;
-int fernet_decrypt_keys_with(struct fernet_engine *eng, const struct fernet_key *keys,
-                             size_t nkeys, const char *token, size_t token_len, uint64_t now,
-                             uint64_t ttl_s, struct secret *plain, size_t *key_index, char *err,
-                             size_t errlen) WUR;
+int fernet_decrypt_keys_with(struct fernet_engine *eng, const struct fernet_key *keys, size_t nkeys,
+                             const char *token, size_t token_len, uint64_t now, uint64_t ttl_s,
+                             struct secret *plain, size_t *key_index, char *err, size_t errlen) WUR;
 
 /* Writes a new random key (44 chars + NUL) into out. */
 void fernet_generate_key(char out[45]);

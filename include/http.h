@@ -9,10 +9,13 @@
 #ifndef OAUTH_HTTP_H
 #define OAUTH_HTTP_H
 
-#include <ev.h>
-
 #include "common.h"
-#include "provider.h"
+
+/* Only a pointer here: provider.h includes this header and needs no libev. */
+struct ev_loop;
+
+/* The response cap when the caller gives none (http_options.max_body = 0). */
+#define HTTP_DEFAULT_MAX_BODY (64 * 1024)
 
 struct http;
 
@@ -22,7 +25,7 @@ struct http_options {
     const char *user_agent;
     bool allow_insecure_http; /* permit http:// (tests only) */
     long max_connections;     /* total (and per-host) connection cap; <= 0: 64 */
-    size_t max_body;          /* response cap in bytes; 0: PROVIDER_MAX_RESPONSE_BYTES */
+    size_t max_body;          /* response cap in bytes; 0: HTTP_DEFAULT_MAX_BODY */
 };
 
 struct http_request {
@@ -34,6 +37,28 @@ struct http_request {
     bool get;                   /* a GET (discovery documents); body is then ignored */
     int64_t timeout_ms;         /* total; <= 0: 30 s */
     int64_t connect_timeout_ms; /* <= 0: curl's default (bounded by timeout_ms) */
+};
+
+/*
+ * What the transport saw, handed to done(): a complete HTTP answer or the
+ * reason there is none. The provider dialects classify it (provider.h).
+ */
+struct http_answer {
+    int transport_error;          /* 0 = a complete HTTP answer; else a CURLcode */
+    const char *transport_detail; /* curl's message, may be NULL */
+    long status;
+    const char *body;
+    size_t body_len;
+    bool oversized;          /* body exceeded the cap (http_options.max_body) */
+    const char *retry_after; /* header value or NULL */
+    /* Added by the http adapter; zero when unknown (e.g. hand-built answers): */
+    long http_version;   /* 10, 11, 20, 30 (HTTP/1.0 .. HTTP/3) */
+    int64_t received_at; /* wall clock (Unix seconds) when the answer arrived:
+                            Retry-After dates are relative to it; 0 = read the clock */
+    /* 0, or the CURLcode of an HTTP/2 transfer that failed only after a complete
+     * answer (RST_STREAM after the answer, RFC 9113 §8.1): transport_error is then 0
+     * and the answer is used; see http.c, answer_complete_despite(). */
+    int recovered_from;
 };
 
 /* The answer handed to done(); valid only during the callback. */

@@ -45,7 +45,6 @@ struct log_ctx {
 /* ident is the program name; decides journald vs stderr once. */
 void log_init(const char *ident);
 void log_set_level(int level); /* records above level are dropped */
-int log_get_level(void);
 /* Forces stderr lines (tests, --check-config, oauth-refreshctl). */
 void log_force_stderr(bool on);
 

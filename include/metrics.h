@@ -48,7 +48,7 @@ struct metrics {
     unsigned waiting;   /* claimed, waiting for a rate-limit token */
     size_t held;        /* results not yet written to the database */
     bool db_connected;
-    bool listen_deaf; /* our heartbeat NOTIFY did not come back */
+    bool listen_deaf;          /* our heartbeat NOTIFY did not come back */
     bool paused[PROVIDER_MAX]; /* circuit breaker open or credentials refused */
     unsigned config_generation;
     bool last_reload_ok;

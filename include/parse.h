@@ -17,8 +17,8 @@
 bool parse_duration_ms(const char *s, int64_t *out_ms) WUR;
 /* yes/no, true/false, on/off, 1/0 (case-insensitive). */
 bool parse_bool(const char *s, bool *out) WUR;
-/* Bytes with optional suffix k/K/KiB, M/MiB, G/GiB (powers of 1024), e.g. "1M". */
-bool parse_size(const char *s, uint64_t *out) WUR;
+/* The value of one hex digit (either case), or -1. */
+int parse_hex_digit(char c);
 /* Decimal unsigned integer within [min, max]. */
 bool parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out) WUR;
 /* Non-negative decimal number (e.g. "50", "0.5") within [min, max]. */

@@ -11,6 +11,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "http.h"
 #include "secret.h"
 
 /* Response bodies larger than this are refused (SPEC §6). */
@@ -53,24 +54,7 @@ struct provider_request {
 };
 void provider_request_clear(struct provider_request *req);
 
-/* What the transport saw: the input of classification. */
-struct http_answer {
-    int transport_error;          /* 0 = a complete HTTP answer; else a CURLcode */
-    const char *transport_detail; /* curl's message, may be NULL */
-    long status;
-    const char *body;
-    size_t body_len;
-    bool oversized;          /* body exceeded PROVIDER_MAX_RESPONSE_BYTES */
-    const char *retry_after; /* header value or NULL */
-    /* Added by the http adapter; zero when unknown (e.g. hand-built answers): */
-    long http_version;   /* 10, 11, 20, 30 (HTTP/1.0 .. HTTP/3) */
-    int64_t received_at; /* wall clock (Unix seconds) when the answer arrived:
-                            Retry-After dates are relative to it; 0 = read the clock */
-    /* 0, or the CURLcode of an HTTP/2 transfer that failed only after a complete
-     * answer (RST_STREAM after the answer, RFC 9113 §8.1): transport_error is then 0
-     * and the answer is used; see http.c, answer_complete_despite(). */
-    int recovered_from;
-};
+/* struct http_answer (what the transport saw) is the input of classification: http.h. */
 
 /*
  * The classification. read_answer() overwrites it whole (it does not free what

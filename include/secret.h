@@ -46,8 +46,8 @@ void secret_guarded_free(char *s);
  * Returns NULL with a reason in err ("cannot open: ...", "not a regular file",
  * "larger than N bytes", ...) that never holds the file's content.
  */
-char *secret_file_read(const char *path, size_t max_bytes, size_t *len, unsigned *mode,
-                       char *err, size_t errlen) WUR;
+char *secret_file_read(const char *path, size_t max_bytes, size_t *len, unsigned *mode, char *err,
+                       size_t errlen) WUR;
 /* The same, also setting *owner to the file's owner (for keys.c's warning). */
 char *secret_file_read_owned(const char *path, size_t max_bytes, size_t *len, unsigned *mode,
                              uid_t *owner, char *err, size_t errlen) WUR;

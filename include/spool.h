@@ -1,12 +1,15 @@
 /*
  * spool.h — the durable spool of results that carry a rotated refresh token
  * (SPEC §6: never lose a rotated refresh token). Items are written as segment
- * files under <state_directory>/spool/, one tagged line per result (full,
- * or partial: a rotated refresh token alone, store.h), fsync'd (file and directory) before they are
- * sent to the database, and removed once every item of a segment is confirmed. At start the daemon
- * replays what is left. A segment that cannot be read whole is reported, its
- * readable items are replayed, and the file is kept aside (*.bad) for the
- * operator: never fatal, never silently dropped.
+ * files under <state_directory>/spool/, one tagged line per result: "S2" for
+ * a full result, "P2" for a partial one (a rotated refresh token alone,
+ * store.h): the tokens as the Fernet ciphertext the database will hold and a
+ * keyed tag over the line (the formats are in spool.c).
+ * Lines are fsync'd (file and directory) before they are sent to the
+ * database, and a segment is removed once every item in it is confirmed. At
+ * start the daemon replays what is left. A segment that cannot be read whole
+ * is reported, its readable items are replayed, and the file is kept aside
+ * (*.bad) for the operator: never fatal, never silently dropped.
  */
 #ifndef OAUTH_SPOOL_H
 #define OAUTH_SPOOL_H

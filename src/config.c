@@ -2,8 +2,8 @@
  * config.c — turns the INI file of SPEC §3 into one immutable, validated,
  * reference-counted struct config. It owns the list of sections and keys with
  * their defaults, the rules for resolving secret and non-secret paths, the
- * reading of secret files, the key derivations that build a keyring from the
- * Django application's secrets, and the wording of configuration errors
+ * reading of secret files (among them the Django application's secrets that
+ * django_keys.c derives the keyring from), and the wording of configuration errors
  * ("file:line: [section] key: message", every problem found, not just the
  * first).
  *
@@ -34,12 +34,9 @@
 #include <curl/curl.h>
 #include <ini.h>
 #include <libpq-fe.h>
-#include <openssl/core_names.h>
-#include <openssl/evp.h>
-#include <openssl/kdf.h>
-#include <openssl/params.h>
 #include <sodium.h>
 
+#include "django_keys.h"
 #include "log.h"
 #include "parse.h"
 #include "secret.h"
@@ -205,8 +202,7 @@ static const char *const provider_keys[K_MAX + 1] = {
 static const char *const *section_keys(enum section_id sec)
 {
     static const char *const daemon[] = {"log_level", "state_directory", "shutdown_timeout", NULL};
-    static const char *const database[] = {"conninfo", "conninfo_file", "heartbeat_interval",
-                                           NULL};
+    static const char *const database[] = {"conninfo", "conninfo_file", "heartbeat_interval", NULL};
     static const char *const crypto[] = {"keys_file",
                                          "key_derivation",
                                          "secret_key_file",
@@ -890,64 +886,7 @@ static void load_database(struct load *ld)
         add_error(ld, line, "database", "conninfo", "out of memory");
 }
 
-/* ---- key derivations --------------------------------------------------- */
-
-/*
- * django-fernet-fields (fernet_fields/hkdf.py, derive_fernet_key):
- *   HKDF(SHA256, length=32, salt=b'django-fernet-fields-hkdf-salt',
- *        info=b'django-fernet-fields').derive(force_bytes(key))
- * for each key of settings.FERNET_KEYS (default [SECRET_KEY]), in order, as a
- * MultiFernet; the 32 derived bytes are the Fernet key (the package base64s
- * them only because Fernet() wants a base64 string).
- */
-int config_derive_django_fernet_fields(const uint8_t *secret, size_t len,
-                                       uint8_t out[FERNET_KEY_BYTES])
-{
-    static const char salt[] = "django-fernet-fields-hkdf-salt";
-    static const char info[] = "django-fernet-fields";
-    int rc = -1;
-
-    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
-    if (kdf == NULL)
-        return -1;
-    EVP_KDF_CTX *kctx = EVP_KDF_CTX_new(kdf);
-    EVP_KDF_free(kdf);
-    if (kctx == NULL)
-        return -1;
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)"SHA256", 0),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)secret, len),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, sizeof(salt) - 1),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, (void *)info, sizeof(info) - 1),
-        OSSL_PARAM_construct_end(),
-    };
-    if (EVP_KDF_derive(kctx, out, FERNET_KEY_BYTES, params) == 1)
-        rc = 0;
-    EVP_KDF_CTX_free(kctx);
-    return rc;
-}
-
-/*
- * django-fernet-encrypted-fields (src/encrypted_fields/fields.py,
- * EncryptedFieldMixin.keys, jazzband/django-fernet-encrypted-fields):
- *   for secret_key in [SECRET_KEY] + SECRET_KEY_FALLBACKS:      # outer loop
- *       for salt_key in SALT_KEY (a list, or one string):        # inner loop
- *           PBKDF2HMAC(SHA256, length=32, salt=salt_key.encode("utf-8"),
- *                      iterations=100_000).derive(secret_key.encode("utf-8"))
- * as one MultiFernet in that order (older releases had no fallbacks, which is
- * the same list when secret_key_fallbacks_file is unset).
- */
-int config_derive_django_fernet_encrypted_fields(const uint8_t *secret, size_t len,
-                                                 const uint8_t *salt, size_t salt_len,
-                                                 uint8_t out[FERNET_KEY_BYTES])
-{
-    if (len > INT_MAX || salt_len > INT_MAX)
-        return -1;
-    return PKCS5_PBKDF2_HMAC((const char *)secret, (int)len, salt, (int)salt_len, 100000,
-                             EVP_sha256(), FERNET_KEY_BYTES, out) == 1
-               ? 0
-               : -1;
-}
+/* ---- key derivations (the arithmetic is in django_keys.c) ------------- */
 
 /* Derives the key list of the configured scheme and builds the keyring. */
 static void derive_keyring(struct load *ld)
@@ -960,8 +899,6 @@ static void derive_keyring(struct load *ld)
     const char *sl = raw_get(ld, SEC_CRYPTO, K_SALT_KEYS_FILE, &line_salt);
     const char *fk = raw_get(ld, SEC_CRYPTO, K_FERNET_KEYS_FILE, &line_fk);
     (void)raw_get(ld, SEC_CRYPTO, K_KEY_DERIVATION, &line_kd);
-    uint8_t(*raw)[FERNET_KEY_BYTES] = NULL;
-    size_t n = 0;
     bool ok = true;
 
     if (cfg->key_derivation == KEY_DERIVATION_DJANGO_FERNET_FIELDS) {
@@ -996,20 +933,11 @@ static void derive_keyring(struct load *ld)
             ok = false;
         }
         if (ok) {
-            n = secrets.n;
-            raw = sodium_allocarray(n, FERNET_KEY_BYTES);
-            if (raw == NULL) {
-                add_error(ld, line_kd, "crypto", "key_derivation", "out of memory");
-                ok = false;
-            }
-            for (size_t i = 0; ok && i < n; i++) {
-                if (config_derive_django_fernet_fields((const uint8_t *)secrets.item[i],
-                                                       secrets.len[i], raw[i]) != 0) {
-                    add_error(ld, line_kd, "crypto", "key_derivation",
-                              "HKDF-SHA256 failed in OpenSSL");
-                    ok = false;
-                }
-            }
+            char err[ERRBUF_LEN];
+            cfg->keys = django_keys_fernet_fields_ring(secrets.item, secrets.len, secrets.n, err,
+                                                       sizeof(err));
+            if (cfg->keys == NULL)
+                add_error(ld, line_kd, "crypto", "key_derivation", "%s", err);
         }
     } else { /* KEY_DERIVATION_DJANGO_FERNET_ENCRYPTED_FIELDS */
         if (fk != NULL) {
@@ -1042,36 +970,21 @@ static void derive_keyring(struct load *ld)
             ok = false;
         }
         if (ok) {
-            n = (1 + fallbacks.n) * salts.n;
-            raw = sodium_allocarray(n, FERNET_KEY_BYTES);
-            if (raw == NULL) {
-                add_error(ld, line_kd, "crypto", "key_derivation", "out of memory");
-                ok = false;
+            const char *sec[DERIVED_KEYS_MAX + 1];
+            size_t sec_len[DERIVED_KEYS_MAX + 1];
+            sec[0] = secrets.item[0];
+            sec_len[0] = secrets.len[0];
+            for (size_t f = 0; f < fallbacks.n; f++) {
+                sec[1 + f] = fallbacks.item[f];
+                sec_len[1 + f] = fallbacks.len[f];
             }
-            size_t idx = 0;
-            for (size_t s = 0; ok && s < 1 + fallbacks.n; s++) {
-                const char *sec = s == 0 ? secrets.item[0] : fallbacks.item[s - 1];
-                size_t sec_len = s == 0 ? secrets.len[0] : fallbacks.len[s - 1];
-                for (size_t t = 0; ok && t < salts.n; t++) {
-                    if (config_derive_django_fernet_encrypted_fields(
-                            (const uint8_t *)sec, sec_len, (const uint8_t *)salts.item[t],
-                            salts.len[t], raw[idx++]) != 0) {
-                        add_error(ld, line_kd, "crypto", "key_derivation",
-                                  "PBKDF2-HMAC-SHA256 failed in OpenSSL");
-                        ok = false;
-                    }
-                }
-            }
+            char err[ERRBUF_LEN];
+            cfg->keys = django_keys_encrypted_fields_ring(sec, sec_len, 1 + fallbacks.n, salts.item,
+                                                          salts.len, salts.n, err, sizeof(err));
+            if (cfg->keys == NULL)
+                add_error(ld, line_kd, "crypto", "key_derivation", "%s", err);
         }
     }
-    if (ok) {
-        char err[ERRBUF_LEN];
-        cfg->keys = keyring_from_raw((const uint8_t(*)[FERNET_KEY_BYTES])raw, n, err, sizeof(err));
-        if (cfg->keys == NULL)
-            add_error(ld, line_kd, "crypto", "key_derivation", "%s", err);
-    }
-    if (raw != NULL)
-        sodium_free(raw); /* wipes the derived keys */
     secret_list_free(&secrets);
     secret_list_free(&fallbacks);
     secret_list_free(&salts);

@@ -44,8 +44,8 @@ static struct keyring *ctl_keys_load(const struct ctl_ctx *ctx, const char *cmd,
 {
     char err[ERRBUF_LEN] = "";
     if (keys_file != NULL) {
-        struct keyring *kr = keyring_load_file(keys_file, ctl_warn_cb, (void *)cmd, err,
-                                               sizeof(err));
+        struct keyring *kr =
+            keyring_load_file(keys_file, ctl_warn_cb, (void *)cmd, err, sizeof(err));
         if (kr == NULL)
             fprintf(stderr, PROG " %s: keys file %s: %s\n", cmd, keys_file, err);
         return kr;
@@ -186,8 +186,8 @@ static int ctl_parse(int argc, char **argv, bool keys_option, const char **keys_
             ctl_usage(stdout, cmd);
             return EXIT_OK_;
         default:
-            if (optopt == 'k' || (optind > 0 && optind <= argc &&
-                                  strcmp(argv[optind - 1], "--keys-file") == 0))
+            if (optopt == 'k' ||
+                (optind > 0 && optind <= argc && strcmp(argv[optind - 1], "--keys-file") == 0))
                 fprintf(stderr, PROG " %s: --keys-file needs a file name\n", cmd);
             else
                 fprintf(stderr, PROG " %s: unknown option '%s'\n", cmd, argv[optind - 1]);
@@ -263,8 +263,7 @@ int ctl_encrypt(const struct ctl_ctx *ctx, int argc, char **argv)
     } else {
         size_t n = strlen(token);
         token[n] = '\n'; /* the token's NUL becomes its newline; length is kept */
-        rc = ctl_write_all(STDOUT_FILENO, argv[0], token, n + 1) == 0 ? EXIT_OK_
-                                                                       : EXIT_WORK_FAILED;
+        rc = ctl_write_all(STDOUT_FILENO, argv[0], token, n + 1) == 0 ? EXIT_OK_ : EXIT_WORK_FAILED;
         free(token);
     }
     secret_clear(&plain);
@@ -302,9 +301,8 @@ int ctl_decrypt(const struct ctl_ctx *ctx, int argc, char **argv)
         fprintf(stderr, PROG " %s: cannot decrypt: %s\n", argv[0], err);
         rc = EXIT_WORK_FAILED;
     } else {
-        rc = ctl_write_all(STDOUT_FILENO, argv[0], plain.data, plain.len) == 0
-                 ? EXIT_OK_
-                 : EXIT_WORK_FAILED;
+        rc = ctl_write_all(STDOUT_FILENO, argv[0], plain.data, plain.len) == 0 ? EXIT_OK_
+                                                                               : EXIT_WORK_FAILED;
     }
     secret_clear(&plain);
     secret_clear(&in);

@@ -36,11 +36,12 @@ static const struct ctl_command commands[] = {
 
 static void print_usage(FILE *out)
 {
-    fprintf(out, "Usage: oauth-refreshctl [-c FILE] COMMAND [ARGS]\n\n"
-                 "Options:\n"
-                 "  -c, --config FILE  configuration file (default %s)\n"
-                 "  -h, --help         show this help\n"
-                 "      --version      show the version\n\nCommands:\n",
+    fprintf(out,
+            "Usage: oauth-refreshctl [-c FILE] COMMAND [ARGS]\n\n"
+            "Options:\n"
+            "  -c, --config FILE  configuration file (default %s)\n"
+            "  -h, --help         show this help\n"
+            "      --version      show the version\n\nCommands:\n",
             DEFAULT_CONFIG);
     for (size_t i = 0; i < ARRAY_LEN(commands); i++)
         fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);

@@ -28,7 +28,7 @@
 #include "timeutil.h"
 #include "version.h"
 
-#define STATUS_INTERVAL_S 2.0
+#define STATUS_INTERVAL_S  2.0
 #define SUMMARY_INTERVAL_S 60.0
 #define STATUS_MAX         sizeof(((struct sdnotify *)0)->last_status)
 /* After aborting the requests still in flight, how long their results may take to be written. */
@@ -268,8 +268,8 @@ static void db_disconnected_cb(void *ud, const char *reason, double retry_in_s)
     listen_check_on_disconnected(d->listen_check);
     if (was)
         log_event(LOG_WARNING, MSGID_DB_LOST, NULL,
-                  "database connection lost (%s); %zu results held; reconnecting in %.1fs",
-                  reason, store_pending(d->store), retry_in_s);
+                  "database connection lost (%s); %zu results held; reconnecting in %.1fs", reason,
+                  store_pending(d->store), retry_in_s);
     else
         log_event(LOG_WARNING, NULL, NULL, "cannot connect to the database (%s); retrying in %.1fs",
                   reason, retry_in_s);
@@ -361,8 +361,7 @@ static void reload(struct daemon *d)
             if (strcmp(cfg->state_directory, d->cfg->state_directory) != 0)
                 log_warning("[daemon] state_directory changed from %s to %s: the spool stays "
                             "in %s/spool until the next restart",
-                            d->cfg->state_directory, cfg->state_directory,
-                            d->cfg->state_directory);
+                            d->cfg->state_directory, cfg->state_directory, d->cfg->state_directory);
             cfg->generation = d->cfg->generation + 1;
             struct config *old = d->cfg;
             d->cfg = cfg;
@@ -449,8 +448,8 @@ static void begin_shutdown(struct daemon *d, const char *why)
     discovery_stop(d->discovery);
     double drain = drain_seconds(d);
     log_event(LOG_INFO, MSGID_STOPPING, NULL,
-              "%s: stopping; waiting for %u requests in flight (at most %.0fs)", why,
-              d->in_flight, drain);
+              "%s: stopping; waiting for %u requests in flight (at most %.0fs)", why, d->in_flight,
+              drain);
     sdnotify_stopping(&d->sn, "stopping: finishing requests in flight");
     engine_stop_claiming(d);
     timer_arm(d->loop, &d->shutdown_timer, drain, 0.);
@@ -621,8 +620,7 @@ static int daemon_setup(struct daemon *d)
     struct listen_check_callbacks lcc = {.changed = listen_deaf_cb, .ud = d};
     d->listen_check = d->db ? listen_check_new(d->loop, d->db, d->owner, &lcc) : NULL;
     if (d->listen_check)
-        listen_check_set_interval(d->listen_check,
-                                  (double)d->cfg->heartbeat_interval_ms / 1000.0);
+        listen_check_set_interval(d->listen_check, (double)d->cfg->heartbeat_interval_ms / 1000.0);
     struct store_callbacks sc = {
         .done = engine_store_done_cb, .revoked_checked = engine_revoked_checked_cb, .ud = d};
     d->store = d->db ? store_new(d->loop, d->db, d->owner, &sc) : NULL;
@@ -631,8 +629,8 @@ static int daemon_setup(struct daemon *d)
         return EXIT_UNAVAILABLE;
     }
     if (d->cfg->metrics_listen) {
-        d->metrics_server = metrics_server_new(d->loop, d->cfg->metrics_listen, &d->metrics,
-                                               d->db, metrics_collect_cb, d, err, sizeof err);
+        d->metrics_server = metrics_server_new(d->loop, d->cfg->metrics_listen, &d->metrics, d->db,
+                                               metrics_collect_cb, d, err, sizeof err);
         if (!d->metrics_server) {
             log_event(LOG_ERR, MSGID_CONFIG_ERROR, NULL, "%s", err);
             return EXIT_CONFIG;
@@ -764,8 +762,8 @@ int daemon_run(struct config *cfg, const struct daemon_options *opt)
         rc = d->exit_code;
         if (!d->stopping && !opt->once)
             sdnotify_stopping(&d->sn, "stopping");
-        log_info("exiting: %" PRIu64 " refreshed, %" PRIu64 " failed, %" PRIu64
-                 " revoked, %" PRIu64 " discarded",
+        log_info("exiting: %" PRIu64 " refreshed, %" PRIu64 " failed, %" PRIu64 " revoked, %" PRIu64
+                 " discarded",
                  d->stats.refreshed, d->stats.failed, d->stats.revoked, d->stats.discarded);
         char lat[160];
         engine_latency_summary(d, lat, sizeof lat);

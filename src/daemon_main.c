@@ -52,12 +52,9 @@ int main(int argc, char **argv)
 {
     enum { OPT_CHECK = 1000, OPT_ONCE, OPT_VERSION };
     static const struct option options[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"check-config", no_argument, NULL, OPT_CHECK},
-        {"once", no_argument, NULL, OPT_ONCE},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, OPT_VERSION},
-        {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},    {"check-config", no_argument, NULL, OPT_CHECK},
+        {"once", no_argument, NULL, OPT_ONCE},       {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION}, {NULL, 0, NULL, 0},
     };
     const char *config_path = DEFAULT_CONFIG;
     bool check_only = false, once = false;

@@ -17,6 +17,7 @@
 
 #include "backoff.h"
 #include "log.h"
+#include "provider.h"
 
 #define WELL_KNOWN "/.well-known/openid-configuration"
 

@@ -101,8 +101,7 @@ static unsigned global_free_slots(struct daemon *d)
     return used >= d->cfg->max_in_flight ? 0 : d->cfg->max_in_flight - used;
 }
 
-static void provider_pause(struct daemon *d, enum provider_id p, double seconds,
-                           const char *why)
+static void provider_pause(struct daemon *d, enum provider_id p, double seconds, const char *why)
 {
     struct provider_state *ps = &d->prov[p];
     double max_s = (double)d->cfg->retry_max_ms / 1000.0;
@@ -550,13 +549,13 @@ static void rate_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     drain_waiting(w->data);
 }
 
-static void job_fail_early(struct daemon *d, struct job *job, const char *code,
-                           const char *detail)
+static void job_fail_early(struct daemon *d, struct job *job, const char *code, const char *detail)
 {
     struct log_ctx ctx = {.account_id = job->ra.acct.account_id,
-                          .provider = job->ra.acct.provider >= 0
-                                          ? provider_id_name((enum provider_id)job->ra.acct.provider)
-                                          : NULL,
+                          .provider =
+                              job->ra.acct.provider >= 0
+                                  ? provider_id_name((enum provider_id)job->ra.acct.provider)
+                                  : NULL,
                           .error = code};
     log_event(LOG_WARNING, MSGID_REFRESH_FAILED, &ctx, "account %" PRId64 ": %s (%s)",
               job->ra.acct.account_id, detail, code);
@@ -739,8 +738,8 @@ static void claim_provider(struct daemon *d, enum provider_id p, unsigned limit)
     interval_text(lease, sizeof lease, config_lease_ms(d->cfg));
     snprintf(lim, sizeof lim, "%u", limit);
     time_format_iso8601(d->once_since, true, since);
-    const char *params[] = {d->owner, provs.data, lead, jitter, lease, lim,
-                            d->opt.once ? since : NULL};
+    const char *params[] = {
+        d->owner, provs.data, lead, jitter, lease, lim, d->opt.once ? since : NULL};
     char sql[512];
     snprintf(sql, sizeof sql,
              "%s FROM oauth_refreshd.claim_due($1, $2::text[], $3::interval, $4::interval, "
@@ -817,8 +816,8 @@ static void claim_more(struct daemon *d)
         if (ps->claiming || provider_dry(d, (enum provider_id)p))
             continue;
         unsigned global_now = global_free_slots(d);
-        unsigned free_slots = provider_free_slots(d, (enum provider_id)p,
-                                                  share < global_now ? share : global_now);
+        unsigned free_slots =
+            provider_free_slots(d, (enum provider_id)p, share < global_now ? share : global_now);
         if (free_slots == 0)
             continue;
         unsigned limit = free_slots < d->cfg->batch_size ? free_slots : d->cfg->batch_size;
@@ -881,11 +880,10 @@ static void query_next_wakeup(struct daemon *d)
     interval_text(lead, sizeof lead, d->cfg->lead_time_ms);
     interval_text(jitter, sizeof jitter, d->cfg->jitter_ms);
     const char *params[] = {provs.data, lead, jitter};
-    if (!provs.oom &&
-        db_query(d->db,
-                 "SELECT extract(epoch FROM oauth_refreshd.next_wakeup($1::text[], "
-                 "$2::interval, $3::interval))",
-                 3, params, wakeup_done_cb, d) == 0)
+    if (!provs.oom && db_query(d->db,
+                               "SELECT extract(epoch FROM oauth_refreshd.next_wakeup($1::text[], "
+                               "$2::interval, $3::interval))",
+                               3, params, wakeup_done_cb, d) == 0)
         d->wakeup_query_outstanding = true;
     strbuf_free(&provs);
 }
@@ -944,8 +942,6 @@ void engine_on_notify(struct daemon *d, const char *channel, const char *payload
             arm_due_timer(d, delay);
     }
 }
-
-/* ---- store outcomes ------------------------------------------------------------ */
 
 /* ---- claim-to-written latency --------------------------------------------------- */
 
@@ -1008,6 +1004,8 @@ void engine_latency_summary(const struct daemon *d, char *buf, size_t len)
              latency_quantile(h, 0.5) * 1000.0, latency_quantile(h, 0.9) * 1000.0,
              latency_quantile(h, 0.99) * 1000.0, h->max_s * 1000.0, h->count);
 }
+
+/* ---- store outcomes ------------------------------------------------------------ */
 
 void engine_store_done_cb(void *ud, const struct store_item *item, enum store_fate fate)
 {
@@ -1117,8 +1115,8 @@ void engine_on_config(struct daemon *d)
             ps->config_probe_at = 0;
         }
     }
-    double scan = d->listen_deaf ? engine_deaf_rescan_interval(d)
-                                 : (double)d->cfg->scan_interval_ms / 1000.0;
+    double scan =
+        d->listen_deaf ? engine_deaf_rescan_interval(d) : (double)d->cfg->scan_interval_ms / 1000.0;
     if (ev_is_active(&d->scan_timer))
         timer_arm(d->loop, &d->scan_timer, scan, scan);
     store_set_lead(d->store, d->cfg->lead_time_ms);
@@ -1227,8 +1225,7 @@ void engine_check_once_done(struct daemon *d)
             daemon_request_exit(d, 0);
         return;
     }
-    if (!d->opt.once || !d->schema_ok || !engine_idle(d) ||
-        !store_revoked_check_idle(d->store))
+    if (!d->opt.once || !d->schema_ok || !engine_idle(d) || !store_revoked_check_idle(d->store))
         return;
     if (ev_is_active(&d->kick_timer) || discovery_first_pending(d->discovery))
         return;

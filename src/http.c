@@ -25,6 +25,7 @@
 #include "http.h"
 
 #include <curl/curl.h>
+#include <ev.h>
 #include <openssl/ssl.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -34,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "secret.h"
 #include "timeutil.h"
 
 #define HTTP_DEFAULT_MAX_CONNECTIONS 64
@@ -106,8 +108,8 @@ struct http {
 
     unsigned in_flight;
     unsigned long tls_cleansing_contexts; /* http_ssl_ctx_cb calls */
-    struct http_xfer *active; /* in flight, doubly linked */
-    struct http_xfer *idle;   /* free list (singly linked through next) */
+    struct http_xfer *active;             /* in flight, doubly linked */
+    struct http_xfer *idle;               /* free list (singly linked through next) */
     unsigned idle_count;
     struct http_sock *socks;
 };
@@ -779,7 +781,7 @@ static int http_apply_options(struct http *h, const struct http_options *opt, ch
     h->user_agent = ua;
     h->allow_insecure_http = opt->allow_insecure_http;
     h->max_connections = maxc;
-    h->max_body = opt->max_body > 0 ? opt->max_body : PROVIDER_MAX_RESPONSE_BYTES;
+    h->max_body = opt->max_body > 0 ? opt->max_body : HTTP_DEFAULT_MAX_BODY;
     h->gen++; /* idle easy handles are set up again before their next use */
     return 0;
 }

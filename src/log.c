@@ -98,11 +98,6 @@ void log_set_level(int level)
     sink.level = level;
 }
 
-int log_get_level(void)
-{
-    return sink.level;
-}
-
 void log_force_stderr(bool on)
 {
     sink.force_stderr = on;

@@ -1,6 +1,6 @@
 /*
  * parse.c — the small value parsers of the configuration: durations,
- * booleans, sizes, bounded integers and decimal numbers, plus the inverse of
+ * booleans, bounded integers, decimal numbers and hex digits, plus the inverse of
  * the duration parser for messages. Everything here is pure: no allocation, no
  * logging, no global state. Each parser accepts the whole string or nothing:
  * no sign, no surrounding whitespace, no trailing junk, no overflow, and no
@@ -142,37 +142,6 @@ bool parse_bool(const char *s, bool *out)
     return false;
 }
 
-bool parse_size(const char *s, uint64_t *out)
-{
-    static const struct {
-        const char *suffix;
-        uint64_t mult;
-    } suffixes[] = {
-        {"", 1},
-        {"k", 1024},
-        {"K", 1024},
-        {"KiB", 1024},
-        {"M", 1024ULL * 1024},
-        {"MiB", 1024ULL * 1024},
-        {"G", 1024ULL * 1024 * 1024},
-        {"GiB", 1024ULL * 1024 * 1024},
-    };
-    const char *p = s;
-    uint64_t n;
-
-    if (s == NULL || !read_digits(&p, UINT64_MAX, &n))
-        return false;
-    for (size_t i = 0; i < ARRAY_LEN(suffixes); i++) {
-        if (strcmp(p, suffixes[i].suffix) == 0) {
-            if (n > UINT64_MAX / suffixes[i].mult)
-                return false;
-            *out = n * suffixes[i].mult;
-            return true;
-        }
-    }
-    return false;
-}
-
 bool parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
     const char *p = s;
@@ -221,6 +190,17 @@ bool parse_double(const char *s, double min, double max, double *out)
         return false;
     *out = v;
     return true;
+}
+
+int parse_hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
 }
 
 void format_duration_ms(int64_t ms, char *buf, size_t buflen)

@@ -498,8 +498,7 @@ static void classify_error(const struct answer_body *ab, const struct provider_d
         if (scanned) {
             json_object_set_new(scanned, "error", json_string(raw));
             if (dm->kind == PMK_STRING)
-                json_object_set_new(scanned, "error_description",
-                                    json_stringn(dm->text, dm->len));
+                json_object_set_new(scanned, "error_description", json_stringn(dm->text, dm->len));
         }
         root = scanned;
     }

@@ -26,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "parse.h"
+
 #define SCAN_NOT_FOUND  SIZE_MAX
 #define SCAN_KEY_MAX    128 /* escaped key text longer than this is not one of ours */
 #define SCAN_NUMBER_MAX 63  /* longer number literals are taken as out of range */
@@ -168,17 +170,6 @@ static size_t utf8_put(unsigned char *o, unsigned cp)
     return 4;
 }
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Four hex digits at s[i..i+4), all below end. */
 static bool hex4(const char *s, size_t i, size_t end, unsigned *out)
 {
@@ -186,7 +177,7 @@ static bool hex4(const char *s, size_t i, size_t end, unsigned *out)
         return false;
     unsigned v = 0;
     for (size_t k = 0; k < 4; k++) {
-        int d = hex_digit(s[i + k]);
+        int d = parse_hex_digit(s[i + k]);
         if (d < 0)
             return false;
         v = v * 16 + (unsigned)d;
@@ -526,9 +517,9 @@ static long form_decode(const char *s, size_t a, size_t b, unsigned char *out)
         if (c == '+') {
             c = ' ';
         } else if (c == '%') {
-            if (b - i < 3 || hex_digit(s[i + 1]) < 0 || hex_digit(s[i + 2]) < 0)
+            if (b - i < 3 || parse_hex_digit(s[i + 1]) < 0 || parse_hex_digit(s[i + 2]) < 0)
                 return -1;
-            c = (unsigned char)(hex_digit(s[i + 1]) * 16 + hex_digit(s[i + 2]));
+            c = (unsigned char)(parse_hex_digit(s[i + 1]) * 16 + parse_hex_digit(s[i + 2]));
             i += 2;
         }
         if (c < 0x20 || c == 0x7f)

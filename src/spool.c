@@ -555,12 +555,15 @@ static bool line_fields(const struct keyring *kr, char *line, size_t len, char *
 }
 
 /*
- * The three fields every line starts with (account id, provider, a time in
- * microseconds) as a new rotated result of its own, the time in *usec; NULL
- * when they are not what a writer writes (or out of memory).
+ * The head both kinds of line share: the verified fields (into f), then the
+ * account id, provider and a time in microseconds (into *usec). Returns a new
+ * rotated item with those set, which the caller owns, or NULL.
  */
-static struct store_item *rotated_item_from_head(char *const *f, int64_t *usec)
+static struct store_item *item_head(const struct keyring *kr, char *line, size_t len, char **f,
+                                    size_t nfields, bool *verified, int64_t *usec)
 {
+    if (!line_fields(kr, line, len, f, nfields, verified))
+        return NULL;
     int64_t id;
     enum provider_id prov;
     if (!parse_int64(f[0], INT64_MIN, INT64_MAX, &id) || !parse_provider(f[1], &prov) ||
@@ -581,10 +584,8 @@ static struct store_item *item_from_line(const struct keyring *kr, char *line, s
                                          bool *verified)
 {
     char *f[SPOOL_FIELDS];
-    if (!line_fields(kr, line, len, f, SPOOL_FIELDS, verified))
-        return NULL;
     int64_t usec;
-    struct store_item *it = rotated_item_from_head(f, &usec);
+    struct store_item *it = item_head(kr, line, len, f, SPOOL_FIELDS, verified, &usec);
     if (!it)
         return NULL;
     bool ok = true;
@@ -607,10 +608,8 @@ static struct store_item *partial_from_line(const struct keyring *kr, char *line
                                             bool *verified)
 {
     char *f[SPOOL_PARTIAL_FIELDS];
-    if (!line_fields(kr, line, len, f, SPOOL_PARTIAL_FIELDS, verified))
-        return NULL;
     int64_t usec;
-    struct store_item *it = rotated_item_from_head(f, &usec);
+    struct store_item *it = item_head(kr, line, len, f, SPOOL_PARTIAL_FIELDS, verified, &usec);
     if (!it)
         return NULL;
     bool ok = true;

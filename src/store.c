@@ -203,12 +203,12 @@ struct store {
     ev_timer flush_timer;
     struct store_queue resaved; /* waiting STORE_RESAVE_DELAY_S (both kinds) */
     ev_timer resaved_timer;
-    struct spool *spool;     /* not owned */
-    struct keyring *keys;    /* reference: tags the spool, decrypts re-saved rows' tokens */
-    ev_timer revcheck_timer; /* the next look, coalescing requests for one */
-    bool revcheck_busy;      /* a look at revoked_token_changes() is in flight */
-    bool revcheck_again;     /* asked for another look meanwhile */
-    size_t revcheck_lifted;  /* revocations the verdict in flight lifts */
+    struct spool *spool;        /* not owned */
+    struct keyring *keys;       /* reference: tags the spool, decrypts re-saved rows' tokens */
+    ev_timer revcheck_timer;    /* the next look, coalescing requests for one */
+    bool revcheck_busy;         /* a look at revoked_token_changes() is in flight */
+    bool revcheck_again;        /* asked for another look meanwhile */
+    size_t revcheck_lifted;     /* revocations the verdict in flight lifts */
     struct store_limits limits; /* of the application's columns; 0 = unbounded */
     bool limits_pending;        /* asked at connect: refreshed results wait for the answer */
     /* Isolation of a result the database refuses (batch_isolate), per queue. */
@@ -754,7 +754,8 @@ static bool revoked_tag_hex(const struct keyring *kr, const char *ct, char hex[R
     struct secret plain = {0};
     uint8_t tag[KEYRING_TAG_BYTES];
     char err[ERRBUF_LEN];
-    bool ok = kr && ct && stored_token_decrypt(kr, ct, strlen(ct), &plain, NULL, err, sizeof err) == 0 &&
+    bool ok = kr && ct &&
+              stored_token_decrypt(kr, ct, strlen(ct), &plain, NULL, err, sizeof err) == 0 &&
               keyring_tag(kr, REVOKED_TAG_PERSONAL, plain.data, plain.len, tag) == 0;
     secret_clear(&plain);
     if (ok)

@@ -13,19 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "parse.h"
+
 /* A Fernet token's text: version byte 0x80 and a timestamp below 2^40 read "gAAAAA". */
 #define FERNET_TEXT_PREFIX "gAAAAA"
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 static bool is_b64url_char(unsigned char c)
 {
@@ -44,8 +35,8 @@ static long unwrap_hex(const char *stored, size_t len, char *out)
         return -1;
     size_t n = (len - 2) / 2;
     for (size_t i = 0; i < n; i++) {
-        int hi = hex_value(stored[2 + 2 * i]);
-        int lo = hex_value(stored[3 + 2 * i]);
+        int hi = parse_hex_digit(stored[2 + 2 * i]);
+        int lo = parse_hex_digit(stored[3 + 2 * i]);
         if (hi < 0 || lo < 0 || !is_b64url_char((unsigned char)(hi << 4 | lo)))
             return -1;
         out[i] = (char)(hi << 4 | lo);

@@ -6,6 +6,7 @@
 
 OAUTH_DEB_PACKAGES=(
     build-essential cmake pkg-config clang libclang-rt-14-dev
+    clang-format  # 14 on Debian 12: the style.clang_format test (tests/CMakeLists.txt)
     libev-dev libpq-dev libcurl4-openssl-dev libjansson-dev libsodium-dev libsystemd-dev
     libssl-dev libinih-dev libcmocka-dev libmicrohttpd-dev
     postgresql-15 postgresql-client-15

@@ -25,9 +25,9 @@
 
 /* Secret-file contents that must never show up in a message. */
 #define CLIENT_SECRET_TEXT "zq8-client-secret-never-printed-7Hk"
-#define CONNINFO_TEXT "host=127.0.0.1 dbname=app password=zq8-db-password-never-printed"
+#define CONNINFO_TEXT      "host=127.0.0.1 dbname=app password=zq8-db-password-never-printed"
 #define DJANGO_SECRET_TEXT "zq8-django-secret-key-never-printed-Lm3"
-#define FERNET_KEY_TEXT "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="
+#define FERNET_KEY_TEXT    "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="
 
 static char dir[64];
 static char cfg_path[128];
@@ -43,8 +43,9 @@ static void write_file(const char *name, const char *text, mode_t mode)
     close(fd);
 }
 
-static const char *const files[] = {"fernet.keys", "google.secret", "github.secret", "conninfo",
-                                    "django.secret", "ca.pem", "oauth-refreshd.conf"};
+static const char *const files[] = {"fernet.keys",        "google.secret", "github.secret",
+                                    "conninfo",           "django.secret", "ca.pem",
+                                    "oauth-refreshd.conf"};
 
 static void cleanup(void)
 {
@@ -121,8 +122,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&errs, 0x5a, sizeof(errs));
     struct config *cfg = config_load(cfg_path, warn_cb, NULL, &errs);
     if (cfg == NULL) {
-        FUZZ_CHECK(errs.count >= 1 && errs.count <= CONFIG_MAX_ERRORS,
-                   "rejected with %zu errors", errs.count);
+        FUZZ_CHECK(errs.count >= 1 && errs.count <= CONFIG_MAX_ERRORS, "rejected with %zu errors",
+                   errs.count);
         for (size_t i = 0; i < errs.count; i++) {
             check_message(errs.msg[i], sizeof(errs.msg[i]));
             FUZZ_CHECK(strncmp(errs.msg[i], cfg_path, strlen(cfg_path)) == 0,

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "provider.h" /* PROVIDER_MAX_RESPONSE_BYTES: the daemon's cap */
 
 struct probe;
 
@@ -271,8 +272,7 @@ int main(int argc, char **argv)
            "\"in_flight_at_end\":%u,\"elapsed_s\":%.6f,\"rate\":%.1f,"
            "\"tls_cleansing_contexts\":%lu}\n",
            total, p.next, p.completed, never, p.duplicates, p.ok, p.transport_errors, in_flight,
-           elapsed, elapsed > 0 ? p.completed / elapsed : 0.0,
-           http_tls_cleansing_contexts(p.http));
+           elapsed, elapsed > 0 ? p.completed / elapsed : 0.0, http_tls_cleansing_contexts(p.http));
     fflush(stdout);
     http_free(p.http);
     free(p.done_count);

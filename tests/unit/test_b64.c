@@ -197,8 +197,8 @@ static void assert_rejected(const char *s, size_t len)
     uint8_t out[64];
     size_t got = 77;
     if (b64url_decode(s, len, out, sizeof(out), &got) == 0)
-        fail_msg("expected rejection of %zu-byte input \"%.*s\", but it decoded to %zu bytes",
-                 len, (int)len, s, got);
+        fail_msg("expected rejection of %zu-byte input \"%.*s\", but it decoded to %zu bytes", len,
+                 (int)len, s, got);
     assert_int_equal(got, 0);
 }
 
@@ -206,34 +206,34 @@ static void test_hostile_strings_are_rejected(void **state)
 {
     (void)state;
     const char *bad[] = {
-        "Zg",           /* missing padding */
-        "Zg=",          /* short padding */
-        "Zg===",        /* extra padding */
-        "Zg======",     /* padding quantum */
-        "Zm8",          /* missing padding */
-        "Zm8==",        /* extra padding */
-        "Zm9v=",        /* padding after a full quantum */
-        "Zm9v====",     /* a quantum of padding */
-        "====",         /* padding only */
-        "=",            /* one pad */
-        "Zg==Zm9v",     /* padding in the middle */
-        "Zg==Zg==",     /* two padded quanta */
-        "Z===",         /* 6 bits cannot be a byte */
-        "Zh==",         /* non-canonical trailing bits (Python would write Zg==) */
-        "Zm9=",         /* non-canonical: 'Zm8=' is the encoding */
-        "Zm9v\n",       /* trailing newline */
-        " Zm9v",        /* leading space */
-        "Zm 9v",        /* embedded space */
-        "Zm9v\r\n",     /* CRLF */
-        "Zm\n9v",       /* embedded newline */
-        "+/8=",         /* standard alphabet */
-        "Zm+v",         /* standard alphabet */
-        "Zm/v",         /* standard alphabet */
-        "Zm9v.",        /* junk */
-        "Zm9v Zm9v",    /* space between quanta */
-        "Zm9vYmFy=",    /* trailing pad after full */
-        "A",            /* single char */
-        "AAAAA",        /* 5 chars */
+        "Zg",        /* missing padding */
+        "Zg=",       /* short padding */
+        "Zg===",     /* extra padding */
+        "Zg======",  /* padding quantum */
+        "Zm8",       /* missing padding */
+        "Zm8==",     /* extra padding */
+        "Zm9v=",     /* padding after a full quantum */
+        "Zm9v====",  /* a quantum of padding */
+        "====",      /* padding only */
+        "=",         /* one pad */
+        "Zg==Zm9v",  /* padding in the middle */
+        "Zg==Zg==",  /* two padded quanta */
+        "Z===",      /* 6 bits cannot be a byte */
+        "Zh==",      /* non-canonical trailing bits (Python would write Zg==) */
+        "Zm9=",      /* non-canonical: 'Zm8=' is the encoding */
+        "Zm9v\n",    /* trailing newline */
+        " Zm9v",     /* leading space */
+        "Zm 9v",     /* embedded space */
+        "Zm9v\r\n",  /* CRLF */
+        "Zm\n9v",    /* embedded newline */
+        "+/8=",      /* standard alphabet */
+        "Zm+v",      /* standard alphabet */
+        "Zm/v",      /* standard alphabet */
+        "Zm9v.",     /* junk */
+        "Zm9v Zm9v", /* space between quanta */
+        "Zm9vYmFy=", /* trailing pad after full */
+        "A",         /* single char */
+        "AAAAA",     /* 5 chars */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_rejected(bad[i], strlen(bad[i]));

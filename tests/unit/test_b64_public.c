@@ -12,7 +12,7 @@
 /* Run test_b64.c's suite with the public codec in place of the constant-time one. */
 #define b64url_encode b64url_encode_public
 #define b64url_decode b64url_decode_public
-#define main test_b64_suite_main
+#define main          test_b64_suite_main
 int test_b64_suite_main(void);
 #include "test_b64.c"
 #undef main

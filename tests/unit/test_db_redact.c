@@ -53,9 +53,10 @@ static void test_plain_libpq_messages_pass_unchanged(void **state)
 static void test_long_token_like_runs_are_masked_identifiers_kept(void **state)
 {
     /* A Fernet ciphertext inside a DETAIL-like text. */
-    expect_redacted("Failing row contains (1, gAAAAABrEyM4Zp93gWt3QNHrB6ZyyvLnei90UC3SED2LEh2Nn0u50Mm"
-                    "y6v2TdD8kAAAAAAAAAAAAAAAAAAAAAAAAAAA, bearer)",
-                    "Failing row contains (1, [redacted], bearer)");
+    expect_redacted(
+        "Failing row contains (1, gAAAAABrEyM4Zp93gWt3QNHrB6ZyyvLnei90UC3SED2LEh2Nn0u50Mm"
+        "y6v2TdD8kAAAAAAAAAAAAAAAAAAAAAAAAAAA, bearer)",
+        "Failing row contains (1, [redacted], bearer)");
     /* 63 characters (the longest SQL identifier) stay; 64 do not. */
     char ident[64], run[65], in[256], want[256];
     memset(ident, 'a', 63);

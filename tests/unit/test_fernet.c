@@ -39,8 +39,12 @@ static uint64_t parse_iso(const char *s)
     } else if (sscanf(tz, "%c%d:%d", &sign, &oh, &om) != 3 || (sign != '+' && sign != '-')) {
         fail_msg("cannot parse vector time zone in \"%s\"", s);
     }
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
-                    .tm_hour = h, .tm_min = mi, .tm_sec = sec};
+    struct tm tm = {.tm_year = y - 1900,
+                    .tm_mon = mo - 1,
+                    .tm_mday = d,
+                    .tm_hour = h,
+                    .tm_min = mi,
+                    .tm_sec = sec};
     int64_t t = (int64_t)timegm(&tm);
     int64_t off = (int64_t)(oh * 3600 + om * 60);
     t = sign == '-' ? t + off : t - off; /* local = UTC + offset */
@@ -102,7 +106,8 @@ static void test_generate_vectors_produce_exact_tokens(void **state)
     json_t *vs = load_vectors("generate.json");
     size_t i;
     json_t *v;
-    json_array_foreach(vs, i, v) {
+    json_array_foreach(vs, i, v)
+    {
         struct fernet_key k = key_of(jstr(v, "secret"));
         json_t *ivj = json_object_get(v, "iv");
         uint8_t iv[FERNET_IV_BYTES];
@@ -127,7 +132,8 @@ static void test_verify_vectors_decrypt_within_ttl_and_without(void **state)
     json_t *vs = load_vectors("verify.json");
     size_t i;
     json_t *v;
-    json_array_foreach(vs, i, v) {
+    json_array_foreach(vs, i, v)
+    {
         struct fernet_key k = key_of(jstr(v, "secret"));
         const char *tok = jstr(v, "token"), *src = jstr(v, "src");
         uint64_t now = parse_iso(jstr(v, "now"));
@@ -156,7 +162,8 @@ static void test_invalid_vectors_are_rejected_with_clean_errors(void **state)
     size_t i;
     json_t *v;
     size_t n_age = 0;
-    json_array_foreach(vs, i, v) {
+    json_array_foreach(vs, i, v)
+    {
         const char *desc = jstr(v, "desc");
         const char *tok = jstr(v, "token"), *sec = jstr(v, "secret");
         struct fernet_key k = key_of(sec);
@@ -306,8 +313,7 @@ static void test_tampering_any_byte_is_rejected(void **state)
         assert_int_equal(fernet_decrypt(&k, tok, n, 1000, 0, &p, err, sizeof(err)), -1);
     char longer[600];
     snprintf(longer, sizeof(longer), "%sAAAA", tok);
-    assert_int_equal(fernet_decrypt(&k, longer, strlen(longer), 1000, 0, &p, err, sizeof(err)),
-                     -1);
+    assert_int_equal(fernet_decrypt(&k, longer, strlen(longer), 1000, 0, &p, err, sizeof(err)), -1);
     /* Untouched: still fine. */
     assert_int_equal(fernet_decrypt(&k, tok, tlen, 1000, 0, &p, err, sizeof(err)), 0);
     assert_int_equal(p.len, strlen(msg));
@@ -343,17 +349,24 @@ static void test_ttl_boundaries(void **state)
         uint64_t now, ttl;
         int ok;
     } cases[] = {
-        {ts, 60, 1},      {ts + 60, 60, 1}, {ts + 61, 60, 0}, {ts - 60, 60, 1},
-        {ts - 61, 60, 0}, {0, 60, 0},       {UINT64_MAX, 60, 0},
+        {ts, 60, 1},
+        {ts + 60, 60, 1},
+        {ts + 61, 60, 0},
+        {ts - 60, 60, 1},
+        {ts - 61, 60, 0},
+        {0, 60, 0},
+        {UINT64_MAX, 60, 0},
         /* ttl 0: no age check at all, in either direction. */
-        {0, 0, 1},        {ts + 100000000, 0, 1}, {UINT64_MAX, 0, 1},
+        {0, 0, 1},
+        {ts + 100000000, 0, 1},
+        {UINT64_MAX, 0, 1},
         {ts + 5, UINT64_MAX, 1},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct secret p = {0};
         char err[256] = "";
-        int rc = fernet_decrypt(&k, tok, strlen(tok), cases[i].now, cases[i].ttl, &p, err,
-                                sizeof(err));
+        int rc =
+            fernet_decrypt(&k, tok, strlen(tok), cases[i].now, cases[i].ttl, &p, err, sizeof(err));
         if ((rc == 0) != cases[i].ok)
             fail_msg("now=ts%+lld ttl=%llu: expected %s, saw %s (%s)",
                      (long long)(cases[i].now - ts), (unsigned long long)cases[i].ttl,
@@ -370,11 +383,11 @@ static void test_key_decode_is_strict(void **state)
     const char *good = "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=";
     assert_int_equal(fernet_key_decode(good, strlen(good), &k), 0);
     const char *bad[] = {
-        "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4",   /* no padding */
-        "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4==", /* extra padding */
-        "cw/0x689RpI+jtRR7oE8h/eQsKImvJapLeSbXpwF4e4=",  /* standard alphabet */
-        "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e5=",  /* non-canonical tail */
-        "Zm9vYmFy",                                     /* too short */
+        "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4",      /* no padding */
+        "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4==",    /* extra padding */
+        "cw/0x689RpI+jtRR7oE8h/eQsKImvJapLeSbXpwF4e4=",     /* standard alphabet */
+        "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e5=",     /* non-canonical tail */
+        "Zm9vYmFy",                                         /* too short */
         "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=cw_0", /* too long */
         "",
     };
@@ -401,8 +414,8 @@ static void test_multifernet_encrypts_with_first_and_decrypts_with_any(void **st
     uint8_t raw[3][FERNET_KEY_BYTES];
     randombytes_buf(raw, sizeof(raw));
     char err[256] = "";
-    struct keyring *kr = keyring_from_raw((const uint8_t(*)[FERNET_KEY_BYTES])raw, 3, err,
-                                          sizeof(err));
+    struct keyring *kr =
+        keyring_from_raw((const uint8_t(*)[FERNET_KEY_BYTES])raw, 3, err, sizeof(err));
     assert_non_null(kr);
     assert_int_equal(keyring_count(kr), 3);
 
@@ -480,19 +493,20 @@ static void test_a_reused_engine_matches_fresh_contexts_after_anything(void **st
                *ver = load_vectors("verify.json");
         size_t i;
         json_t *v;
-        json_array_foreach(inv, i, v) {
+        json_array_foreach(inv, i, v)
+        {
             struct fernet_key k = key_of(jstr(v, "secret"));
             struct secret p = {0};
             char err[256];
             const char *tok = jstr(v, "token");
-            assert_int_equal(fernet_decrypt_keys_with(eng, &k, 1, tok, strlen(tok),
-                                                      parse_iso(jstr(v, "now")),
-                                                      (uint64_t)json_integer_value(
-                                                          json_object_get(v, "ttl_sec")),
-                                                      &p, NULL, err, sizeof err),
+            assert_int_equal(fernet_decrypt_keys_with(
+                                 eng, &k, 1, tok, strlen(tok), parse_iso(jstr(v, "now")),
+                                 (uint64_t)json_integer_value(json_object_get(v, "ttl_sec")), &p,
+                                 NULL, err, sizeof err),
                              -1);
         }
-        json_array_foreach(gen, i, v) {
+        json_array_foreach(gen, i, v)
+        {
             struct fernet_key k = key_of(jstr(v, "secret"));
             uint8_t iv[FERNET_IV_BYTES];
             for (size_t j = 0; j < FERNET_IV_BYTES; j++)
@@ -505,13 +519,14 @@ static void test_a_reused_engine_matches_fresh_contexts_after_anything(void **st
             assert_string_equal(tok, jstr(v, "token"));
             free(tok);
         }
-        json_array_foreach(ver, i, v) {
+        json_array_foreach(ver, i, v)
+        {
             struct fernet_key k = key_of(jstr(v, "secret"));
             struct secret p = {0};
             char err[256];
             const char *tok = jstr(v, "token");
-            assert_int_equal(fernet_decrypt_keys_with(eng, &k, 1, tok, strlen(tok), 0, 0, &p,
-                                                      NULL, err, sizeof err),
+            assert_int_equal(fernet_decrypt_keys_with(eng, &k, 1, tok, strlen(tok), 0, 0, &p, NULL,
+                                                      err, sizeof err),
                              0);
             assert_string_equal(p.data, jstr(v, "src"));
             secret_clear(&p);
@@ -539,8 +554,8 @@ static void test_a_reused_engine_matches_fresh_contexts_after_anything(void **st
         struct secret p = {0};
         char err[256];
         size_t idx = 9;
-        int rc = fernet_decrypt_keys_with(eng, keys, 3, reused, strlen(reused), 0, 0, &p, &idx,
-                                          err, sizeof err);
+        int rc = fernet_decrypt_keys_with(eng, keys, 3, reused, strlen(reused), 0, 0, &p, &idx, err,
+                                          sizeof err);
         if (round % 7 == 3) {
             assert_int_equal(rc, -1);
         } else {

@@ -135,9 +135,8 @@ static void test_verified_entry_that_is_no_result_is_reported_as_such(void **sta
     static const char *const not_results[] = {"{\"account_id\": \"x\"}", "[]", "not json"};
     for (size_t i = 0; i < ARRAY_LEN(not_results); i++) {
         char *tok = NULL;
-        assert_int_equal(keyring_encrypt(kr, (const uint8_t *)not_results[i],
-                                         strlen(not_results[i]), &tok),
-                         0);
+        assert_int_equal(
+            keyring_encrypt(kr, (const uint8_t *)not_results[i], strlen(not_results[i]), &tok), 0);
         fprintf(f, "%s\n", tok);
         free(tok);
     }

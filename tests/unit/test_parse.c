@@ -226,53 +226,6 @@ static void bool_rejects_everything_else(void **state)
     assert_false(parse_bool(NULL, &b));
 }
 
-static void size_suffixes_are_powers_of_1024(void **state)
-{
-    (void)state;
-    static const struct {
-        const char *s;
-        uint64_t want;
-    } cases[] = {
-        {"0", 0},
-        {"512", 512},
-        {"1k", 1024},
-        {"1K", 1024},
-        {"2KiB", 2048},
-        {"1M", 1048576},
-        {"3MiB", 3145728},
-        {"1G", 1073741824},
-        {"2GiB", 2147483648ULL},
-        {"18446744073709551615", UINT64_MAX},
-        {"17179869183G", 17179869183ULL << 30},
-    };
-    for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
-        uint64_t got = 0;
-        if (!parse_size(cases[i].s, &got) || got != cases[i].want)
-            fail_msg("parse_size(\"%s\"): expected %llu, got %llu", cases[i].s,
-                     (unsigned long long)cases[i].want, (unsigned long long)got);
-    }
-    const char *bad[] = {"",
-                         "k",
-                         "1 k",
-                         "1kb",
-                         "1KB",
-                         "1T",
-                         "-1",
-                         "+1",
-                         "1.5M",
-                         "1M ",
-                         "18446744073709551616",
-                         "17179869184G",
-                         "99999999999999999999999",
-                         "1m"};
-    for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
-        uint64_t got;
-        if (parse_size(bad[i], &got))
-            fail_msg("parse_size(\"%s\"): expected rejection, got %llu", bad[i],
-                     (unsigned long long)got);
-    }
-}
-
 static void u64_respects_bounds_and_rejects_junk(void **state)
 {
     (void)state;
@@ -339,7 +292,6 @@ int main(void)
         cmocka_unit_test(format_duration_truncates_safely),
         cmocka_unit_test(bool_accepts_the_six_spellings_in_any_case),
         cmocka_unit_test(bool_rejects_everything_else),
-        cmocka_unit_test(size_suffixes_are_powers_of_1024),
         cmocka_unit_test(u64_respects_bounds_and_rejects_junk),
         cmocka_unit_test(double_accepts_plain_decimals_only),
     };

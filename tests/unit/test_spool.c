@@ -40,8 +40,8 @@ static struct keyring *make_keyring(void)
     uint8_t raw[1][FERNET_KEY_BYTES];
     randombytes_buf(raw[0], sizeof raw[0]);
     char err[ERRBUF_LEN];
-    struct keyring *kr = keyring_from_raw((const uint8_t(*)[FERNET_KEY_BYTES])raw, 1, err,
-                                          sizeof err);
+    struct keyring *kr =
+        keyring_from_raw((const uint8_t(*)[FERNET_KEY_BYTES])raw, 1, err, sizeof err);
     assert_non_null(kr);
     return kr;
 }
@@ -261,9 +261,9 @@ static void test_results_in_the_bytea_hex_form_come_back_unchanged(void **state)
     assert_int_equal(st.items, 1);
     assert_int_equal(st.bad_items, 0);
     assert_string_equal(fx->replayed[0]->refresh_ct, want);
-    assert_int_equal(stored_token_form(fx->replayed[0]->old_refresh_ct,
-                                       strlen(fx->replayed[0]->old_refresh_ct)),
-                     STORED_FORM_BYTEA_HEX);
+    assert_int_equal(
+        stored_token_form(fx->replayed[0]->old_refresh_ct, strlen(fx->replayed[0]->old_refresh_ct)),
+        STORED_FORM_BYTEA_HEX);
     free(want);
     spool_release(sp, fx->replayed[0]->spool_id);
     spool_close(sp);
@@ -453,8 +453,8 @@ static void test_spool_holds_no_plaintext(void **state)
 }
 
 /* Damages the only segment with fn, then replays. */
-static void replay_damaged(struct fixture *fx, void (*fn)(const char *path),
-                           size_t expect_good, size_t expect_bad)
+static void replay_damaged(struct fixture *fx, void (*fn)(const char *path), size_t expect_good,
+                           size_t expect_bad)
 {
     write_three_and_crash(fx);
     char *path = only_segment_path(fx->dir);
@@ -710,12 +710,12 @@ static void test_a_segment_tagged_with_a_demoted_key_is_replayed(void **state)
     uint8_t raw[2][FERNET_KEY_BYTES];
     randombytes_buf(raw, sizeof raw);
     /* Written under key A; then a reload put a new primary key B in front of it. */
-    struct keyring *a = keyring_from_raw((const uint8_t(*)[FERNET_KEY_BYTES])raw + 1, 1, err,
-                                         sizeof err);
-    struct keyring *ba = keyring_from_raw((const uint8_t(*)[FERNET_KEY_BYTES])raw, 2, err,
-                                          sizeof err);
-    struct keyring *b_only = keyring_from_raw((const uint8_t(*)[FERNET_KEY_BYTES])raw, 1, err,
-                                              sizeof err);
+    struct keyring *a =
+        keyring_from_raw((const uint8_t(*)[FERNET_KEY_BYTES])raw + 1, 1, err, sizeof err);
+    struct keyring *ba =
+        keyring_from_raw((const uint8_t(*)[FERNET_KEY_BYTES])raw, 2, err, sizeof err);
+    struct keyring *b_only =
+        keyring_from_raw((const uint8_t(*)[FERNET_KEY_BYTES])raw, 1, err, sizeof err);
     assert_non_null(a);
     assert_non_null(ba);
     assert_non_null(b_only);
