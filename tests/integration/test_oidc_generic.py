@@ -20,9 +20,8 @@ import time
 import pytest
 
 from lib.daemon import DaemonEnv, wait_until
-from lib.oidc import OidcProvider
+from lib.oidc import OidcAccounts, OidcProvider
 from lib.sdnotify_socket import NotifySocket, notify_daemon
-from lib.seed import Seeder
 from lib.spoolfmt import spool_line
 
 SCOPE = "openid offline_access"
@@ -72,27 +71,9 @@ def generic_env(request, tmp_path, db, fernet_keys, pki, oidc):
     env.cleanup(dump_logs=failed)
 
 
-class Accounts:
-    """Accounts whose refresh tokens the real provider minted, one grant each."""
-
-    def __init__(self, db, keys, oidc):
-        self.seeder = Seeder(db, keys, None)
-        self.oidc = oidc
-
-    def add(self, provider):
-        sub = self.seeder.new_account_key(provider)
-        rt, _ = self.oidc.mint(GENERIC[provider], sub, SCOPE)
-        return self.seeder.add_account(provider, sub, refresh_token=rt, scope=SCOPE,
-                                       expires_in=-60)
-
-    def make_due(self, ids):
-        self.seeder.db.execute("UPDATE oauth_accounts SET expires_at = now() - interval '1 minute' "
-                               "WHERE id = ANY(%s)", (list(ids),))
-
-
 @pytest.fixture
 def accounts(db, fernet_keys, oidc):
-    return Accounts(db, fernet_keys, oidc)
+    return OidcAccounts(db, fernet_keys, oidc, GENERIC, SCOPE)
 
 
 def test_the_server_offers_both_client_authentication_methods(oidc):

@@ -16,8 +16,7 @@ import time
 import pytest
 
 from lib.daemon import DaemonEnv, wait_until
-from lib.oidc import OidcProvider
-from lib.seed import Seeder
+from lib.oidc import OidcAccounts, OidcProvider
 
 SCOPE = "openid offline_access"
 CLIENTS = {
@@ -51,31 +50,9 @@ def oidc_env(request, tmp_path, db, fernet_keys, pki, oidc):
     env.cleanup(dump_logs=failed)
 
 
-class Accounts:
-    """Accounts whose refresh tokens the real provider minted, one grant each."""
-
-    def __init__(self, db, keys, oidc):
-        self.seeder = Seeder(db, keys, None)
-        self.oidc = oidc
-        self.grants = {}
-
-    def add(self, provider, client_id=None, sub=None):
-        client_id = client_id or DIALECT_CLIENT[provider]
-        sub = sub or self.seeder.new_account_key(provider)
-        rt, grant = self.oidc.mint(client_id, sub, SCOPE)
-        acct = self.seeder.add_account(provider, sub, refresh_token=rt, scope=SCOPE,
-                                       expires_in=-60)
-        self.grants[acct.id] = grant
-        return acct
-
-    def make_due(self, ids):
-        self.seeder.db.execute("UPDATE oauth_accounts SET expires_at = now() - interval '1 minute' "
-                               "WHERE id = ANY(%s)", (list(ids),))
-
-
 @pytest.fixture
 def accounts(db, fernet_keys, oidc):
-    return Accounts(db, fernet_keys, oidc)
+    return OidcAccounts(db, fernet_keys, oidc, DIALECT_CLIENT, SCOPE)
 
 
 def test_discovery_names_the_token_endpoint_the_dialects_use(oidc):

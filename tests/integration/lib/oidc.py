@@ -20,6 +20,7 @@ import urllib.request
 
 from .daemon import source_dir
 from .pgcluster import free_port
+from .seed import Seeder
 
 
 def oidc_dir():
@@ -150,3 +151,29 @@ class OidcProvider:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class OidcAccounts:
+    """Accounts of the application whose refresh tokens the real provider minted, one grant
+    each. client_of: {provider name in oauth_accounts: the oidc client id its dialect uses}."""
+
+    def __init__(self, db, keys, oidc, client_of, scope="openid offline_access"):
+        self.seeder = Seeder(db, keys, None)
+        self.oidc = oidc
+        self.client_of = dict(client_of)
+        self.scope = scope
+        self.grants = {}  # account id -> grant id
+
+    def add(self, provider, client_id=None, sub=None):
+        client_id = client_id or self.client_of[provider]
+        sub = sub or self.seeder.new_account_key(provider)
+        rt, grant = self.oidc.mint(client_id, sub, self.scope)
+        acct = self.seeder.add_account(provider, sub, refresh_token=rt, scope=self.scope,
+                                       expires_in=-60)
+        self.grants[acct.id] = grant
+        return acct
+
+    def make_due(self, ids):
+        self.seeder.db.execute("UPDATE oauth_accounts SET expires_at = now() - interval '1 minute' "
+                               "WHERE id = ANY(%s)", (list(ids),))
+
