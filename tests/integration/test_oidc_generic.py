@@ -19,8 +19,8 @@ import time
 
 import pytest
 
-from lib.daemon import DaemonEnv, wait_until
-from lib.oidc import OidcAccounts, OidcProvider
+from lib.daemon import wait_until
+from lib.oidc import OidcAccounts, OidcProvider, oidc_daemon_env
 from lib.sdnotify_socket import NotifySocket, notify_daemon
 from lib.spoolfmt import spool_line
 
@@ -57,18 +57,9 @@ def generic_sections(oidc, issuer=None):
 @pytest.fixture
 def generic_env(request, tmp_path, db, fernet_keys, pki, oidc):
     widen_provider_check(db)
-    os.makedirs(tmp_path / "daemon", exist_ok=True)
-    clients = {p: (cid, CLIENTS[cid][0]) for p, cid in GENERIC.items()}
-    env = DaemonEnv(str(tmp_path / "daemon"), db.dsn, fernet_keys, ca_file=pki.ca_file,
-                    providers=tuple(GENERIC), clients=clients)
-    env.write_config(generic_sections(oidc))
-    env.migrate()
-    yield env
-    rep = getattr(request.node, "rep_call", None)
-    failed = rep is not None and rep.failed
-    if failed:
-        print("---- oidc-provider log ----\n" + oidc.log())
-    env.cleanup(dump_logs=failed)
+    with oidc_daemon_env(request, str(tmp_path / "daemon"), db, fernet_keys, pki, oidc, CLIENTS,
+                         GENERIC, generic_sections(oidc)) as env:
+        yield env
 
 
 @pytest.fixture

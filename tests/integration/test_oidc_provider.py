@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from lib.daemon import DaemonEnv, wait_until
-from lib.oidc import OidcAccounts, OidcProvider
+from lib.daemon import wait_until
+from lib.oidc import OidcAccounts, OidcProvider, oidc_daemon_env
 
 SCOPE = "openid offline_access"
 CLIENTS = {
@@ -36,18 +36,10 @@ def oidc(pki, tmp_path):
 
 @pytest.fixture
 def oidc_env(request, tmp_path, db, fernet_keys, pki, oidc):
-    os.makedirs(tmp_path / "daemon", exist_ok=True)
-    clients = {p: (cid, CLIENTS[cid][0]) for p, cid in DIALECT_CLIENT.items()}
-    env = DaemonEnv(str(tmp_path / "daemon"), db.dsn, fernet_keys, ca_file=pki.ca_file,
-                    providers=tuple(DIALECT_CLIENT), clients=clients)
-    env.write_config({f"provider.{p}": {"token_url": oidc.token_url} for p in DIALECT_CLIENT})
-    env.migrate()
-    yield env
-    rep = getattr(request.node, "rep_call", None)
-    failed = rep is not None and rep.failed
-    if failed:
-        print("---- oidc-provider log ----\n" + oidc.log())
-    env.cleanup(dump_logs=failed)
+    with oidc_daemon_env(request, str(tmp_path / "daemon"), db, fernet_keys, pki, oidc, CLIENTS,
+                         DIALECT_CLIENT, {f"provider.{p}": {"token_url": oidc.token_url}
+                                          for p in DIALECT_CLIENT}) as env:
+        yield env
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ Must never: print a token, or listen beyond loopback.
 """
 
 import base64
+import contextlib
 import json
 import os
 import ssl
@@ -18,7 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from .daemon import source_dir
+from .daemon import DaemonEnv, source_dir
 from .pgcluster import free_port
 from .seed import Seeder
 
@@ -176,4 +177,26 @@ class OidcAccounts:
     def make_due(self, ids):
         self.seeder.db.execute("UPDATE oauth_accounts SET expires_at = now() - interval '1 minute' "
                                "WHERE id = ANY(%s)", (list(ids),))
+
+
+@contextlib.contextmanager
+def oidc_daemon_env(request, dir, db, keys, pki, oidc, clients, client_of, sections):
+    """A migrated DaemonEnv in dir whose providers (client_of: provider -> oidc client id,
+    clients: client id -> (secret, auth method)) refresh against oidc; sections: the
+    [provider.*] overrides. On a failed test, the daemon's and the provider's logs are
+    printed."""
+    os.makedirs(dir, exist_ok=True)
+    creds = {p: (cid, clients[cid][0]) for p, cid in client_of.items()}
+    env = DaemonEnv(dir, db.dsn, keys, ca_file=pki.ca_file, providers=tuple(client_of),
+                    clients=creds)
+    env.write_config(sections)
+    env.migrate()
+    try:
+        yield env
+    finally:
+        rep = getattr(request.node, "rep_call", None)
+        failed = rep is not None and rep.failed
+        if failed:
+            print("---- oidc-provider log ----\n" + oidc.log())
+        env.cleanup(dump_logs=failed)
 
