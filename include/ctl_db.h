@@ -35,6 +35,17 @@ int ctl_db_conf_load(const struct ctl_ctx *ctx, const char *cmd, const struct ct
                      struct ctl_db_conf *out);
 void ctl_db_conf_free(struct ctl_db_conf *c);
 
+/*
+ * The common start of a subcommand that takes options only: parses them,
+ * refuses positional arguments and loads what it connects with. Returns true
+ * with conf loaded, or false with the exit code to return in *exit_code.
+ */
+bool ctl_db_begin(const struct ctl_ctx *ctx, const char *cmd, int argc, char **argv, bool json_ok,
+                  struct ctl_db_args *a, struct ctl_db_conf *conf, int *exit_code);
+
+/* Runs a command that returns no rows; prints the error and returns -1 on failure. */
+int ctl_db_exec(PGconn *conn, const char *cmd, const char *sql, const char *what);
+
 /* A connection, or NULL after printing why (the caller exits 69). */
 PGconn *ctl_db_connect(const char *cmd, const char *conninfo);
 

@@ -1,14 +1,13 @@
 /*
- * ctl_db.c — the database subcommands of oauth-refreshctl: migrate, status and
- * refresh (SPEC §2, §5). It owns their command lines, where the conninfo comes
- * from (--conninfo/-d, else the configuration's [database]), one synchronous
- * libpq connection per run, the wording of what they print, and their exit
- * codes (64 bad arguments, 69 database unreachable or schema missing, 78 bad
- * configuration, 1 migration failed).
+ * ctl_db.c — the database subcommands of oauth-refreshctl: status and refresh
+ * (SPEC §2, §5), and what they share with migrate (ctl_migrate.c). It owns
+ * their command lines, where the conninfo comes from (--conninfo/-d, else the
+ * configuration's [database]), one synchronous libpq connection per run, the
+ * wording of what they print, and their exit codes (64 bad arguments, 69
+ * database unreachable or schema missing, 78 bad configuration, 1 failed).
  *
  * It must never print a conninfo or password (every libpq message goes through
- * db_redact), never leave a migration half applied (one transaction), and
- * never run a query on status that scans oauth_accounts: its counts read the
+ * db_redact), and never run a query on status that scans oauth_accounts: its counts read the
  * partial indexes of oauth_refreshd.account_state, so it stays fast on a
  * million accounts.
  */
@@ -202,7 +201,7 @@ PGconn *ctl_db_connect(const char *cmd, const char *conninfo)
 }
 
 /* Runs a command that returns no rows; prints the error and returns -1 on failure. */
-static int ctl_db_exec(PGconn *conn, const char *cmd, const char *sql, const char *what)
+int ctl_db_exec(PGconn *conn, const char *cmd, const char *sql, const char *what)
 {
     PGresult *r = PQexec(conn, sql);
     ExecStatusType st = PQresultStatus(r);
@@ -220,16 +219,15 @@ int ctl_db_fail_code(PGconn *conn, int other)
     return PQstatus(conn) == CONNECTION_BAD ? EXIT_UNAVAILABLE : other;
 }
 
-/* ---- migrate ------------------------------------------------------------------------ */
+/* ---- shared by the subcommands ------------------------------------------------------- */
 
 /*
  * The common start of a subcommand that takes options only: parses them,
  * refuses positional arguments and loads what it connects with. Returns true
  * with conf loaded, or false with the exit code to return in *exit_code.
  */
-static bool ctl_db_begin(const struct ctl_ctx *ctx, const char *cmd, int argc, char **argv,
-                         bool json_ok, struct ctl_db_args *a, struct ctl_db_conf *conf,
-                         int *exit_code)
+bool ctl_db_begin(const struct ctl_ctx *ctx, const char *cmd, int argc, char **argv, bool json_ok,
+                  struct ctl_db_args *a, struct ctl_db_conf *conf, int *exit_code)
 {
     int rc = ctl_db_parse(argc, argv, json_ok, a);
     if (rc != 0) {
@@ -246,74 +244,6 @@ static bool ctl_db_begin(const struct ctl_ctx *ctx, const char *cmd, int argc, c
         return false;
     }
     return true;
-}
-
-int ctl_migrate(const struct ctl_ctx *ctx, int argc, char **argv)
-{
-    const char *cmd = "migrate";
-    struct ctl_db_args a;
-    struct ctl_db_conf conf;
-    int rc;
-    if (!ctl_db_begin(ctx, cmd, argc, argv, false, &a, &conf, &rc))
-        return rc;
-    PGconn *conn = ctl_db_connect(cmd, conf.conninfo);
-    ctl_db_conf_free(&conf);
-    if (conn == NULL)
-        return EXIT_UNAVAILABLE;
-
-    char err[ERRBUF_LEN];
-    PGresult *r = PQexec(conn, SCHEMA_CHECK_SQL);
-    int before = schema_installed_version(r, err, sizeof(err));
-    PQclear(r);
-    if (before < 0) {
-        fprintf(stderr, PROG " %s: %s\n", cmd, err);
-        rc = ctl_db_fail_code(conn, EXIT_WORK_FAILED);
-        goto out;
-    }
-    if (before > OAUTH_SCHEMA_VERSION) {
-        fprintf(stderr,
-                PROG " %s: the oauth_refreshd schema is at version %d, newer than this "
-                     "oauth-refreshctl knows (version %d); refusing to touch it: use the "
-                     "oauth-refreshctl of the release that installed version %d\n",
-                cmd, before, OAUTH_SCHEMA_VERSION, before);
-        rc = EXIT_WORK_FAILED;
-        goto out;
-    }
-
-    /* One transaction: all of it or nothing (the SQL takes an advisory lock itself). */
-    if (ctl_db_exec(conn, cmd, "BEGIN", "cannot begin the migration") < 0 ||
-        ctl_db_exec(conn, cmd, "SET LOCAL client_min_messages = warning",
-                    "cannot begin the migration") < 0) {
-        rc = ctl_db_fail_code(conn, EXIT_WORK_FAILED);
-        goto out;
-    }
-    if (ctl_db_exec(conn, cmd, schema_sql, "migration failed, nothing was changed") < 0) {
-        PQclear(PQexec(conn, "ROLLBACK"));
-        rc = ctl_db_fail_code(conn, EXIT_WORK_FAILED);
-        goto out;
-    }
-    if (ctl_db_exec(conn, cmd, "COMMIT", "migration failed at commit, nothing was changed") < 0) {
-        rc = ctl_db_fail_code(conn, EXIT_WORK_FAILED);
-        goto out;
-    }
-    r = PQexec(conn, SCHEMA_CHECK_SQL);
-    int after = schema_installed_version(r, err, sizeof(err));
-    PQclear(r);
-    if (after <= 0) {
-        fprintf(stderr, PROG " %s: migrated, but cannot read the version back: %s\n", cmd,
-                after < 0 ? err : "no version row");
-        rc = ctl_db_fail_code(conn, EXIT_WORK_FAILED);
-        goto out;
-    }
-    if (before == 0)
-        printf("created the oauth_refreshd schema\n");
-    else if (before < after)
-        printf("upgraded the oauth_refreshd schema from version %d\n", before);
-    printf("oauth_refreshd schema is at version %d\n", after);
-    rc = 0;
-out:
-    PQfinish(conn);
-    return rc;
 }
 
 /* ---- status ----------------------------------------------------------------------------- */
