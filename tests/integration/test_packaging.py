@@ -350,7 +350,7 @@ def test_every_signal_the_daemon_handles_is_documented(text):
 
 def channels_in_code():
     found = set()
-    for rel in (("sql", "oauth-refreshd.sql"), ("src", "daemon.c"), ("src", "ctl_db.c"), ("src", "engine.c")):
+    for rel in (("sql", "oauth-refreshd.sql"), ("src", "daemon.c"), ("src", "ctl_refresh.c"), ("src", "engine.c")):
         t = read(*rel)
         found |= set(re.findall(r"pg_notify\(\s*'([a-z_]+)'", t))
     found |= set(re.findall(r'"(oauth_[a-z_]+)"', re.search(
