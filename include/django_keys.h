@@ -4,7 +4,8 @@
  * turns the application's secrets into the raw Fernet keys the package
  * itself would use, in the package's order, and builds a keyring from them.
  * It reads no files and knows nothing of the configuration's keys or
- * wording; config.c reads the secret files and reports the errors.
+ * wording; config_crypto.c (through config_secrets.c) reads the secret files
+ * and reports the errors.
  */
 #ifndef OAUTH_DJANGO_KEYS_H
 #define OAUTH_DJANGO_KEYS_H

@@ -10,7 +10,7 @@
 #define OAUTH_METRICS_H
 
 #include "common.h"
-#include "config.h"
+#include "provider_id.h"
 #include "provider.h"
 #include "store.h"
 #include "strbuf.h"

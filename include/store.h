@@ -17,7 +17,7 @@
 #include <ev.h>
 
 #include "common.h"
-#include "config.h"
+#include "provider_id.h"
 #include "db.h"
 
 enum store_kind { STORE_REFRESHED, STORE_FAILED, STORE_REVOKED };

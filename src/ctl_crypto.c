@@ -20,6 +20,7 @@
 
 #include "config.h"
 #include "ctl.h"
+#include "ctl_common.h"
 #include "fernet.h"
 #include "keys.h"
 #include "secret.h"
@@ -29,12 +30,6 @@
 /* Tokens are kilobytes; anything near this is not a token or credential. */
 #define CTL_STDIN_MAX (16u * 1024u * 1024u)
 
-static void ctl_warn_cb(void *ud, const char *msg)
-{
-    const char *cmd = ud;
-    fprintf(stderr, PROG " %s: warning: %s\n", cmd, msg);
-}
-
 /*
  * The key list: from keys_file when given, else from the configuration file.
  * Returns an owned keyring reference, or NULL after printing why.
@@ -42,29 +37,11 @@ static void ctl_warn_cb(void *ud, const char *msg)
 static struct keyring *ctl_keys_load(const struct ctl_ctx *ctx, const char *cmd,
                                      const char *keys_file)
 {
-    char err[ERRBUF_LEN] = "";
-    if (keys_file != NULL) {
-        struct keyring *kr =
-            keyring_load_file(keys_file, ctl_warn_cb, (void *)cmd, err, sizeof(err));
-        if (kr == NULL)
-            fprintf(stderr, PROG " %s: keys file %s: %s\n", cmd, keys_file, err);
-        return kr;
-    }
-    struct config_errors *errs = calloc(1, sizeof(*errs));
-    if (errs == NULL) {
-        fprintf(stderr, PROG " %s: out of memory\n", cmd);
+    if (keys_file != NULL)
+        return ctl_keys_file_load(cmd, keys_file);
+    struct config *cfg;
+    if (ctl_config_load(ctx, cmd, &cfg) != 0)
         return NULL;
-    }
-    struct config *cfg = config_load(ctx->config_path, ctl_warn_cb, (void *)cmd, errs);
-    if (cfg == NULL) {
-        for (size_t i = 0; i < errs->count && i < CONFIG_MAX_ERRORS; i++)
-            fprintf(stderr, PROG " %s: %s\n", cmd, errs->msg[i]);
-        if (errs->count == 0)
-            fprintf(stderr, PROG " %s: cannot load configuration %s\n", cmd, ctx->config_path);
-        free(errs);
-        return NULL;
-    }
-    free(errs);
     struct keyring *kr = keyring_ref(cfg->keys);
     config_unref(cfg);
     if (kr == NULL)

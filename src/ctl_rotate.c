@@ -1,11 +1,12 @@
 /*
- * ctl_rotate.c — `oauth-refreshctl rotate-keys` and the key census of
- * `status --keys`. After an operator puts a new primary key in front of the
- * key list, rotate-keys re-encrypts every token column (access_token,
- * refresh_token, id_token) of every account under it: batches in id order
- * (keyset pagination), each written by oauth_refreshd.rotate_batch() with a
- * compare-and-swap on the three old ciphertexts, so a concurrent refresh or
- * application write always wins; rows that lose are looked at again at the
+ * ctl_rotate.c — `oauth-refreshctl rotate-keys` (the key census of `status
+ * --keys`, which tells when it is needed, is ctl_census.c's). After an
+ * operator puts a new primary key in front of the key list, rotate-keys
+ * re-encrypts every token column (access_token, refresh_token, id_token) of
+ * every account under it: batches in id order (keyset pagination), each
+ * written by oauth_refreshd.rotate_batch() with a compare-and-swap on the
+ * three old ciphertexts, so a concurrent refresh or application write always
+ * wins; rows that lose are looked at again at the
  * end. Progress is stored per primary key (rotation_progress), so an
  * interrupted run resumes. It owns the command line, the progress display
  * (a bar on a terminal, plain periodic lines otherwise), the final report and
@@ -29,8 +30,8 @@
 
 #include "config.h"
 #include "ctl.h"
-#include "ctl_rotate.h"
-#include "db.h"
+#include "ctl_census.h"
+#include "ctl_common.h"
 #include "schema_check.h"
 #include "secret.h"
 #include "stored_token.h"
@@ -42,16 +43,11 @@
 #define KEY_CHECK_TEXT   "oauth-refreshd rotate-keys: primary key check, version 1"
 #define DEFAULT_BATCH    500
 #define MAX_BATCH        100000
-#define CENSUS_BATCH     1000
 #define LISTED_IDS       50
-#define CENSUS_IDS       20
 #define SECOND_LOOKS     6 /* rounds for rows that lost the compare-and-swap */
 #define PLAIN_INTERVAL_S 2.0
 #define BAR_INTERVAL_S   0.1
 
-static const char rows_sql[] =
-    "SELECT id, access_token, refresh_token, id_token FROM public.oauth_accounts"
-    " WHERE id > $1::bigint ORDER BY id LIMIT $2::integer";
 static const char rows_by_id_sql[] =
     "SELECT id, access_token, refresh_token, id_token FROM public.oauth_accounts"
     " WHERE id = ANY ($1::bigint[]) ORDER BY id";
@@ -164,17 +160,10 @@ static void sleep_s(double s)
         ;
 }
 
+/* Prints what failed with the libpq message of res, else of conn (redacted). */
 static void rot_print_db_error(const char *what, PGconn *conn, const PGresult *res)
 {
-    char clean[ERRBUF_LEN];
-    db_redact(clean, sizeof clean, res ? PQresultErrorMessage(res) : PQerrorMessage(conn));
-    fprintf(stderr, PROG " " CMD ": %s%s%s\n", what, clean[0] ? ": " : "", clean);
-}
-
-/* 69 when the connection is gone, else 1. */
-static int rot_fail_code(PGconn *conn)
-{
-    return PQstatus(conn) == CONNECTION_BAD ? EXIT_UNAVAILABLE : EXIT_WORK_FAILED;
+    ctl_db_print_error(CMD, what, res ? PQresultErrorMessage(res) : PQerrorMessage(conn));
 }
 
 enum row_verdict { ROW_CURRENT, ROW_ROTATE, ROW_BAD, ROW_OOM };
@@ -378,7 +367,7 @@ static int rot_process(struct rotation *r, PGresult *res, struct rot_counts *cnt
         rot_print_db_error("writing a batch failed (nothing of it was written)", r->conn, w);
         PQclear(w);
         batch_free(&b);
-        return rot_fail_code(r->conn);
+        return ctl_db_fail_code(r->conn, EXIT_WORK_FAILED);
     }
     /* Both lists are in id order: walk them together. */
     size_t nd = (size_t)PQntuples(w);
@@ -423,7 +412,7 @@ static int rot_progress_open(struct rotation *r)
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rot_print_db_error("cannot read the rotation progress", r->conn, res);
         PQclear(res);
-        return rot_fail_code(r->conn);
+        return ctl_db_fail_code(r->conn, EXIT_WORK_FAILED);
     }
     int mine = -1;
     for (int i = 0; i < PQntuples(res) && mine < 0; i++) {
@@ -458,7 +447,7 @@ static int rot_progress_open(struct rotation *r)
                 1, NULL, p, NULL, NULL, 0);
             if (PQresultStatus(u) != PGRES_COMMAND_OK) {
                 rot_print_db_error("cannot reset the rotation progress", r->conn, u);
-                rc = rot_fail_code(r->conn);
+                rc = ctl_db_fail_code(r->conn, EXIT_WORK_FAILED);
             }
             PQclear(u);
         } else {
@@ -483,7 +472,7 @@ static int rot_progress_open(struct rotation *r)
                        NULL, p, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         rot_print_db_error("cannot record the rotation progress", r->conn, res);
-        rc = rot_fail_code(r->conn);
+        rc = ctl_db_fail_code(r->conn, EXIT_WORK_FAILED);
     }
     PQclear(res);
     return rc;
@@ -503,7 +492,7 @@ static int rot_main_pass(struct rotation *r)
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rot_print_db_error("cannot count the accounts", r->conn, res);
         PQclear(res);
-        return rot_fail_code(r->conn);
+        return ctl_db_fail_code(r->conn, EXIT_WORK_FAILED);
     }
     r->total = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
@@ -511,11 +500,11 @@ static int rot_main_pass(struct rotation *r)
     while (!rot_interrupted) {
         snprintf(after, sizeof after, "%" PRId64, r->last_id);
         const char *params[] = {after, limit};
-        res = PQexecParams(r->conn, rows_sql, 2, NULL, params, NULL, NULL, 0);
+        res = PQexecParams(r->conn, ctl_census_rows_sql, 2, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             rot_print_db_error("cannot read accounts", r->conn, res);
             PQclear(res);
-            return rot_fail_code(r->conn);
+            return ctl_db_fail_code(r->conn, EXIT_WORK_FAILED);
         }
         int n = PQntuples(res);
         if (n == 0) {
@@ -547,7 +536,7 @@ static int rot_second_looks(struct rotation *r)
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         rot_print_db_error("cannot read the pending rows", r->conn, res);
         PQclear(res);
-        return rot_fail_code(r->conn);
+        return ctl_db_fail_code(r->conn, EXIT_WORK_FAILED);
     }
     struct id_list pending = {0};
     int rc = id_list_parse(&pending, PQgetvalue(res, 0, 0)) < 0 ? EXIT_WORK_FAILED : 0;
@@ -568,7 +557,7 @@ static int rot_second_looks(struct rotation *r)
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             rot_print_db_error("cannot read the pending rows", r->conn, res);
             PQclear(res);
-            rc = rot_fail_code(r->conn);
+            rc = ctl_db_fail_code(r->conn, EXIT_WORK_FAILED);
             break;
         }
         struct id_list still = {0};
@@ -601,7 +590,7 @@ static int rot_second_looks(struct rotation *r)
         strbuf_free(&ids);
         if (PQresultStatus(res) != PGRES_COMMAND_OK) {
             rot_print_db_error("cannot save the rotation progress", r->conn, res);
-            rc = rot_fail_code(r->conn);
+            rc = ctl_db_fail_code(r->conn, EXIT_WORK_FAILED);
         }
         PQclear(res);
     }
@@ -744,15 +733,6 @@ static int rot_parse(int argc, char **argv, struct rot_opts *o)
     return 0;
 }
 
-static void rot_warn_cb(void *ud, const char *msg)
-{
-    fprintf(stderr, PROG " " CMD ": warning: %s\n", msg);
-}
-
-static void rot_quiet_notice(void *arg, const char *message)
-{
-}
-
 /* The key list and conninfo. Returns 0 or an exit code; *cfg may stay NULL. */
 static int rot_load(const struct ctl_ctx *ctx, const struct rot_opts *o, struct config **cfg,
                     struct keyring **kr, const char **conninfo)
@@ -764,52 +744,19 @@ static int rot_load(const struct ctl_ctx *ctx, const struct rot_opts *o, struct 
         ctl_warn_argv_conninfo(CMD, o->conninfo);
     bool need_config = o->conninfo == NULL || o->keys_file == NULL || ctx->config_path_given;
     if (need_config) {
-        struct config_errors *errs = calloc(1, sizeof *errs);
-        if (errs == NULL)
-            return EXIT_WORK_FAILED;
-        *cfg = config_load(ctx->config_path, rot_warn_cb, NULL, errs);
-        if (*cfg == NULL) {
-            for (size_t i = 0; i < errs->count && i < CONFIG_MAX_ERRORS; i++)
-                fprintf(stderr, PROG " " CMD ": %s\n", errs->msg[i]);
-            if (errs->count == 0)
-                fprintf(stderr, PROG " " CMD ": cannot load configuration %s\n", ctx->config_path);
-            free(errs);
-            return EXIT_CONFIG;
-        }
-        free(errs);
+        int rc = ctl_config_load(ctx, CMD, cfg);
+        if (rc != 0)
+            return rc;
         if (*conninfo == NULL)
             *conninfo = (*cfg)->conninfo ? (*cfg)->conninfo : "";
     }
     if (o->keys_file != NULL) {
-        char err[ERRBUF_LEN] = "";
-        *kr = keyring_load_file(o->keys_file, rot_warn_cb, NULL, err, sizeof err);
-        if (*kr == NULL) {
-            fprintf(stderr, PROG " " CMD ": keys file %s: %s\n", o->keys_file, err);
+        if ((*kr = ctl_keys_file_load(CMD, o->keys_file)) == NULL)
             return EXIT_CONFIG;
-        }
     } else {
         *kr = keyring_ref((*cfg)->keys);
     }
     return 0;
-}
-
-static PGconn *rot_connect(const char *conninfo)
-{
-    static const char *const keys[] = {"connect_timeout", "dbname", "fallback_application_name",
-                                       NULL};
-    const char *vals[] = {"10", conninfo, "oauth-refreshctl rotate-keys", NULL};
-    PGconn *conn = PQconnectdbParams(keys, vals, 1);
-    if (conn == NULL) {
-        fprintf(stderr, PROG " " CMD ": cannot connect to the database: out of memory\n");
-        return NULL;
-    }
-    if (PQstatus(conn) != CONNECTION_OK) {
-        rot_print_db_error("cannot connect to the database", conn, NULL);
-        PQfinish(conn);
-        return NULL;
-    }
-    PQsetNoticeProcessor(conn, rot_quiet_notice, NULL);
-    return conn;
 }
 
 /* The schema must have rotate_batch (a migrate of this release). Returns 0 or an exit code. */
@@ -821,7 +768,7 @@ static int rot_check_schema(PGconn *conn)
     PQclear(res);
     if (version < 0) {
         fprintf(stderr, PROG " " CMD ": %s\n", err);
-        return rot_fail_code(conn);
+        return ctl_db_fail_code(conn, EXIT_WORK_FAILED);
     }
     const char *p[] = {batch_signature};
     res = version > 0 ? PQexecParams(conn, "SELECT to_regprocedure($1) IS NOT NULL", 1, NULL, p,
@@ -855,7 +802,7 @@ int ctl_rotate_keys(const struct ctl_ctx *ctx, int argc, char **argv)
         return rc;
     }
     r.kr = kr;
-    r.conn = rot_connect(conninfo);
+    r.conn = ctl_db_connect_as(CMD, conninfo, "oauth-refreshctl rotate-keys");
     if (r.conn == NULL) {
         rc = EXIT_UNAVAILABLE;
         goto out;
@@ -901,117 +848,4 @@ out:
     if (cfg)
         config_unref(cfg);
     return rc;
-}
-
-/* ---- status --keys ------------------------------------------------------------------------ */
-
-int ctl_rotate_census(PGconn *conn, const struct keyring *kr, json_t *st, char *err, size_t errlen)
-{
-    size_t nkeys = keyring_count(kr);
-    uint64_t *by_key = calloc(nkeys ? nkeys : 1, sizeof *by_key);
-    if (by_key == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    uint64_t tokens = 0, bad = 0, rows_old = 0;
-    json_t *bad_ids = json_array();
-    int64_t last = 0;
-    int rc = 0;
-    for (;;) {
-        char after[32], limit[16];
-        snprintf(after, sizeof after, "%" PRId64, last);
-        snprintf(limit, sizeof limit, "%d", CENSUS_BATCH);
-        const char *params[] = {after, limit};
-        PGresult *res = PQexecParams(conn, rows_sql, 2, NULL, params, NULL, NULL, 0);
-        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-            db_redact(err, errlen, PQresultErrorMessage(res));
-            PQclear(res);
-            rc = -1;
-            break;
-        }
-        int n = PQntuples(res);
-        for (int i = 0; i < n; i++) {
-            int64_t id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
-            bool old_key = false, undecryptable = false;
-            for (int c = 1; c <= 3; c++) {
-                if (PQgetisnull(res, i, c) || PQgetvalue(res, i, c)[0] == '\0')
-                    continue;
-                const char *tok = PQgetvalue(res, i, c);
-                struct secret plain = {0};
-                size_t idx = 0;
-                char e[ERRBUF_LEN];
-                tokens++;
-                if (stored_token_decrypt(kr, tok, strlen(tok), &plain, &idx, e, sizeof e) < 0) {
-                    bad++;
-                    undecryptable = true;
-                } else {
-                    by_key[idx < nkeys ? idx : 0]++;
-                    old_key = old_key || idx > 0;
-                }
-                secret_clear(&plain);
-            }
-            rows_old += old_key;
-            if (undecryptable && json_array_size(bad_ids) < CENSUS_IDS)
-                json_array_append_new(bad_ids, json_integer(id));
-            last = id;
-        }
-        PQclear(res);
-        if (n < CENSUS_BATCH)
-            break;
-    }
-    if (rc == 0) {
-        json_t *arr = json_array();
-        for (size_t k = 0; k < nkeys; k++)
-            json_array_append_new(arr, json_integer((json_int_t)by_key[k]));
-        json_t *keys =
-            json_pack("{s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:O}", "keys", (json_int_t)nkeys,
-                      "tokens", (json_int_t)tokens, "by_key", arr, "under_primary",
-                      (json_int_t)by_key[0], "under_older_keys",
-                      (json_int_t)(tokens - by_key[0] - bad), "undecryptable", (json_int_t)bad,
-                      "rows_needing_rotation", (json_int_t)rows_old, "undecryptable_ids", bad_ids);
-        if (keys == NULL || json_object_set_new(st, "keys", keys) < 0) {
-            snprintf(err, errlen, "out of memory");
-            rc = -1;
-        }
-    }
-    json_decref(bad_ids);
-    free(by_key);
-    return rc;
-}
-
-void ctl_rotate_print_census(const json_t *st)
-{
-    const json_t *k = json_object_get(st, "keys");
-    if (!json_is_object(k))
-        return;
-    json_int_t older = json_integer_value(json_object_get(k, "under_older_keys"));
-    json_int_t bad = json_integer_value(json_object_get(k, "undecryptable"));
-    printf("keys:             %" JSON_INTEGER_FORMAT " in the list; %" JSON_INTEGER_FORMAT
-           " tokens: %" JSON_INTEGER_FORMAT " under the primary key, %" JSON_INTEGER_FORMAT
-           " under older keys (%" JSON_INTEGER_FORMAT " accounts), %" JSON_INTEGER_FORMAT
-           " undecryptable\n",
-           json_integer_value(json_object_get(k, "keys")),
-           json_integer_value(json_object_get(k, "tokens")),
-           json_integer_value(json_object_get(k, "under_primary")), older,
-           json_integer_value(json_object_get(k, "rows_needing_rotation")), bad);
-    const json_t *by = json_object_get(k, "by_key");
-    for (size_t i = 1; i < json_array_size(by); i++)
-        printf("                  key %zu of the list opens %" JSON_INTEGER_FORMAT " tokens%s\n",
-               i + 1, json_integer_value(json_array_get(by, i)),
-               json_integer_value(json_array_get(by, i)) == 0 ? ": no token needs it" : "");
-    if (older > 0)
-        printf("                  run `oauth-refreshctl rotate-keys` before removing an older "
-               "key\n");
-    else if (json_array_size(by) > 1)
-        printf("                  no token needs an older key: they can be removed\n");
-    if (bad > 0) {
-        printf("                  undecryptable in accounts:");
-        size_t i;
-        json_t *v;
-        json_array_foreach(json_object_get(k, "undecryptable_ids"), i, v)
-        {
-            printf(" %" JSON_INTEGER_FORMAT, json_integer_value(v));
-        }
-        printf("%s\n", bad > CENSUS_IDS ? " ..." : "");
-    }
 }

@@ -30,7 +30,7 @@
 
 #include "config.h"
 #include "ctl.h"
-#include "ctl_db.h"
+#include "ctl_common.h"
 #include "keys.h"
 #include "secret.h"
 #include "stored_token.h"

@@ -5,7 +5,7 @@
  * hold key material (keys.c keeps keys in guarded memory) and never print what
  * it holds. It also owns guarded copies of long-lived secret strings (client
  * secrets, the conninfo: sodium_malloc, read-only) and reads secret files
- * into guarded memory, for keys.c, config.c and db.c alike.
+ * into guarded memory, for keys.c, config_secrets.c and db.c alike.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -6,7 +6,7 @@ Proves that
 - they are complete against the code, not against a list kept here: every
   option printed by `oauth-refreshd --help`, every command of
   `oauth-refreshctl --help` and every option of each command's --help, every
-  section and key that src/config.c accepts (with the default and, for
+  section and key that src/config_ini.c accepts (with the default and, for
   numbers and durations, the range), every exit code of include/common.h,
   every MESSAGE_ID of include/log.h, every signal the daemon handles, every
   NOTIFY channel of the SQL and the code (with JSON examples whose fields are
@@ -227,8 +227,9 @@ def test_every_ctl_command_and_its_options_are_documented(built, text):
 
 
 def config_schema():
-    """{section: [keys]} exactly as src/config.c accepts them."""
-    c = read("src", "config.c")
+    """{section: [keys]} exactly as the config loader accepts them: the key
+    tables are in src/config_ini.c, the named providers in src/provider_id.c."""
+    c = read("src", "config_ini.c") + read("src", "provider_id.c")
 
     def strings(block):
         return re.findall(r'"([a-z_]+)"', block)
@@ -237,10 +238,10 @@ def config_schema():
         r"static const char \*const (\w+)\[[^\]]*\]\s*=\s*\{([^;]*?)NULL\s*,?\s*\};", c)}
     bases = re.search(r"base_section_names\[SEC_PROVIDER\]\s*=\s*\{(.*?)\};", c, re.S)
     providers = re.search(r"provider_names\[PROVIDER_NAMED_COUNT\]\s*=\s*\{(.*?)\};", c, re.S)
-    assert bases and providers and "provider_keys" in arrays, "config.c's key tables moved; update config_schema()"
+    assert bases and providers and "provider_keys" in arrays, "config_ini.c's key tables or provider_id.c's names moved; update config_schema()"
     schema = {}
     for sec in strings(bases.group(1)):
-        assert sec in arrays, f"config.c: no key array named {sec!r} (section_keys changed?)"
+        assert sec in arrays, f"config_ini.c: no key array named {sec!r} (section_keys changed?)"
         schema[sec] = arrays[sec]
     # The generic dialect's keys are refused on the named providers, tenant on
     # the generic ones; the man page shows the generic section as [provider.keycloak].
@@ -291,10 +292,10 @@ def test_every_config_section_and_key_is_documented_in_its_section(text):
             missing.append(f"[{sec}] (no subsection)")
             continue
         missing += [f"[{sec}] {k}" for k in keys if k not in doc[sec]]
-    assert not missing, (f"sections/keys accepted by src/config.c but not described (as `key = ...` "
+    assert not missing, (f"sections/keys accepted by src/config_ini.c but not described (as `key = ...` "
                          f"under their [section]) in oauth-refreshd.conf(5): {missing}")
     extra = [f"[{s}] {k}" for s, ks in doc.items() for k in ks if s in schema and k not in schema[s]]
-    assert not extra, f"oauth-refreshd.conf(5) describes keys config.c does not accept: {extra}"
+    assert not extra, f"oauth-refreshd.conf(5) describes keys config_ini.c does not accept: {extra}"
 
 
 def test_every_config_key_states_its_default_and_numbers_their_range(text):
@@ -349,7 +350,7 @@ def test_every_signal_the_daemon_handles_is_documented(text):
 
 def channels_in_code():
     found = set()
-    for rel in (("sql", "oauth-refreshd.sql"), ("src", "daemon.c"), ("src", "ctl_db.c"), ("src", "engine.c")):
+    for rel in (("sql", "oauth-refreshd.sql"), ("src", "daemon.c"), ("src", "ctl_refresh.c"), ("src", "engine.c")):
         t = read(*rel)
         found |= set(re.findall(r"pg_notify\(\s*'([a-z_]+)'", t))
     found |= set(re.findall(r'"(oauth_[a-z_]+)"', re.search(
