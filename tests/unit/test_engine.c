@@ -442,6 +442,8 @@ static void test_kicks_coalesce(void **state)
     write_all(); /* ten results written, ten kicks */
     for (int i = 0; i < 50; i++)
         engine_kick(fx.e);
+    ev_run(fx.loop, EVRUN_NOWAIT);
+    assert_int_equal(fk.nclaims, 1); /* not at once: the kicks of the next 20 ms join */
     run_for(0.1);
     assert_int_equal(fk.nclaims, 2);
 }
