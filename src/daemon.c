@@ -523,7 +523,6 @@ static void replay_spool(struct daemon *d)
                   st.items, st.segments, st.bad_items);
 }
 
-/* Live gauges for a metrics scrape; returns the lead time that defines "due". */
 /* A deaf LISTEN that keeps coming back after a reconnection is not helped by
  * another one: reconnect for it at most this often. */
 #define DEAF_RECONNECT_EVERY_S 600.0
@@ -557,6 +556,7 @@ static void listen_deaf_cb(void *ud, bool deaf)
     sdnotify_status(&d->sn, status);
 }
 
+/* Live gauges for a metrics scrape; returns the lead time that defines "due". */
 static int64_t metrics_collect_cb(void *ud, struct metrics *m)
 {
     struct daemon *d = ud;
