@@ -370,12 +370,12 @@ static void reload(struct daemon *d)
             struct config *old = d->cfg;
             d->cfg = cfg;
             discovery_on_config(d->discovery, cfg, old);
+            engine_on_config(d->engine, cfg); /* before old may go: the engine borrows it */
             config_unref(old);
             store_set_spool(d->store, d->spool, cfg->keys);
             d->reload_error[0] = '\0';
             metrics_server_check_listen(d->metrics_server, cfg->metrics_listen);
             log_set_level(cfg->log_level);
-            engine_on_config(d->engine, cfg);
             listen_check_set_interval(d->listen_check, (double)cfg->heartbeat_interval_ms / 1000.0);
             if (conninfo_changed) {
                 log_info("database connection settings changed: reconnecting");
