@@ -3,7 +3,8 @@
  * directory, http adapter, database, signals), readiness, SIGHUP reload
  * (a whole new config or none), SIGTERM drain, and what the daemon tells
  * systemd and the journal about itself. Claiming and refreshing belong to
- * engine.c; this file only starts, steers and stops it.
+ * the engine (engine.h), which tells this file when its work is over; this
+ * file only starts, steers and stops it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -37,7 +38,7 @@
 static const char *const listen_channels[] = {
     "oauth_refresh_request", "oauth_refreshd_account_changed", LISTEN_CHECK_CHANNEL, NULL};
 
-void daemon_request_exit(struct daemon *d, int code)
+static void daemon_request_exit(struct daemon *d, int code)
 {
     if (d->exit_requested)
         return;
@@ -85,14 +86,12 @@ static void format_paused(struct daemon *d, char *buf, size_t len)
     size_t o = 0;
     buf[0] = '\0';
     for (int p = 0; p < PROVIDER_MAX && o < len; p++) {
-        const struct provider_state *ps = &d->prov[p];
-        bool paused =
-            ps->config_error || (ps->paused_until != 0 && ev_now(d->loop) < ps->paused_until);
-        if (!paused)
+        bool refusing;
+        if (!engine_provider_paused(d->engine, (enum provider_id)p, &refusing))
             continue;
         o += (size_t)snprintf(buf + o, len - o, "%s%s%s",
                               o ? ", " : "; paused: ", provider_id_name((enum provider_id)p),
-                              ps->config_error ? " (client credentials refused)" : "");
+                              refusing ? " (client credentials refused)" : "");
     }
 }
 
@@ -100,7 +99,7 @@ static void format_paused(struct daemon *d, char *buf, size_t len)
 static void format_status(struct daemon *d, char *buf, size_t len)
 {
     size_t held = store_pending(d->store);
-    unsigned in_flight = d->in_flight + engine_waiting(d);
+    unsigned in_flight = engine_in_flight(d->engine) + engine_waiting(d->engine);
     const char *stop = d->stopping ? "stopping: " : "";
     if (!d->connected) {
         if (!d->db_reason[0]) {
@@ -121,8 +120,9 @@ static void format_status(struct daemon *d, char *buf, size_t len)
         return;
     }
     char due[64] = "nothing due";
-    if (d->next_due > 0) {
-        double in = d->next_due - time_now_wall();
+    double next_due = engine_next_due(d->engine);
+    if (next_due > 0) {
+        double in = next_due - time_now_wall();
         if (in <= 0)
             snprintf(due, sizeof due, "accounts due now");
         else
@@ -131,10 +131,11 @@ static void format_status(struct daemon *d, char *buf, size_t len)
     char paused[96], waiting[160];
     format_paused(d, paused, sizeof paused);
     discovery_waiting(d->discovery, waiting, sizeof waiting);
+    const struct engine_stats *st = engine_stats(d->engine);
     snprintf(buf, len,
              "%s%u in flight, %" PRIu64 " refreshed, %" PRIu64 " failed, %" PRIu64
              " revoked; %s; database connected%s; %zu result%s held%s%s%.100s%s%s",
-             stop, in_flight, d->stats.refreshed, d->stats.failed, d->stats.revoked, due,
+             stop, in_flight, st->refreshed, st->failed, st->revoked, due,
              listen_check_deaf(d->listen_check) ? " (notifications deaf: rescanning)" : "", held,
              plural(held), paused, waiting[0] ? "; waiting for discovery: " : "",
              waiting[0] ? waiting + 2 : "", d->reload_error[0] ? "; " : "", d->reload_error);
@@ -160,11 +161,14 @@ static void status_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     sdnotify_status(&d->sn, status);
     double now = ev_now(loop);
     if (now - d->last_summary >= summary_interval()) {
-        if (d->stats.window_refreshed || d->stats.window_failed)
+        const struct engine_stats *st = engine_stats(d->engine);
+        uint64_t refreshed = st->refreshed - d->summary_refreshed;
+        uint64_t failed = st->failed - d->summary_failed;
+        if (refreshed || failed)
             log_info("summary of the last %.0fs: %" PRIu64 " refreshed, %" PRIu64 " failed; %s",
-                     now - d->last_summary, d->stats.window_refreshed, d->stats.window_failed,
-                     status);
-        d->stats.window_refreshed = d->stats.window_failed = 0;
+                     now - d->last_summary, refreshed, failed, status);
+        d->summary_refreshed = st->refreshed;
+        d->summary_failed = st->failed;
         d->last_summary = now;
     }
 }
@@ -186,10 +190,10 @@ static void report_unconfigured_done_cb(void *ud, PGresult *res)
     for (int i = 0; i < PQntuples(res); i++) {
         const char *name = PQgetvalue(res, i, 0);
         int p = provider_id_from_name(name);
-        if (p >= 0 && d->prov[p].unconfigured_reported)
+        if (p >= 0 && d->unconfigured_reported[p])
             continue;
         if (p >= 0)
-            d->prov[p].unconfigured_reported = true;
+            d->unconfigured_reported[p] = true;
         struct log_ctx ctx = {.provider = name, .error = "provider_not_configured"};
         log_event(LOG_WARNING, NULL, &ctx,
                   "%s refreshable %s accounts are left alone: no [provider.%s] section in %s",
@@ -240,7 +244,7 @@ static void schema_checked_cb(void *ud, PGresult *res)
         log_event(LOG_INFO, MSGID_READY, NULL, "ready: connected, listening, schema up to date");
     }
     report_unconfigured(d);
-    engine_on_connected(d);
+    engine_on_schema_ok(d->engine);
 }
 
 static void db_connected_cb(void *ud)
@@ -251,6 +255,7 @@ static void db_connected_cb(void *ud)
     if (d->ever_connected)
         log_event(LOG_NOTICE, MSGID_DB_RESTORED, NULL, "database connection restored");
     d->ever_connected = true;
+    engine_on_db(d->engine, true);
     listen_check_on_connected(d->listen_check);
     if (db_query(d->db, SCHEMA_CHECK_SQL, 0, NULL, schema_checked_cb, d) < 0)
         log_err("could not check the schema version");
@@ -265,6 +270,7 @@ static void db_disconnected_cb(void *ud, const char *reason, double retry_in_s)
     d->schema_ok = false;
     snprintf(d->db_reason, sizeof d->db_reason, "%s", reason ? reason : "");
     d->db_retry_at = ev_now(d->loop) + retry_in_s;
+    engine_on_db(d->engine, false);
     listen_check_on_disconnected(d->listen_check);
     if (was)
         log_event(LOG_WARNING, MSGID_DB_LOST, NULL,
@@ -275,8 +281,6 @@ static void db_disconnected_cb(void *ud, const char *reason, double retry_in_s)
                   reason, retry_in_s);
     if (d->opt.once && !d->ever_connected)
         daemon_request_exit(d, EXIT_UNAVAILABLE);
-    /* Stopping: with the database gone, nothing in flight may be all that was left. */
-    engine_check_once_done(d);
     char status[STATUS_MAX];
     format_status(d, status, sizeof status);
     sdnotify_status(&d->sn, status);
@@ -287,7 +291,7 @@ static void db_notify_cb(void *ud, const char *channel, const char *payload)
     struct daemon *d = ud;
     if (listen_check_on_notify(d->listen_check, channel, payload))
         return;
-    engine_on_notify(ud, channel, payload);
+    engine_on_notify(d->engine, channel, payload);
 }
 
 /* ---- http ------------------------------------------------------------------- */
@@ -366,22 +370,23 @@ static void reload(struct daemon *d)
             struct config *old = d->cfg;
             d->cfg = cfg;
             discovery_on_config(d->discovery, cfg, old);
+            engine_on_config(d->engine, cfg); /* before old may go: the engine borrows it */
             config_unref(old);
             store_set_spool(d->store, d->spool, cfg->keys);
             d->reload_error[0] = '\0';
             metrics_server_check_listen(d->metrics_server, cfg->metrics_listen);
             log_set_level(cfg->log_level);
-            engine_on_config(d);
             listen_check_set_interval(d->listen_check, (double)cfg->heartbeat_interval_ms / 1000.0);
             if (conninfo_changed) {
                 log_info("database connection settings changed: reconnecting");
                 d->connected = false;
                 d->schema_ok = false;
+                engine_on_db(d->engine, false);
                 db_set_conninfo(d->db, cfg->conninfo);
             }
             log_event(LOG_INFO, MSGID_RELOADED, NULL, "configuration reloaded (generation %u)",
                       cfg->generation);
-            engine_kick(d);
+            engine_kick(d->engine);
         }
     }
     metrics_note_reload(&d->metrics, d->reload_error[0] == '\0', time_now_wall());
@@ -390,8 +395,10 @@ static void reload(struct daemon *d)
     sdnotify_ready(&d->sn, status);
 }
 
-void daemon_reread_config(struct daemon *d)
+/* The engine's re-read before a configuration probe (engine_callbacks). */
+static void reread_config_cb(void *ud)
 {
+    struct daemon *d = ud;
     d->rereading = true;
     reload(d);
     d->rereading = false;
@@ -401,12 +408,12 @@ static void shutdown_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct daemon *d = w->data;
     if (!d->aborting) {
-        log_warning("shutdown timeout: abandoning %u requests in flight", d->in_flight);
+        log_warning("shutdown timeout: abandoning %u requests in flight",
+                    engine_in_flight(d->engine));
         d->aborting = true;
         http_abort_all(d->http);
         /* Results of aborted requests are failures; give the store a moment. */
         timer_arm(loop, w, SHUTDOWN_STORE_GRACE_S, 0.);
-        engine_check_once_done(d);
         return;
     }
     log_err("shutdown: %zu results could not be written", store_pending(d->store));
@@ -425,8 +432,8 @@ static void shutdown_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static double drain_seconds(const struct daemon *d)
 {
     double s = (double)d->cfg->shutdown_timeout_ms / 1000.0;
-    if (d->in_flight > 0) {
-        double req = d->requests_deadline + 1.0 - ev_now(d->loop);
+    if (engine_in_flight(d->engine) > 0) {
+        double req = engine_requests_deadline(d->engine) + 1.0 - ev_now(d->loop);
         if (req > s)
             s = req;
     }
@@ -437,10 +444,10 @@ static void begin_shutdown(struct daemon *d, const char *why)
 {
     if (d->stopping) {
         if (!d->aborting) {
-            log_warning("second %s: abandoning %u requests in flight", why, d->in_flight);
+            log_warning("second %s: abandoning %u requests in flight", why,
+                        engine_in_flight(d->engine));
             d->aborting = true;
             http_abort_all(d->http);
-            engine_check_once_done(d);
         }
         return;
     }
@@ -448,12 +455,11 @@ static void begin_shutdown(struct daemon *d, const char *why)
     discovery_stop(d->discovery);
     double drain = drain_seconds(d);
     log_event(LOG_INFO, MSGID_STOPPING, NULL,
-              "%s: stopping; waiting for %u requests in flight (at most %.0fs)", why, d->in_flight,
-              drain);
+              "%s: stopping; waiting for %u requests in flight (at most %.0fs)", why,
+              engine_in_flight(d->engine), drain);
     sdnotify_stopping(&d->sn, "stopping: finishing requests in flight");
-    engine_stop_claiming(d);
+    engine_stop(d->engine);
     timer_arm(d->loop, &d->shutdown_timer, drain, 0.);
-    engine_check_once_done(d);
 }
 
 static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -517,7 +523,6 @@ static void replay_spool(struct daemon *d)
                   st.items, st.segments, st.bad_items);
 }
 
-/* Live gauges for a metrics scrape; returns the lead time that defines "due". */
 /* A deaf LISTEN that keeps coming back after a reconnection is not helped by
  * another one: reconnect for it at most this often. */
 #define DEAF_RECONNECT_EVERY_S 600.0
@@ -537,7 +542,7 @@ static void listen_deaf_cb(void *ud, bool deaf)
                   "notifications do not arrive: LISTEN succeeded but our own heartbeat on %s "
                   "never came back (a connection pooler in transaction mode?); rescanning every "
                   "%.0fs meanwhile; on-demand refresh requests cannot be heard",
-                  LISTEN_CHECK_CHANNEL, engine_deaf_rescan_interval(d));
+                  LISTEN_CHECK_CHANNEL, engine_deaf_rescan_interval(d->engine));
         if (first || ev_now(d->loop) - d->deaf_reconnected_at >= DEAF_RECONNECT_EVERY_S) {
             d->deaf_reconnected_at = ev_now(d->loop);
             db_reconnect(d->db, "LISTEN is deaf, trying a new connection");
@@ -545,23 +550,26 @@ static void listen_deaf_cb(void *ud, bool deaf)
     } else {
         log_event(LOG_NOTICE, NULL, NULL, "notifications arrive again: LISTEN hears");
     }
-    engine_on_listen_deaf(d, deaf);
+    engine_on_listen_deaf(d->engine, deaf);
     char status[STATUS_MAX];
     format_status(d, status, sizeof status);
     sdnotify_status(&d->sn, status);
 }
 
+/* Live gauges for a metrics scrape; returns the lead time that defines "due". */
 static int64_t metrics_collect_cb(void *ud, struct metrics *m)
 {
     struct daemon *d = ud;
-    m->in_flight = d->in_flight;
-    m->waiting = engine_waiting(d);
+    m->in_flight = engine_in_flight(d->engine);
+    m->waiting = engine_waiting(d->engine);
     m->held = store_pending(d->store);
     m->db_connected = d->connected;
     m->listen_deaf = listen_check_deaf(d->listen_check);
     m->config_generation = d->cfg->generation;
-    for (int p = 0; p < PROVIDER_MAX; p++)
-        m->paused[p] = d->prov[p].config_error || ev_now(d->loop) < d->prov[p].paused_until;
+    for (int p = 0; p < PROVIDER_MAX; p++) {
+        bool refusing;
+        m->paused[p] = engine_provider_paused(d->engine, (enum provider_id)p, &refusing);
+    }
     return d->cfg->lead_time_ms;
 }
 
@@ -570,14 +578,29 @@ static void discovery_ready_cb(void *ud, enum provider_id p, bool ok)
 {
     struct daemon *d = ud;
     (void)p;
-    if (!ok && d->opt.once)
-        d->once_failed = true; /* its accounts are not refreshed by this run */
-    if (ok)
-        engine_kick(d);
-    engine_check_once_done(d);
+    engine_on_discovery(d->engine, ok);
     char status[STATUS_MAX];
     format_status(d, status, sizeof status);
     sdnotify_status(&d->sn, status);
+}
+
+/* The store's answers are the engine's business; the store exists before it. */
+static void store_done_cb(void *ud, const struct store_item *item, enum store_fate fate)
+{
+    struct daemon *d = ud;
+    engine_on_store_done(d->engine, item, fate);
+}
+
+static void revoked_checked_cb(void *ud, size_t lifted)
+{
+    struct daemon *d = ud;
+    engine_on_revoked_checked(d->engine, lifted);
+}
+
+/* --once found nothing more to do, or the drain after SIGTERM ended. */
+static void engine_finished_cb(void *ud, int code)
+{
+    daemon_request_exit(ud, code);
 }
 
 static int daemon_setup(struct daemon *d)
@@ -622,9 +645,10 @@ static int daemon_setup(struct daemon *d)
     if (d->listen_check)
         listen_check_set_interval(d->listen_check, (double)d->cfg->heartbeat_interval_ms / 1000.0);
     struct store_callbacks sc = {
-        .done = engine_store_done_cb, .revoked_checked = engine_revoked_checked_cb, .ud = d};
+        .done = store_done_cb, .revoked_checked = revoked_checked_cb, .ud = d};
     d->store = d->db ? store_new(d->loop, d->db, d->owner, &sc) : NULL;
-    if (!d->db || !d->store || !d->listen_check) {
+    d->queue = d->db ? queue_new(d->db, d->owner) : NULL;
+    if (!d->db || !d->store || !d->listen_check || !d->queue) {
         log_err("out of memory at startup");
         return EXIT_UNAVAILABLE;
     }
@@ -637,6 +661,19 @@ static int daemon_setup(struct daemon *d)
         }
     }
     store_set_spool(d->store, d->spool, d->cfg->keys);
+    struct engine_deps deps = {.loop = d->loop,
+                               .queue = d->queue,
+                               .http = d->http,
+                               .store = d->store,
+                               .discovery = d->discovery,
+                               .metrics = &d->metrics};
+    struct engine_callbacks ec = {
+        .finished = engine_finished_cb, .reread_config = reread_config_cb, .ud = d};
+    d->engine = engine_new(&deps, &ec, d->cfg, d->opt.once, d->once_since);
+    if (!d->engine) {
+        log_err("out of memory at startup");
+        return EXIT_UNAVAILABLE;
+    }
     replay_spool(d);
     return 0;
 }
@@ -701,11 +738,11 @@ static size_t daemon_teardown(struct daemon *d)
     sdnotify_stop(&d->sn);
     ev_timer_stop(d->loop, &d->status_timer);
     ev_timer_stop(d->loop, &d->shutdown_timer);
-    engine_stop_claiming(d);
+    if (d->engine)
+        engine_stop(d->engine); /* gives back what was claimed and not sent */
     discovery_stop(d->discovery);
     if (d->http)
         http_abort_all(d->http);
-    engine_free(d);
     if (d->http)
         http_free(d->http);
     discovery_free(d->discovery); /* after http_free: that ends its fetches */
@@ -715,6 +752,8 @@ static size_t daemon_teardown(struct daemon *d)
     if (d->db)
         db_free(d->db);
     metrics_server_free(d->metrics_server); /* after db_free: a count query may be pending */
+    engine_free(d->engine);                 /* after db_free: it answered the engine's statements */
+    queue_free(d->queue);
     if (d->store) {
         lost = daemon_keep_unwritten(d); /* after db_free: failed batches are back in the queue */
         store_free(d->store);            /* spooled results stay in the spool */
@@ -745,7 +784,6 @@ int daemon_run(struct config *cfg, const struct daemon_options *opt)
 
     int rc = daemon_setup(d);
     if (rc == 0) {
-        engine_init(d);
         start_signals(d);
         sdnotify_init(&d->sn, d->loop, loop_healthy_cb, d);
         sdnotify_status(&d->sn, "connecting to the database");
@@ -762,11 +800,12 @@ int daemon_run(struct config *cfg, const struct daemon_options *opt)
         rc = d->exit_code;
         if (!d->stopping && !opt->once)
             sdnotify_stopping(&d->sn, "stopping");
+        const struct engine_stats *st = engine_stats(d->engine);
         log_info("exiting: %" PRIu64 " refreshed, %" PRIu64 " failed, %" PRIu64 " revoked, %" PRIu64
                  " discarded",
-                 d->stats.refreshed, d->stats.failed, d->stats.revoked, d->stats.discarded);
+                 st->refreshed, st->failed, st->revoked, st->discarded);
         char lat[160];
-        engine_latency_summary(d, lat, sizeof lat);
+        engine_latency_summary(d->engine, lat, sizeof lat);
         if (lat[0])
             log_info("%s", lat);
     }

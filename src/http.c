@@ -747,8 +747,8 @@ void http_abort_all(struct http *h)
 
 /* ---- options ---- */
 
-static int http_apply_options(struct http *h, const struct http_options *opt, char *err,
-                              size_t errlen)
+/* Used by http_new and by a reload (http.h). */
+int http_set_options(struct http *h, const struct http_options *opt, char *err, size_t errlen)
 {
     if (!opt) {
         snprintf(err, errlen, "http: no options");
@@ -819,7 +819,7 @@ struct http *http_new(struct ev_loop *loop, const struct http_options *opt, char
         curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, http_timer_fn_cb) != CURLM_OK ||
         curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, (void *)h) != CURLM_OK ||
         curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX) != CURLM_OK ||
-        http_apply_options(h, opt, err, errlen) < 0) {
+        http_set_options(h, opt, err, errlen) < 0) {
         if (err && errlen && !err[0])
             snprintf(err, errlen, "http: curl refused the multi options");
         curl_multi_cleanup(h->multi);
@@ -830,11 +830,6 @@ struct http *http_new(struct ev_loop *loop, const struct http_options *opt, char
         return NULL;
     }
     return h;
-}
-
-int http_set_options(struct http *h, const struct http_options *opt, char *err, size_t errlen)
-{
-    return http_apply_options(h, opt, err, errlen);
 }
 
 void http_free(struct http *h)
