@@ -6,7 +6,8 @@
  * store_resave.c (a compare-and-swap that failed: re-read, re-saved or
  * discarded), store_revoked.c (revoked accounts whose token the application
  * wrote) and store_idset.c (the ids of held items). The public interface is
- * store.h; nothing outside store*.c includes this header.
+ * store.h; nothing outside store*.c (and the store's unit test) includes this
+ * header.
  */
 #ifndef OAUTH_STORE_INTERNAL_H
 #define OAUTH_STORE_INTERNAL_H
