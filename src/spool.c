@@ -20,8 +20,10 @@
  * name for any other (a generic provider's id is only good for one process:
  * config.h); a name starts with a letter, so the two never look alike, and a
  * line of one of the three reads as it always did.
- * Lines of the first format (a Fernet token over the item's JSON) are still
- * read, so an upgrade replays what an older daemon left.
+ * No released version wrote any other format: the first one (a Fernet token
+ * over the item's JSON) lived for two hours of development on 2026-11-27
+ * (4347c3e..4dc01e4) and was never tagged or shipped, so it is not read; such
+ * a line would be reported and its segment kept aside (*.bad) like damage.
  */
 #include "spool.h"
 
@@ -37,8 +39,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <jansson.h>
 
 #include "b64.h"
 #include "stored_token.h"
@@ -397,66 +397,6 @@ size_t spool_open_segments(const struct spool *sp)
     return sp->nsegs;
 }
 
-static char *json_str_dup(json_t *o, const char *key, bool *ok)
-{
-    json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v))
-        return NULL;
-    if (!json_is_string(v)) {
-        *ok = false;
-        return NULL;
-    }
-    char *s = strdup(json_string_value(v));
-    if (!s)
-        *ok = false;
-    return s;
-}
-
-/* A line written by version 0.1.0 (one Fernet token over the item's JSON):
- * read so that an upgrade never strands what an older daemon spooled. */
-static struct store_item *item_from_json(const char *text, size_t len)
-{
-    json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
-    if (!o || !json_is_object(o)) {
-        json_decref(o);
-        return NULL;
-    }
-    struct store_item *it = calloc(1, sizeof *it);
-    bool ok = it != NULL;
-    if (ok) {
-        it->kind = STORE_REFRESHED;
-        it->rotated = true;
-        json_t *id = json_object_get(o, "account_id");
-        json_t *prov = json_object_get(o, "provider");
-        json_t *exp = json_object_get(o, "expires_at");
-        ok = json_is_integer(id) && json_is_integer(prov) && json_is_number(exp) &&
-             json_integer_value(prov) >= 0 && json_integer_value(prov) < PROVIDER_NAMED_COUNT;
-        int64_t usec = 0;
-        ok = ok && expiry_to_usec(json_number_value(exp), &usec);
-        if (ok) {
-            it->account_id = json_integer_value(id);
-            it->provider = (enum provider_id)json_integer_value(prov);
-            it->expires_at = (double)usec / 1e6;
-        }
-        it->old_refresh_ct = json_str_dup(o, "old_refresh", &ok);
-        it->access_ct = json_str_dup(o, "access", &ok);
-        it->refresh_ct = json_str_dup(o, "refresh", &ok);
-        it->id_token_ct = json_str_dup(o, "id_token", &ok);
-        it->scope = json_str_dup(o, "scope", &ok);
-        it->token_type = json_str_dup(o, "token_type", &ok);
-        /* What a replay hands over must be writable again as a v2 line. */
-        ok = ok && is_ciphertext(it->old_refresh_ct) && is_ciphertext(it->access_ct) &&
-             is_ciphertext(it->refresh_ct) &&
-             (it->id_token_ct == NULL || is_ciphertext(it->id_token_ct));
-    }
-    json_decref(o);
-    if (!ok) {
-        store_item_free(it);
-        return NULL;
-    }
-    return it;
-}
-
 /* Splits line[0..len) at single spaces into at most max fields (NUL-terminating
  * them in place); returns the count, or max + 1 when there are more. */
 static size_t split_fields(char *line, size_t len, char **fields, size_t max)
@@ -631,7 +571,7 @@ static struct store_item *partial_from_line(const struct keyring *kr, char *line
     return it;
 }
 
-/* One line of a segment, whichever version wrote it; msg says why on NULL. */
+/* One line of a segment; msg says why on NULL. */
 static struct store_item *read_line(const struct keyring *kr, char *line, size_t len,
                                     const char *path, size_t lineno, char *msg, size_t msglen)
 {
@@ -647,15 +587,6 @@ static struct store_item *read_line(const struct keyring *kr, char *line, size_t
                      "spool: %.1024s line %zu does not verify (damaged, or made "
                      "with a key that is no longer loaded)",
                      path, lineno);
-    } else {
-        struct secret plain = {0};
-        char err[ERRBUF_LEN];
-        if (keyring_decrypt(kr, line, len, &plain, NULL, err, sizeof err) == 0)
-            it = item_from_json(plain.data, plain.len);
-        else
-            snprintf(msg, msglen, "spool: %.1024s line %zu does not verify (%.512s)", path, lineno,
-                     err);
-        secret_clear(&plain);
     }
     if (!it && msg[0] == '\0')
         snprintf(msg, msglen, "spool: %.1024s line %zu is not a valid result", path, lineno);
@@ -679,9 +610,8 @@ static bool is_segment_name(const char *name, int64_t *id)
 /*
  * The longest line replay reads: far beyond any valid line (four token
  * ciphertexts, scope and token type, all from a provider answer of at most
- * PROVIDER_MAX_RESPONSE_BYTES = 64 KiB, in base64 twice over for a line of the
- * first format: under 400 KiB). A longer line is damage: skipped to its end,
- * never held whole, and the segment set aside like any damaged one.
+ * PROVIDER_MAX_RESPONSE_BYTES = 64 KiB: under 300 KiB). A longer line is damage: skipped to its
+ * end, never held whole, and the segment set aside like any damaged one.
  */
 #define SPOOL_LINE_MAX (1024 * 1024)
 

@@ -5,8 +5,9 @@
  * line: a line starting with '@' gets the tag the spool's key makes for the
  * rest of the line plus a space appended (so that the parser of a current
  * "S2" or "P2" line is reached), one starting with '!' is encrypted by the harness
- * under the spool's key (a line of the first format, so that the JSON of a
- * result is reached), one starting with '~' under a foreign key, any other
+ * under the spool's key (a Fernet token where a line belongs: the unreleased
+ * first format, which is not read and must be counted as damage), one
+ * starting with '~' under a foreign key, any other
  * line is written as it is.
  *
  * Properties: every line is either replayed or counted as damaged; warnings

@@ -8,6 +8,7 @@
  * how a batch refused for its data is written in halves until the result at
  * fault stands alone, and the compare-and-swap that failed (re-saved token:
  * written again; different token: discarded after its claim is released).
+ * store_take_all() (the daemon's exit path) gets everything unconfirmed.
  * The fake records every statement and its parameters; each test answers
  * them with results built by libpq's PQmakeEmptyPGresult/PQsetvalue.
  */
@@ -603,6 +604,41 @@ static void test_a_different_token_discards_the_result_after_the_release(void **
     assert_int_equal(store_pending(fx->st), 0);
 }
 
+/* ---- exit ---- */
+
+static void test_take_all_hands_over_everything_unconfirmed(void **state)
+{
+    struct fixture *fx = *state;
+    for (int i = 1; i <= 3; i++)
+        store_add(fx->st, item(fx, STORE_REFRESHED, i));
+    store_add(fx->st, item(fx, STORE_FAILED, 4));
+    store_flush(fx->st);
+    assert_int_equal(fake.n, 2);
+    store_add(fx->st, item(fx, STORE_REVOKED, 5));
+    /* db_free() at exit fails what is in flight: those items come back. */
+    fake.connected = false;
+    while (fake.n > 0) {
+        struct fake_query q = pop_query();
+        answer_lost(&q);
+    }
+    struct store_item *all = store_take_all(fx->st);
+    bool seen[6] = {false};
+    size_t n = 0;
+    while (all) {
+        struct store_item *next = all->next;
+        assert_true(all->account_id >= 1 && all->account_id <= 5);
+        assert_false(seen[all->account_id]);
+        seen[all->account_id] = true;
+        n++;
+        store_item_free(all);
+        all = next;
+    }
+    assert_int_equal(n, 5);
+    assert_int_equal(store_pending(fx->st), 0);
+    assert_false(store_has_account(fx->st, 1));
+    assert_int_equal(fx->ndone, 0); /* nothing reported as written */
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -629,6 +665,8 @@ int main(void)
             test_a_resaved_row_is_written_again_against_its_new_ciphertext, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_different_token_discards_the_result_after_the_release, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_take_all_hands_over_everything_unconfirmed, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
