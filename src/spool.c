@@ -24,7 +24,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -652,11 +651,13 @@ void spool_replay(struct spool *sp, const struct keyring *kr,
      * (qsort's base must not be NULL, even for n == 0: an empty spool has no ids.) */
     if (n > 1)
         qsort(ids, n, sizeof *ids, cmp_int64);
+    /* New files (a damaged file's good items are written again) take ids after
+     * every file found, even if the clock went back. */
+    if (n > 0 && ids[n - 1] >= sp->next_id)
+        sp->next_id = ids[n - 1] + 1;
     for (size_t i = 0; i < n; i++) {
         stats->segments++;
         stats->items += replay_segment(sp, kr, ids[i], add, warn, ud, stats);
-        if (ids[i] >= sp->next_id)
-            sp->next_id = ids[i] + 1;
     }
     free(ids);
 }
