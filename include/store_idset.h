@@ -10,7 +10,7 @@
 
 #include "common.h"
 
-struct idset {
+struct store_idset {
     int64_t *key;
     uint32_t *count; /* 0 = empty slot */
     size_t cap, used;
@@ -19,11 +19,11 @@ struct idset {
 /* Counts one more holder of id. On OOM the id is not recorded: store_has_account()
  * then says no, which is what it said before the store held the item (the lease
  * still protects the account). */
-void idset_add(struct idset *s, int64_t id);
+void store_idset_add(struct store_idset *s, int64_t id);
 /* Whether id is held; *at receives its slot. */
-bool idset_find(const struct idset *s, int64_t id, size_t *at);
+bool store_idset_find(const struct store_idset *s, int64_t id, size_t *at);
 /* Counts one holder of id fewer (nothing when it is not held). */
-void idset_remove(struct idset *s, int64_t id);
-void idset_free(struct idset *s);
+void store_idset_remove(struct store_idset *s, int64_t id);
+void store_idset_free(struct store_idset *s);
 
 #endif

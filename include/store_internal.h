@@ -67,7 +67,7 @@ struct store {
     struct store_batch *inflight;
     size_t inflight_items;
     unsigned inflight_batches[STORE_KINDS];
-    struct idset pending_ids; /* account ids of every item the store holds */
+    struct store_idset pending_ids; /* account ids of every item the store holds */
     ev_timer flush_timer;
     struct store_queue resaved; /* waiting STORE_RESAVE_DELAY_S (both kinds) */
     ev_timer resaved_timer;

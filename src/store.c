@@ -211,7 +211,7 @@ void store_set_spool(struct store *st, struct spool *sp, struct keyring *kr)
 bool store_has_account(const struct store *st, int64_t account_id)
 {
     size_t at;
-    return idset_find(&st->pending_ids, account_id, &at);
+    return store_idset_find(&st->pending_ids, account_id, &at);
 }
 
 /*
@@ -257,7 +257,7 @@ static void send_batch(struct store *st, enum store_kind kind);
 void store_add(struct store *st, struct store_item *item)
 {
     struct store_queue *q = &st->queued[item_admit(st, item)];
-    idset_add(&st->pending_ids, item->account_id);
+    store_idset_add(&st->pending_ids, item->account_id);
     store_queue_push_back(q, item);
     if (q->n >= STORE_MAX_BATCH)
         send_batch(st, item->kind);
@@ -354,7 +354,7 @@ void store_step_send(struct store *st, enum store_kind kind, enum batch_step ste
 
 void store_item_settle(struct store *st, struct store_item *it, enum store_fate fate)
 {
-    idset_remove(&st->pending_ids, it->account_id);
+    store_idset_remove(&st->pending_ids, it->account_id);
     /* A partial result that was written is, for everyone but the database, the
      * failed attempt it also is. */
     if (fate == STORE_WRITTEN && store_item_is_partial(it))
@@ -511,7 +511,7 @@ struct store_item *store_take_all(struct store *st)
     for (int k = 0; k < STORE_KINDS; k++) {
         struct store_queue q = store_queue_take(&st->queued[k], SIZE_MAX);
         for (struct store_item *it = q.head; it; it = it->next)
-            idset_remove(&st->pending_ids, it->account_id);
+            store_idset_remove(&st->pending_ids, it->account_id);
         store_split_init(&st->split[k], STORE_MAX_BATCH);
         store_queue_push_front_list(&all, &q);
     }
@@ -554,7 +554,7 @@ void store_free(struct store *st)
     }
     if (st->keys)
         keyring_unref(st->keys);
-    idset_free(&st->pending_ids);
+    store_idset_free(&st->pending_ids);
     free(st->owner);
     free(st);
 }

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static size_t idset_slot(const struct idset *s, int64_t id)
+static size_t store_idset_slot(const struct store_idset *s, int64_t id)
 {
     uint64_t x = (uint64_t)id;
     x ^= x >> 33;
@@ -16,10 +16,10 @@ static size_t idset_slot(const struct idset *s, int64_t id)
     return (size_t)x & (s->cap - 1);
 }
 
-static bool idset_grow(struct idset *s)
+static bool store_idset_grow(struct store_idset *s)
 {
     size_t ncap = s->cap ? s->cap * 2 : 1024;
-    struct idset n = {
+    struct store_idset n = {
         .key = calloc(ncap, sizeof *n.key), .count = calloc(ncap, sizeof *n.count), .cap = ncap};
     if (!n.key || !n.count) {
         free(n.key);
@@ -29,7 +29,7 @@ static bool idset_grow(struct idset *s)
     for (size_t i = 0; i < s->cap; i++) {
         if (!s->count[i])
             continue;
-        size_t j = idset_slot(&n, s->key[i]);
+        size_t j = store_idset_slot(&n, s->key[i]);
         while (n.count[j])
             j = (j + 1) & (ncap - 1);
         n.key[j] = s->key[i];
@@ -42,11 +42,11 @@ static bool idset_grow(struct idset *s)
     return true;
 }
 
-void idset_add(struct idset *s, int64_t id)
+void store_idset_add(struct store_idset *s, int64_t id)
 {
-    if ((s->used + 1) * 2 > s->cap && !idset_grow(s))
+    if ((s->used + 1) * 2 > s->cap && !store_idset_grow(s))
         return;
-    size_t i = idset_slot(s, id);
+    size_t i = store_idset_slot(s, id);
     while (s->count[i] && s->key[i] != id)
         i = (i + 1) & (s->cap - 1);
     if (!s->count[i]) {
@@ -56,11 +56,11 @@ void idset_add(struct idset *s, int64_t id)
     s->count[i]++;
 }
 
-bool idset_find(const struct idset *s, int64_t id, size_t *at)
+bool store_idset_find(const struct store_idset *s, int64_t id, size_t *at)
 {
     if (!s->cap)
         return false;
-    size_t i = idset_slot(s, id);
+    size_t i = store_idset_slot(s, id);
     while (s->count[i]) {
         if (s->key[i] == id) {
             *at = i;
@@ -71,10 +71,10 @@ bool idset_find(const struct idset *s, int64_t id, size_t *at)
     return false;
 }
 
-void idset_remove(struct idset *s, int64_t id)
+void store_idset_remove(struct store_idset *s, int64_t id)
 {
     size_t i;
-    if (!idset_find(s, id, &i))
+    if (!store_idset_find(s, id, &i))
         return;
     if (--s->count[i])
         return;
@@ -85,7 +85,7 @@ void idset_remove(struct idset *s, int64_t id)
         j = (j + 1) & (s->cap - 1);
         if (!s->count[j])
             break;
-        size_t home = idset_slot(s, s->key[j]);
+        size_t home = store_idset_slot(s, s->key[j]);
         bool movable = i <= j ? (home <= i || home > j) : (home <= i && home > j);
         if (movable) {
             s->key[i] = s->key[j];
@@ -96,7 +96,7 @@ void idset_remove(struct idset *s, int64_t id)
     }
 }
 
-void idset_free(struct idset *s)
+void store_idset_free(struct store_idset *s)
 {
     free(s->key);
     free(s->count);
