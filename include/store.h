@@ -132,7 +132,14 @@ bool store_revoked_check_idle(const struct store *st);
 void store_flush(struct store *st);
 /* Items queued or sent and not yet confirmed. */
 size_t store_pending(const struct store *st);
-/* Takes every unconfirmed item out (shutdown with the database down), as a list. */
+/*
+ * Takes every unconfirmed item out, as a list the caller owns (free each with
+ * store_item_free): what is queued, and what waits after re-saves. Statements
+ * in flight keep their items until answered: call it after db_free(), which
+ * fails them and so puts their items back in the queue. The daemon calls it at
+ * exit to spool rotated results not spooled yet and to name those it cannot
+ * (SPEC §6), which is why it stays (issue 13 §5 thought nothing called it).
+ */
 struct store_item *store_take_all(struct store *st);
 void store_free(struct store *st);
 

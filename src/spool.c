@@ -1,27 +1,21 @@
 /*
- * spool.c — durable segments of results that carry a rotated refresh token
- * (spool.h). It owns the files under <state_directory>/spool and the count of
- * unsettled items per segment; it never talks to the database and never
- * decides what a result means.
+ * spool.c — the durable journal of results that carry a rotated refresh token
+ * (spool.h). It owns the files under <state_directory>/spool, the one it
+ * appends to, and the count of unsettled items per file; it never talks to the
+ * database and never decides what a result means. The text of a line is
+ * spool_line.c's.
  *
- * Each line of a segment is one item: "S2", the account id, provider, expiry
- * (microseconds), the four token ciphertexts exactly as the database will hold
- * them, scope and token type (urlsafe base64), and a keyed BLAKE2b tag of all
- * that under the primary Fernet key (keyring_tag). The tokens are already
- * Fernet ciphertext, so the spool holds no plaintext token without encrypting
- * them a second time (which cost a quarter of the daemon's CPU); the tag
- * detects damage and stops anyone without the key from writing a line the
- * daemon would replay (say, one account's token stored under another).
- * A partial result (a rotated refresh token without a usable access token)
- * is a "P2" line: account id, provider, retry time (microseconds), the old
- * and new refresh token and the id token ciphertexts, the error code (as
- * text), and the same kind of tag; "S2" lines are unchanged by it.
- * The provider is its id (0, 1, 2) for google, github and microsoft, and its
- * name for any other (a generic provider's id is only good for one process:
- * config.h); a name starts with a letter, so the two never look alike, and a
- * line of one of the three reads as it always did.
- * Lines of the first format (a Fernet token over the item's JSON) are still
- * read, so an upgrade replays what an older daemon left.
+ * One journal file per process is appended to: each spool_write() is one
+ * write() and one fdatasync() (and, for a new file, one fsync() of the
+ * directory), where it used to create a segment, fsync it, rename it, fsync
+ * the directory and later unlink it. Items settled since the last write are
+ * recorded in the same write ("D2" lines), so a replay after a crash writes
+ * each held result once; the few settled after the last write are replayed
+ * and the store's compare-and-swap finds them written. A file is removed once
+ * every item in it is settled; a new one is started when the current one is
+ * SPOOL_ROTATE_BYTES long. Files left by an earlier run are never appended
+ * to (a crash may have torn their last line): they are replayed, kept until
+ * their last item is settled, and then removed.
  */
 #include "spool.h"
 
@@ -30,7 +24,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,34 +31,38 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
-
-#include "b64.h"
-#include "stored_token.h"
-#include "secret.h"
+#include "spool_line.h"
 #include "strbuf.h"
 
 #define SEGMENT_PREFIX "seg-"
 #define SEGMENT_SUFFIX ".spool"
 
-#define SPOOL_LINE_MAGIC     "S2 "
-#define SPOOL_PARTIAL_MAGIC  "P2 "              /* a partial result (store.h) */
-#define SPOOL_TAG_PERSONAL   "oauthrd-spool-v2" /* exactly KEYRING_TAG_PERSONAL_BYTES */
-#define SPOOL_TAG_CHARS      44                 /* urlsafe base64 of 32 bytes, padded */
-#define SPOOL_FIELDS         9                  /* between the magic and the tag */
-#define SPOOL_PARTIAL_FIELDS 7
-/* Expiries are whole microseconds below this (the year 2096: a token that
- * lives longer is not real). Below it, microseconds -> seconds as a double ->
- * microseconds is exact, which expiry_usec_is_stable() checks all the same. */
-#define SPOOL_MAX_EXPIRY_USEC INT64_C(4000000000000000)
+/*
+ * Item ids (store_item.spool_id): the journal's generation in this process
+ * above SPOOL_ORD_BITS, the item's ordinal in the file below, so that a
+ * release names the line it settles. A journal takes at most SPOOL_ORD_MAX
+ * items, and a new one is started once it is SPOOL_ROTATE_BYTES long.
+ */
+#define SPOOL_ROTATE_BYTES (64 * 1024 * 1024)
 
-_Static_assert(sizeof SPOOL_TAG_PERSONAL - 1 == KEYRING_TAG_PERSONAL_BYTES,
-               "the tag's personalisation is exactly 16 bytes");
-_Static_assert(sizeof SPOOL_LINE_MAGIC == sizeof SPOOL_PARTIAL_MAGIC, "magics of one length");
-
+/* A journal file with unsettled items (the current one, or an older one). */
 struct segment {
-    int64_t id;
+    int64_t id; /* the file's name */
+    uint32_t gen;
     size_t remaining;
+};
+
+/* The journal being appended to: one per process, never one a replay read. */
+struct journal {
+    int fd; /* -1: none open; the next write starts one */
+    int64_t id;
+    uint32_t gen;
+    uint32_t lines; /* item lines written (the next ordinal) */
+    off_t size;
+    bool fresh; /* created, its directory entry not yet made durable */
+    /* Ordinals settled since the last write, recorded with the next one. */
+    uint32_t *settled;
+    size_t nsettled, capsettled;
 };
 
 struct spool {
@@ -74,7 +71,10 @@ struct spool {
     int64_t next_id;
     struct segment *segs;
     size_t nsegs, capsegs;
-    struct strbuf buf; /* the segment being written; kept to reuse its memory */
+    uint32_t next_gen;
+    struct journal cur;
+    struct keyring *kr; /* the last write's keys: spool_close records settled items with them */
+    struct strbuf buf;  /* the lines being appended; kept to reuse its memory */
 };
 
 static void segment_path(const struct spool *sp, int64_t id, char *buf, size_t len)
@@ -110,10 +110,12 @@ struct spool *spool_open(const char *state_dir, char *err, size_t errlen)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     sp->next_id = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    sp->next_gen = 1;
+    sp->cur.fd = -1;
     return sp;
 }
 
-static int track_segment(struct spool *sp, int64_t id, size_t n)
+static int track_segment(struct spool *sp, int64_t id, uint32_t gen, size_t n)
 {
     if (sp->nsegs == sp->capsegs) {
         size_t cap = sp->capsegs ? sp->capsegs * 2 : 16;
@@ -123,173 +125,8 @@ static int track_segment(struct spool *sp, int64_t id, size_t n)
         sp->segs = s;
         sp->capsegs = cap;
     }
-    sp->segs[sp->nsegs++] = (struct segment){.id = id, .remaining = n};
+    sp->segs[sp->nsegs++] = (struct segment){.id = id, .gen = gen, .remaining = n};
     return 0;
-}
-
-/* Ciphertext (Fernet tokens, urlsafe base64) never holds a space or newline,
- * so it goes into a line as it is; anything else would break the format. A row
- * of django-fernet-fields holds "\x" + the token's hex (stored_token.h), and
- * its results are spooled in that form, exactly as the database will hold them. */
-static bool is_ciphertext(const char *s)
-{
-    if (s != NULL && s[0] == '\\' && s[1] == 'x')
-        return stored_token_form(s, strlen(s)) == STORED_FORM_BYTEA_HEX;
-    /* strspn is table-driven: a character loop here was 2.5 % of the daemon.
-     * Padded base64 comes in quanta of four characters, which also keeps "-"
-     * (no id token) from passing for one. */
-    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                   "0123456789-_=";
-    if (s == NULL)
-        return false;
-    size_t n = strspn(s, alphabet);
-    return n > 0 && s[n] == '\0' && n % 4 == 0;
-}
-
-/* The expiry as the reader will see it again: usec -> seconds -> usec unchanged. */
-static bool expiry_usec_is_stable(int64_t usec)
-{
-    return usec >= 0 && usec < SPOOL_MAX_EXPIRY_USEC && llround(((double)usec / 1e6) * 1e6) == usec;
-}
-
-/* Microseconds since the epoch, the spool's exact representation of an expiry;
- * false for what could not be read back as the same value. */
-static bool expiry_to_usec(double t, int64_t *usec)
-{
-    if (!(t >= 0 && t < (double)SPOOL_MAX_EXPIRY_USEC / 1e6))
-        return false;
-    *usec = llround(t * 1e6);
-    return expiry_usec_is_stable(*usec);
-}
-
-static void put_ciphertext(struct strbuf *sb, const char *ct)
-{
-    strbuf_append(sb, " ", 1);
-    if (ct)
-        strbuf_puts(sb, ct);
-    else
-        strbuf_append(sb, "-", 1);
-}
-
-/* Text that is not a secret (scope, token type) but may hold any byte but NUL:
- * "-" for none, else ':' and its urlsafe base64 (so "" stays distinct). */
-static void put_text(struct strbuf *sb, const char *text)
-{
-    if (!text) {
-        strbuf_append(sb, " -", 2);
-        return;
-    }
-    size_t len = strlen(text);
-    size_t enc = b64url_encoded_len(len);
-    char *b = malloc(enc + 1);
-    if (!b) {
-        sb->oom = true;
-        return;
-    }
-    b64url_encode_public((const uint8_t *)text, len, b, enc + 1);
-    strbuf_append(sb, " :", 2);
-    strbuf_append(sb, b, enc);
-    free(b);
-}
-
-/* Closes the line that starts at start with its keyed tag and a newline. */
-static int append_tag(struct strbuf *sb, const struct keyring *kr, size_t start)
-{
-    strbuf_append(sb, " ", 1);
-    if (sb->oom)
-        return -1;
-    uint8_t tag[KEYRING_TAG_BYTES];
-    if (keyring_tag(kr, SPOOL_TAG_PERSONAL, sb->data + start, sb->len - start, tag) < 0)
-        return -1;
-    char tag64[SPOOL_TAG_CHARS + 1];
-    b64url_encode_public(tag, sizeof tag, tag64, sizeof tag64);
-    strbuf_append(sb, tag64, SPOOL_TAG_CHARS);
-    strbuf_append(sb, "\n", 1);
-    return sb->oom ? -1 : 0;
-}
-
-/* Whether p can be written: a named id, or a generic id with a name. */
-static bool provider_writable(enum provider_id p)
-{
-    return (int)p >= 0 && p < PROVIDER_MAX &&
-           (p < PROVIDER_NAMED_COUNT || strcmp(provider_id_name(p), "unknown") != 0);
-}
-
-/* "id provider usec": the provider as its digit, or as its name (see the top). */
-static void put_head(struct strbuf *sb, const char *magic, int64_t id, enum provider_id p,
-                     int64_t usec)
-{
-    if (p < PROVIDER_NAMED_COUNT)
-        strbuf_printf(sb, "%s%" PRId64 " %d %" PRId64, magic, id, (int)p, usec);
-    else
-        strbuf_printf(sb, "%s%" PRId64 " %s %" PRId64, magic, id, provider_id_name(p), usec);
-}
-
-/*
- * A provider field: a named provider's digit, or a generic provider's name,
- * which gets an id in this process if it has none yet (its section may be
- * gone from the config: the result is written all the same).
- */
-static bool parse_provider(const char *f, enum provider_id *out)
-{
-    if (f[0] >= '0' && f[0] <= '9') {
-        if (f[1] != '\0' || f[0] - '0' >= PROVIDER_NAMED_COUNT)
-            return false;
-        *out = (enum provider_id)(f[0] - '0');
-        return true;
-    }
-    int id = provider_id_register(f);
-    if (id < 0)
-        return false;
-    *out = (enum provider_id)id;
-    return true;
-}
-
-/*
- * A partial result: "P2 id provider retry_usec old refresh id_token error
- * tag". No access token, expiry, scope or token type: the database keeps its
- * own; the error and retry time record the failed attempt.
- */
-static int append_partial(struct strbuf *sb, const struct keyring *kr, const struct store_item *it)
-{
-    int64_t usec;
-    if (!is_ciphertext(it->old_refresh_ct) || !is_ciphertext(it->refresh_ct) ||
-        (it->id_token_ct && !is_ciphertext(it->id_token_ct)) || !provider_writable(it->provider) ||
-        !expiry_to_usec(it->retry_at, &usec))
-        return -1;
-    size_t start = sb->len;
-    put_head(sb, SPOOL_PARTIAL_MAGIC, it->account_id, it->provider, usec);
-    put_ciphertext(sb, it->old_refresh_ct);
-    put_ciphertext(sb, it->refresh_ct);
-    put_ciphertext(sb, it->id_token_ct);
-    put_text(sb, it->error);
-    return append_tag(sb, kr, start);
-}
-
-/*
- * Appends one line for it: "S2 id provider expiry_usec old access refresh
- * id_token scope token_type tag". The tokens are the Fernet ciphertext the
- * database will hold (already encrypted and authenticated, so not encrypted
- * again); the keyed tag binds them to this account and detects any damage.
- */
-static int append_item(struct strbuf *sb, const struct keyring *kr, const struct store_item *it)
-{
-    if (store_item_is_partial(it))
-        return append_partial(sb, kr, it);
-    int64_t usec;
-    if (!is_ciphertext(it->old_refresh_ct) || !is_ciphertext(it->access_ct) ||
-        !is_ciphertext(it->refresh_ct) || (it->id_token_ct && !is_ciphertext(it->id_token_ct)) ||
-        !provider_writable(it->provider) || !expiry_to_usec(it->expires_at, &usec))
-        return -1;
-    size_t start = sb->len;
-    put_head(sb, SPOOL_LINE_MAGIC, it->account_id, it->provider, usec);
-    put_ciphertext(sb, it->old_refresh_ct);
-    put_ciphertext(sb, it->access_ct);
-    put_ciphertext(sb, it->refresh_ct);
-    put_ciphertext(sb, it->id_token_ct);
-    put_text(sb, it->scope);
-    put_text(sb, it->token_type);
-    return append_tag(sb, kr, start);
 }
 
 static int write_all(int fd, const char *data, size_t len)
@@ -332,39 +169,139 @@ static int write_durably(struct spool *sp, const char *path, const char *data, s
     return 0;
 }
 
+static int64_t item_spool_id(uint32_t gen, uint32_t ord)
+{
+    return ((int64_t)gen << SPOOL_ORD_BITS) | ord;
+}
+
+static struct segment *segment_of_gen(struct spool *sp, uint32_t gen)
+{
+    for (size_t i = 0; i < sp->nsegs; i++)
+        if (sp->segs[i].gen == gen)
+            return &sp->segs[i];
+    return NULL;
+}
+
+/* Forgets a journal with nothing unsettled in it, and removes its file. */
+static void segment_drop(struct spool *sp, struct segment *seg)
+{
+    char path[4096];
+    segment_path(sp, seg->id, path, sizeof path);
+    unlink(path);
+    if (seg->gen == sp->cur.gen && sp->cur.fd >= 0) {
+        close(sp->cur.fd);
+        sp->cur.fd = -1;
+        sp->cur.nsettled = 0;
+    }
+    *seg = sp->segs[--sp->nsegs];
+}
+
+/* Starts a new journal file (the current one, if any, is left to its items). */
+static int journal_start(struct spool *sp, char *err, size_t errlen)
+{
+    if (sp->cur.fd >= 0)
+        close(sp->cur.fd);
+    sp->cur.fd = -1;
+    sp->cur.nsettled = 0;
+    int64_t id = sp->next_id++;
+    char path[4096];
+    segment_path(sp, id, path, sizeof path);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot create spool journal %s: %s", path, strerror(errno));
+        return -1;
+    }
+    uint32_t gen = sp->next_gen++;
+    if (track_segment(sp, id, gen, 0) < 0) {
+        close(fd);
+        unlink(path);
+        snprintf(err, errlen, "out of memory tracking a spool journal");
+        return -1;
+    }
+    sp->cur = (struct journal){.fd = fd,
+                               .id = id,
+                               .gen = gen,
+                               .fresh = true,
+                               .settled = sp->cur.settled,
+                               .capsettled = sp->cur.capsettled};
+    return 0;
+}
+
+/*
+ * Appends sp->buf to the current journal and makes it durable: one write and
+ * one fdatasync (and, for a new file, one fsync of the directory). On failure
+ * the file is cut back to what was durable before; a journal that cannot be
+ * cut back, or whose fdatasync failed (the kernel may have dropped the pages),
+ * is written to no more.
+ */
+static int journal_append(struct spool *sp, char *err, size_t errlen)
+{
+    struct journal *j = &sp->cur;
+    int e = 0;
+    if (write_all(j->fd, sp->buf.data, sp->buf.len) < 0)
+        e = errno;
+    else if (fdatasync(j->fd) < 0)
+        e = -errno;
+    else if (j->fresh && fsync(sp->dirfd) < 0)
+        e = errno;
+    if (e == 0) {
+        j->fresh = false;
+        j->size += (off_t)sp->buf.len;
+        return 0;
+    }
+    snprintf(err, errlen, "cannot write spool journal: %s", strerror(e < 0 ? -e : e));
+    if (e < 0 || ftruncate(j->fd, j->size) < 0) {
+        close(j->fd);
+        j->fd = -1;
+    }
+    struct segment *seg = segment_of_gen(sp, j->gen);
+    if (seg && seg->remaining == 0)
+        segment_drop(sp, seg); /* nothing of it was ever confirmed */
+    return -1;
+}
+
 int spool_write(struct spool *sp, const struct keyring *kr, struct store_item *const *items,
                 size_t n, char *err, size_t errlen)
 {
     if (n == 0)
         return 0;
+    if (sp->kr != kr) {
+        if (sp->kr)
+            keyring_unref(sp->kr);
+        sp->kr = keyring_ref((struct keyring *)kr);
+    }
+    bool start =
+        sp->cur.fd < 0 || sp->cur.size >= SPOOL_ROTATE_BYTES || n > SPOOL_ORD_MAX - sp->cur.lines;
     strbuf_reset(&sp->buf);
+    if (!start && spool_line_append_settled(&sp->buf, kr, sp->cur.id, sp->cur.settled,
+                                            sp->cur.nsettled) < 0) {
+        snprintf(err, errlen, "out of memory recording settled spool items");
+        return -1;
+    }
     for (size_t i = 0; i < n; i++)
-        if (append_item(&sp->buf, kr, items[i]) < 0) {
+        if (spool_line_append(&sp->buf, kr, items[i]) < 0) {
             snprintf(err, errlen, "%s",
-                     sp->buf.oom ? "out of memory building a spool segment"
+                     sp->buf.oom ? "out of memory building spool lines"
                                  : "a result cannot be spooled (not ciphertext, "
                                    "or no key)");
             return -1;
         }
-    int64_t id = sp->next_id++;
-    char path[4096];
-    segment_path(sp, id, path, sizeof path);
-    if (write_durably(sp, path, sp->buf.data, sp->buf.len, err, errlen) < 0)
+    if (start && journal_start(sp, err, errlen) < 0)
         return -1;
-    if (track_segment(sp, id, n) < 0) {
-        snprintf(err, errlen, "out of memory tracking spool segment");
-        return -1; /* the file stays and is replayed at the next start */
-    }
+    if (journal_append(sp, err, errlen) < 0)
+        return -1;
+    sp->cur.nsettled = 0;
+    struct segment *seg = segment_of_gen(sp, sp->cur.gen);
+    seg->remaining += n;
     for (size_t i = 0; i < n; i++)
-        items[i]->spool_id = id;
+        items[i]->spool_id = item_spool_id(sp->cur.gen, sp->cur.lines++);
     return 0;
 }
-
 int spool_set_aside(struct spool *sp, const struct keyring *kr, const struct store_item *item,
                     char *path, size_t pathlen, char *err, size_t errlen)
 {
     struct strbuf sb = {0};
-    if (append_item(&sb, kr, item) < 0) {
+    if (spool_line_append(&sb, kr, item) < 0) {
         strbuf_free(&sb);
         snprintf(err, errlen, "the result cannot be written as a spool line");
         return -1;
@@ -379,287 +316,30 @@ int spool_set_aside(struct spool *sp, const struct keyring *kr, const struct sto
 
 void spool_release(struct spool *sp, int64_t id)
 {
-    for (size_t i = 0; i < sp->nsegs; i++) {
-        if (sp->segs[i].id != id)
-            continue;
-        if (--sp->segs[i].remaining == 0) {
-            char path[4096];
-            segment_path(sp, id, path, sizeof path);
-            unlink(path);
-            sp->segs[i] = sp->segs[--sp->nsegs];
-        }
+    uint32_t gen = (uint32_t)(id >> SPOOL_ORD_BITS);
+    struct segment *seg = segment_of_gen(sp, gen);
+    if (!seg || seg->remaining == 0)
+        return;
+    if (--seg->remaining == 0) {
+        segment_drop(sp, seg);
         return;
     }
+    struct journal *j = &sp->cur;
+    if (gen != j->gen || j->fd < 0)
+        return; /* an older file: it goes when its last item is settled */
+    if (j->nsettled == j->capsettled) {
+        size_t cap = j->capsettled ? j->capsettled * 2 : 256;
+        uint32_t *p = realloc(j->settled, cap * sizeof *p);
+        if (!p)
+            return; /* not recorded: a replay finds the item written */
+        j->settled = p;
+        j->capsettled = cap;
+    }
+    j->settled[j->nsettled++] = (uint32_t)(id & SPOOL_ORD_MAX);
 }
-
 size_t spool_open_segments(const struct spool *sp)
 {
     return sp->nsegs;
-}
-
-static char *json_str_dup(json_t *o, const char *key, bool *ok)
-{
-    json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v))
-        return NULL;
-    if (!json_is_string(v)) {
-        *ok = false;
-        return NULL;
-    }
-    char *s = strdup(json_string_value(v));
-    if (!s)
-        *ok = false;
-    return s;
-}
-
-/* A line written by version 0.1.0 (one Fernet token over the item's JSON):
- * read so that an upgrade never strands what an older daemon spooled. */
-static struct store_item *item_from_json(const char *text, size_t len)
-{
-    json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
-    if (!o || !json_is_object(o)) {
-        json_decref(o);
-        return NULL;
-    }
-    struct store_item *it = calloc(1, sizeof *it);
-    bool ok = it != NULL;
-    if (ok) {
-        it->kind = STORE_REFRESHED;
-        it->rotated = true;
-        json_t *id = json_object_get(o, "account_id");
-        json_t *prov = json_object_get(o, "provider");
-        json_t *exp = json_object_get(o, "expires_at");
-        ok = json_is_integer(id) && json_is_integer(prov) && json_is_number(exp) &&
-             json_integer_value(prov) >= 0 && json_integer_value(prov) < PROVIDER_NAMED_COUNT;
-        int64_t usec = 0;
-        ok = ok && expiry_to_usec(json_number_value(exp), &usec);
-        if (ok) {
-            it->account_id = json_integer_value(id);
-            it->provider = (enum provider_id)json_integer_value(prov);
-            it->expires_at = (double)usec / 1e6;
-        }
-        it->old_refresh_ct = json_str_dup(o, "old_refresh", &ok);
-        it->access_ct = json_str_dup(o, "access", &ok);
-        it->refresh_ct = json_str_dup(o, "refresh", &ok);
-        it->id_token_ct = json_str_dup(o, "id_token", &ok);
-        it->scope = json_str_dup(o, "scope", &ok);
-        it->token_type = json_str_dup(o, "token_type", &ok);
-        /* What a replay hands over must be writable again as a v2 line. */
-        ok = ok && is_ciphertext(it->old_refresh_ct) && is_ciphertext(it->access_ct) &&
-             is_ciphertext(it->refresh_ct) &&
-             (it->id_token_ct == NULL || is_ciphertext(it->id_token_ct));
-    }
-    json_decref(o);
-    if (!ok) {
-        store_item_free(it);
-        return NULL;
-    }
-    return it;
-}
-
-/* Splits line[0..len) at single spaces into at most max fields (NUL-terminating
- * them in place); returns the count, or max + 1 when there are more. */
-static size_t split_fields(char *line, size_t len, char **fields, size_t max)
-{
-    size_t n = 0;
-    char *p = line, *end = line + len;
-    while (p <= end) {
-        char *sp = memchr(p, ' ', (size_t)(end - p));
-        if (n == max)
-            return max + 1;
-        fields[n++] = p;
-        if (!sp) {
-            *end = '\0';
-            break;
-        }
-        *sp = '\0';
-        p = sp + 1;
-    }
-    return n;
-}
-
-/* A decimal integer exactly as "%" PRId64 prints it (no '+', no leading zeros,
- * no "-0"), within [min, max]. */
-static bool parse_int64(const char *s, int64_t min, int64_t max, int64_t *out)
-{
-    bool neg = *s == '-';
-    s += neg;
-    if (*s == '\0' || (*s == '0' && (s[1] != '\0' || neg)))
-        return false;
-    uint64_t limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, v = 0;
-    for (; *s; s++) {
-        unsigned d = (unsigned)(*s - '0');
-        if (d > 9 || v > (limit - d) / 10)
-            return false;
-        v = v * 10 + d;
-    }
-    int64_t r = neg ? (v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v) : (int64_t)v;
-    if (r < min || r > max)
-        return false;
-    *out = r;
-    return true;
-}
-
-/* "-" -> NULL (*ok untouched); else a copy, or *ok = false. */
-static char *dup_ciphertext(const char *f, bool may_be_null, bool *ok)
-{
-    if (may_be_null && strcmp(f, "-") == 0)
-        return NULL;
-    char *s = is_ciphertext(f) ? strdup(f) : NULL;
-    if (!s)
-        *ok = false;
-    return s;
-}
-
-static char *dup_text(const char *f, bool *ok)
-{
-    if (strcmp(f, "-") == 0)
-        return NULL;
-    size_t len = strlen(f);
-    uint8_t *out = len > 0 && f[0] == ':' ? malloc(len) : NULL;
-    size_t got = 0;
-    if (!out || b64url_decode_public(f + 1, len - 1, out, len, &got) < 0 ||
-        memchr(out, '\0', got) != NULL) {
-        free(out);
-        *ok = false;
-        return NULL;
-    }
-    out[got] = '\0';
-    return (char *)out;
-}
-
-/*
- * Checks the tag of a line that starts with a known magic and splits what lies
- * between magic and tag into nfields fields (in place). *verified tells a
- * damaged or foreign line (the tag does not verify under any key) from one
- * that verifies but does not have the right shape.
- */
-static bool line_fields(const struct keyring *kr, char *line, size_t len, char **f, size_t nfields,
-                        bool *verified)
-{
-    *verified = false;
-    char *last = memrchr(line, ' ', len);
-    if (!last || (size_t)(line + len - (last + 1)) != SPOOL_TAG_CHARS)
-        return false;
-    uint8_t tag[KEYRING_TAG_BYTES];
-    size_t taglen = 0;
-    if (b64url_decode_public(last + 1, SPOOL_TAG_CHARS, tag, sizeof tag, &taglen) < 0 ||
-        taglen != sizeof tag ||
-        !keyring_tag_verify(kr, SPOOL_TAG_PERSONAL, line, (size_t)(last + 1 - line), tag, NULL))
-        return false;
-    *verified = true;
-    size_t magic = strlen(SPOOL_LINE_MAGIC); /* every magic has this length */
-    if ((size_t)(last - line) < magic)
-        return false; /* magic + tag, nothing between */
-    return split_fields(line + magic, (size_t)(last - line) - magic, f, nfields) == nfields;
-}
-
-/*
- * The head both kinds of line share: the verified fields (into f), then the
- * account id, provider and a time in microseconds (into *usec). Returns a new
- * rotated item with those set, which the caller owns, or NULL.
- */
-static struct store_item *item_head(const struct keyring *kr, char *line, size_t len, char **f,
-                                    size_t nfields, bool *verified, int64_t *usec)
-{
-    if (!line_fields(kr, line, len, f, nfields, verified))
-        return NULL;
-    int64_t id;
-    enum provider_id prov;
-    if (!parse_int64(f[0], INT64_MIN, INT64_MAX, &id) || !parse_provider(f[1], &prov) ||
-        !parse_int64(f[2], 0, SPOOL_MAX_EXPIRY_USEC - 1, usec) || !expiry_usec_is_stable(*usec))
-        return NULL;
-    struct store_item *it = calloc(1, sizeof *it);
-    if (!it)
-        return NULL;
-    it->kind = STORE_REFRESHED;
-    it->rotated = true;
-    it->account_id = id;
-    it->provider = prov;
-    return it;
-}
-
-/* Reads one "S2 ..." line (see append_item). */
-static struct store_item *item_from_line(const struct keyring *kr, char *line, size_t len,
-                                         bool *verified)
-{
-    char *f[SPOOL_FIELDS];
-    int64_t usec;
-    struct store_item *it = item_head(kr, line, len, f, SPOOL_FIELDS, verified, &usec);
-    if (!it)
-        return NULL;
-    bool ok = true;
-    it->expires_at = (double)usec / 1e6;
-    it->old_refresh_ct = dup_ciphertext(f[3], false, &ok);
-    it->access_ct = dup_ciphertext(f[4], false, &ok);
-    it->refresh_ct = dup_ciphertext(f[5], false, &ok);
-    it->id_token_ct = dup_ciphertext(f[6], true, &ok);
-    it->scope = dup_text(f[7], &ok);
-    it->token_type = dup_text(f[8], &ok);
-    if (!ok) {
-        store_item_free(it);
-        return NULL;
-    }
-    return it;
-}
-
-/* Reads one "P2 ..." line (see append_partial). */
-static struct store_item *partial_from_line(const struct keyring *kr, char *line, size_t len,
-                                            bool *verified)
-{
-    char *f[SPOOL_PARTIAL_FIELDS];
-    int64_t usec;
-    struct store_item *it = item_head(kr, line, len, f, SPOOL_PARTIAL_FIELDS, verified, &usec);
-    if (!it)
-        return NULL;
-    bool ok = true;
-    it->retry_at = (double)usec / 1e6;
-    it->old_refresh_ct = dup_ciphertext(f[3], false, &ok);
-    it->refresh_ct = dup_ciphertext(f[4], false, &ok);
-    it->id_token_ct = dup_ciphertext(f[5], true, &ok);
-    char *error = dup_text(f[6], &ok);
-    /* A partial result is told from a full one by its error: it must be there. */
-    if (ok && error && error[0] != '\0' && strlen(error) < sizeof it->error)
-        memcpy(it->error, error, strlen(error) + 1);
-    else
-        ok = false;
-    free(error);
-    if (!ok) {
-        store_item_free(it);
-        return NULL;
-    }
-    return it;
-}
-
-/* One line of a segment, whichever version wrote it; msg says why on NULL. */
-static struct store_item *read_line(const struct keyring *kr, char *line, size_t len,
-                                    const char *path, size_t lineno, char *msg, size_t msglen)
-{
-    struct store_item *it = NULL;
-    size_t magic = strlen(SPOOL_LINE_MAGIC);
-    bool partial = len >= magic && memcmp(line, SPOOL_PARTIAL_MAGIC, magic) == 0;
-    if (partial || (len >= magic && memcmp(line, SPOOL_LINE_MAGIC, magic) == 0)) {
-        bool verified;
-        it = partial ? partial_from_line(kr, line, len, &verified)
-                     : item_from_line(kr, line, len, &verified);
-        if (!it && !verified)
-            snprintf(msg, msglen,
-                     "spool: %.1024s line %zu does not verify (damaged, or made "
-                     "with a key that is no longer loaded)",
-                     path, lineno);
-    } else {
-        struct secret plain = {0};
-        char err[ERRBUF_LEN];
-        if (keyring_decrypt(kr, line, len, &plain, NULL, err, sizeof err) == 0)
-            it = item_from_json(plain.data, plain.len);
-        else
-            snprintf(msg, msglen, "spool: %.1024s line %zu does not verify (%.512s)", path, lineno,
-                     err);
-        secret_clear(&plain);
-    }
-    if (!it && msg[0] == '\0')
-        snprintf(msg, msglen, "spool: %.1024s line %zu is not a valid result", path, lineno);
-    return it;
 }
 
 static bool is_segment_name(const char *name, int64_t *id)
@@ -679,9 +359,8 @@ static bool is_segment_name(const char *name, int64_t *id)
 /*
  * The longest line replay reads: far beyond any valid line (four token
  * ciphertexts, scope and token type, all from a provider answer of at most
- * PROVIDER_MAX_RESPONSE_BYTES = 64 KiB, in base64 twice over for a line of the
- * first format: under 400 KiB). A longer line is damage: skipped to its end,
- * never held whole, and the segment set aside like any damaged one.
+ * PROVIDER_MAX_RESPONSE_BYTES = 64 KiB: under 300 KiB). A longer line is damage: skipped to its
+ * end, never held whole, and the segment set aside like any damaged one.
  */
 #define SPOOL_LINE_MAX (1024 * 1024)
 
@@ -748,7 +427,130 @@ static FILE *open_segment(const char *path)
     return f;
 }
 
-/* Replays one segment; returns the number of items handed over. */
+static int cmp_uint32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* What one file held: its unsettled items with their ordinals. */
+struct replayed {
+    struct store_item **items;
+    uint32_t *ord;
+    size_t n, cap;
+};
+
+static bool replayed_push(struct replayed *r, struct store_item *it, uint32_t ord)
+{
+    if (r->n == r->cap) {
+        size_t c = r->cap ? r->cap * 2 : 64;
+        struct store_item **p = realloc(r->items, c * sizeof *p);
+        if (p)
+            r->items = p;
+        uint32_t *q = p ? realloc(r->ord, c * sizeof *q) : NULL;
+        if (!q)
+            return false;
+        r->ord = q;
+        r->cap = c;
+    }
+    r->items[r->n] = it;
+    r->ord[r->n++] = ord;
+    return true;
+}
+
+/* Drops the items the file's settled lines name: they were written. */
+static void replayed_drop_settled(struct replayed *r, struct spool_ords *set)
+{
+    if (set->n == 0)
+        return;
+    qsort(set->ord, set->n, sizeof *set->ord, cmp_uint32);
+    size_t keep = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        if (bsearch(&r->ord[i], set->ord, set->n, sizeof *set->ord, cmp_uint32)) {
+            store_item_free(r->items[i]);
+            continue;
+        }
+        r->items[keep] = r->items[i];
+        r->ord[keep++] = r->ord[i];
+    }
+    r->n = keep;
+}
+
+/*
+ * Reads one file's lines into r (items with their ordinals) and set (settled
+ * ordinals); returns how many lines are damaged. Every line but a settled one
+ * takes an ordinal, as when it was written. A last line without its newline
+ * is a write the crash cut short: it was never confirmed (spool_write returns
+ * after the fdatasync), so it is ignored, not counted as damage.
+ */
+static size_t read_segment(FILE *f, const struct keyring *kr, int64_t id, const char *path,
+                           struct replayed *r, struct spool_ords *set,
+                           void (*warn)(void *, const char *), void *ud,
+                           struct spool_replay_stats *st)
+{
+    char msg[8192];
+    size_t bad = 0, lineno = 0;
+    uint64_t ord = 0;
+    char *line = NULL;
+    size_t linecap = 0;
+    ssize_t got;
+    bool too_long;
+    while ((got = getline_bounded(&line, &linecap, f, &too_long)) > 0) {
+        lineno++;
+        if (!too_long && line[got - 1] != '\n') {
+            snprintf(msg, sizeof msg,
+                     "spool: %.1024s line %zu was cut short by a crash before it was "
+                     "confirmed; ignored",
+                     path, lineno);
+            warn(ud, msg);
+            st->torn_lines++;
+            break;
+        }
+        if (too_long) {
+            snprintf(msg, sizeof msg,
+                     "spool: %.1024s line %zu is longer than any valid line (damaged); not read",
+                     path, lineno);
+            warn(ud, msg);
+            ord++;
+            bad++;
+            continue;
+        }
+        size_t len = (size_t)got;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            len--;
+        if (spool_line_is_settled(line, len)) {
+            bool verified;
+            if (!spool_line_read_settled(kr, id, line, len, set, &verified)) {
+                snprintf(msg, sizeof msg, "spool: %.1024s line %zu (settled items) %s", path,
+                         lineno, verified ? "is not valid" : "does not verify (damaged)");
+                warn(ud, msg);
+                bad++;
+            }
+            continue;
+        }
+        uint64_t this_ord = ord++;
+        msg[0] = '\0';
+        struct store_item *it = spool_line_read(kr, line, len, path, lineno, msg, sizeof msg);
+        if (it && this_ord > SPOOL_ORD_MAX) {
+            snprintf(msg, sizeof msg, "spool: %.1024s has more lines than a journal holds", path);
+            store_item_free(it);
+            it = NULL;
+        }
+        if (!it) {
+            warn(ud, msg);
+            bad++;
+            continue;
+        }
+        if (!replayed_push(r, it, (uint32_t)this_ord)) {
+            store_item_free(it);
+            bad++;
+        }
+    }
+    free(line);
+    return bad;
+}
+
+/* Replays one file; returns the number of items handed over. */
 static size_t replay_segment(struct spool *sp, const struct keyring *kr, int64_t id,
                              void (*add)(void *, struct store_item *),
                              void (*warn)(void *, const char *), void *ud,
@@ -763,51 +565,18 @@ static size_t replay_segment(struct spool *sp, const struct keyring *kr, int64_t
         st->bad_segments++;
         return 0;
     }
-    struct store_item **items = NULL;
-    size_t n = 0, cap = 0, bad = 0, lineno = 0;
-    char *line = NULL;
-    size_t linecap = 0;
-    ssize_t got;
-    bool too_long;
-    while ((got = getline_bounded(&line, &linecap, f, &too_long)) > 0) {
-        lineno++;
-        if (too_long) {
-            snprintf(msg, sizeof msg,
-                     "spool: %.1024s line %zu is longer than any valid line (damaged); not read",
-                     path, lineno);
-            warn(ud, msg);
-            bad++;
-            continue;
-        }
-        size_t len = (size_t)got;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-            len--;
-        msg[0] = '\0';
-        struct store_item *it = read_line(kr, line, len, path, lineno, msg, sizeof msg);
-        if (!it) {
-            warn(ud, msg);
-            bad++;
-            continue;
-        }
-        if (n == cap) {
-            size_t c = cap ? cap * 2 : 64;
-            struct store_item **p = realloc(items, c * sizeof *p);
-            if (!p) {
-                store_item_free(it);
-                bad++;
-                continue;
-            }
-            items = p;
-            cap = c;
-        }
-        items[n++] = it;
-    }
-    free(line);
+    struct replayed r = {0};
+    struct spool_ords set = {0};
+    size_t bad = read_segment(f, kr, id, path, &r, &set, warn, ud, st);
     fclose(f);
-
+    size_t before = r.n;
+    replayed_drop_settled(&r, &set);
+    st->settled += before - r.n;
+    free(set.ord);
+    size_t n = r.n;
     st->bad_items += bad;
     if (bad > 0) {
-        /* Keep the damaged file for the operator; its good items get a new segment. */
+        /* Keep the damaged file for the operator; its good items go to the journal. */
         char aside[4200];
         snprintf(aside, sizeof aside, "%s.bad", path);
         rename(path, aside);
@@ -820,20 +589,24 @@ static size_t replay_segment(struct spool *sp, const struct keyring *kr, int64_t
         st->bad_segments++;
         if (n > 0) {
             char err[ERRBUF_LEN];
-            if (spool_write(sp, kr, items, n, err, sizeof err) < 0)
+            if (spool_write(sp, kr, r.items, n, err, sizeof err) < 0)
                 warn(ud, err);
         }
     } else if (n == 0) {
         unlink(path);
     } else {
-        if (track_segment(sp, id, n) < 0)
+        /* Kept as it is (never appended to: its tail may be torn) until its
+         * last item is settled. */
+        uint32_t gen = sp->next_gen++;
+        if (track_segment(sp, id, gen, n) < 0)
             warn(ud, "spool: out of memory tracking a replayed segment");
         for (size_t i = 0; i < n; i++)
-            items[i]->spool_id = id;
+            r.items[i]->spool_id = item_spool_id(gen, r.ord[i]);
     }
     for (size_t i = 0; i < n; i++)
-        add(ud, items[i]);
-    free(items);
+        add(ud, r.items[i]);
+    free(r.items);
+    free(r.ord);
     return n;
 }
 
@@ -878,11 +651,13 @@ void spool_replay(struct spool *sp, const struct keyring *kr,
      * (qsort's base must not be NULL, even for n == 0: an empty spool has no ids.) */
     if (n > 1)
         qsort(ids, n, sizeof *ids, cmp_int64);
+    /* New files (a damaged file's good items are written again) take ids after
+     * every file found, even if the clock went back. */
+    if (n > 0 && ids[n - 1] >= sp->next_id)
+        sp->next_id = ids[n - 1] + 1;
     for (size_t i = 0; i < n; i++) {
         stats->segments++;
         stats->items += replay_segment(sp, kr, ids[i], add, warn, ud, stats);
-        if (ids[i] >= sp->next_id)
-            sp->next_id = ids[i] + 1;
     }
     free(ids);
 }
@@ -891,6 +666,20 @@ void spool_close(struct spool *sp)
 {
     if (!sp)
         return;
+    /* What was settled since the last write is recorded now (best effort: a
+     * replay otherwise finds those items written). */
+    if (sp->cur.fd >= 0 && sp->cur.nsettled > 0 && sp->kr) {
+        strbuf_reset(&sp->buf);
+        char err[ERRBUF_LEN];
+        if (spool_line_append_settled(&sp->buf, sp->kr, sp->cur.id, sp->cur.settled,
+                                      sp->cur.nsettled) == 0)
+            (void)journal_append(sp, err, sizeof err);
+    }
+    if (sp->cur.fd >= 0)
+        close(sp->cur.fd);
+    free(sp->cur.settled);
+    if (sp->kr)
+        keyring_unref(sp->kr);
     if (sp->dirfd > 0)
         close(sp->dirfd);
     free(sp->segs);

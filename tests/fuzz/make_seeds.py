@@ -329,6 +329,13 @@ S.update({
                   "\n@P2 1 0 1 a b -\n" + pline(4, err=":" + "QUFB" * 30) + "\n" +
                   pline(5)[:-4] + "\n",
 })
+# The journal (issue 12 §3): settled lines ("D2 <file id> <ordinals>"; the harness
+# writes the file as seg-5) and a last line a crash cut short (no newline).
+S.update({
+    "journal-settled-and-torn": line2(1) + "\n" + line2(2) + "\n@D2 5 0\n" + line2(3) + "\n" +
+                                line2(4)[:50],
+    "journal-settled-invalid": line2(1) + "\n@D2 6 0\n@D2 5 01\n@D2 5 16777216\n@D2 5 0,,1\n",
+})
 for n, v in S.items():
     put("fuzz_spool", n, v)
 

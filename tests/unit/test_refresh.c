@@ -4,7 +4,10 @@
  * part 1: a new refresh token in an answer that is otherwise unusable is kept,
  * the old access token stays, the attempt counts as failed with its backoff),
  * a revocation, a transient failure; the plaintext refresh token is wiped
- * after each; and an out-of-memory with a rotated token aborts (fork).
+ * after each; and an out-of-memory with a rotated token aborts (fork). Also
+ * refresh_prepare() (the claimed row taken over, decrypted, the request built,
+ * and each reason it cannot be), refresh_failure_item(), refresh_attempt_clear()
+ * and claimed_account_clear(), and refresh_answer_unreadable() (aborts).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -304,6 +307,223 @@ static void test_losing_a_rotated_token_to_oom_aborts(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* ---- refresh_prepare ---- */
+
+static struct provider_config test_pc = {
+    .id = PROVIDER_MICROSOFT,
+    .client_id = (char *)"cid-123",
+    .client_secret = (char *)"csecret",
+    .tenant = (char *)"common",
+    .token_url = (char *)"https://login.example/common/oauth2/v2.0/token",
+    .max_in_flight = 128,
+    .max_rate = 50,
+};
+
+/* The claimed row as the engine hands it over: taken out of the fixture. */
+static struct claimed_account take_claimed(struct fixture *fx)
+{
+    struct claimed_account acct = fx->ra.acct;
+    memset(&fx->ra.acct, 0, sizeof fx->ra.acct);
+    secret_clear(&fx->ra.refresh_plain);
+    return acct;
+}
+
+static int prepare(struct fixture *fx, struct claimed_account *acct, char *code, char *detail)
+{
+    code[0] = detail[0] = '\0';
+    int rc = refresh_prepare(&fx->ra, &fx->cfg, acct, code, 64, detail, 256);
+    /* Whatever the outcome, the attempt owns the row and holds a reference. */
+    assert_null(acct->refresh_ct);
+    assert_int_equal(acct->account_id, 0);
+    assert_ptr_equal(fx->ra.cfg, &fx->cfg);
+    assert_int_equal(fx->cfg.refcount, 2);
+    assert_int_equal(fx->ra.acct.account_id, 42);
+    return rc;
+}
+
+static void test_prepare_decrypts_and_builds_the_request(void **state)
+{
+    struct fixture *fx = *state;
+    fx->cfg.providers[PROVIDER_MICROSOFT] = &test_pc;
+    struct claimed_account acct = take_claimed(fx);
+    char code[64], detail[256];
+    assert_int_equal(prepare(fx, &acct, code, detail), 0);
+    assert_ptr_equal(fx->ra.ops, provider_ops_get(PROVIDER_MICROSOFT));
+    assert_int_equal(fx->ra.key_index, 0);
+    assert_int_equal(fx->ra.refresh_plain.len, 6);
+    assert_memory_equal(fx->ra.refresh_plain.data, "old-rt", 6);
+    assert_string_equal(fx->ra.req.url, test_pc.token_url);
+    assert_non_null(strstr(fx->ra.req.body.data, "refresh_token=old-rt"));
+    assert_string_equal(code, "");
+
+    refresh_attempt_clear(&fx->ra);
+    assert_int_equal(fx->cfg.refcount, 1);
+    assert_null(fx->ra.cfg);
+    assert_null(fx->ra.refresh_plain.data);
+    assert_null(fx->ra.req.url);
+    assert_null(fx->ra.req.body.data);
+    assert_null(fx->ra.acct.refresh_ct);
+}
+
+static void test_prepare_names_a_token_under_an_older_key(void **state)
+{
+    struct fixture *fx = *state;
+    fx->cfg.providers[PROVIDER_MICROSOFT] = &test_pc;
+    uint8_t raw[2][FERNET_KEY_BYTES];
+    randombytes_buf(raw, sizeof raw);
+    char err[ERRBUF_LEN];
+    struct keyring *old =
+        keyring_from_raw((const uint8_t(*)[FERNET_KEY_BYTES])raw + 1, 1, err, sizeof err);
+    struct keyring *both =
+        keyring_from_raw((const uint8_t(*)[FERNET_KEY_BYTES])raw, 2, err, sizeof err);
+    assert_non_null(old);
+    assert_non_null(both);
+    struct claimed_account acct = take_claimed(fx);
+    free(acct.refresh_ct);
+    assert_int_equal(keyring_encrypt(old, (const uint8_t *)"older", 5, &acct.refresh_ct), 0);
+    struct keyring *mine = fx->cfg.keys;
+    fx->cfg.keys = both;
+    char code[64], detail[256];
+    assert_int_equal(prepare(fx, &acct, code, detail), 0);
+    assert_int_equal(fx->ra.key_index, 1);
+    assert_memory_equal(fx->ra.refresh_plain.data, "older", 5);
+    refresh_attempt_clear(&fx->ra);
+    fx->cfg.keys = mine;
+    keyring_unref(old);
+    keyring_unref(both);
+}
+
+static void expect_refused(struct fixture *fx, struct claimed_account *acct, const char *want)
+{
+    char code[64], detail[256];
+    assert_int_equal(prepare(fx, acct, code, detail), -1);
+    assert_string_equal(code, want);
+    assert_true(detail[0] != '\0');
+    /* No plaintext outlives a refusal's cleanup, and nothing leaks (ASan). */
+    refresh_attempt_clear(&fx->ra);
+    assert_int_equal(fx->cfg.refcount, 1);
+}
+
+static void test_prepare_refuses_an_unknown_provider(void **state)
+{
+    struct fixture *fx = *state;
+    struct claimed_account acct = take_claimed(fx);
+    acct.provider = -1;
+    expect_refused(fx, &acct, "unknown_provider");
+    acct = (struct claimed_account){
+        .account_id = 42, .provider = PROVIDER_MAX, .refresh_ct = strdup("x")};
+    expect_refused(fx, &acct, "unknown_provider");
+}
+
+static void test_prepare_refuses_a_provider_not_configured(void **state)
+{
+    struct fixture *fx = *state;
+    struct claimed_account acct = take_claimed(fx);
+    char code[64], detail[256];
+    assert_int_equal(prepare(fx, &acct, code, detail), -1);
+    assert_string_equal(code, "provider_not_configured");
+    assert_non_null(strstr(detail, "[provider.microsoft]"));
+    refresh_attempt_clear(&fx->ra);
+}
+
+static void test_prepare_refuses_an_undecryptable_token(void **state)
+{
+    struct fixture *fx = *state;
+    fx->cfg.providers[PROVIDER_MICROSOFT] = &test_pc;
+    struct claimed_account acct = take_claimed(fx);
+    free(acct.refresh_ct);
+    acct.refresh_ct = strdup("gAAAAAnot-a-token");
+    expect_refused(fx, &acct, "undecryptable_refresh_token");
+}
+
+static void test_prepare_refuses_an_empty_token(void **state)
+{
+    struct fixture *fx = *state;
+    fx->cfg.providers[PROVIDER_MICROSOFT] = &test_pc;
+    struct claimed_account acct = take_claimed(fx);
+    free(acct.refresh_ct);
+    assert_int_equal(keyring_encrypt(fx->cfg.keys, (const uint8_t *)"", 0, &acct.refresh_ct), 0);
+    expect_refused(fx, &acct, "empty_refresh_token");
+}
+
+static void test_prepare_refuses_a_request_it_cannot_build(void **state)
+{
+    struct fixture *fx = *state;
+    struct provider_config pc = test_pc;
+    pc.token_url = NULL; /* an issuer whose discovery has not answered */
+    fx->cfg.providers[PROVIDER_MICROSOFT] = &pc;
+    struct claimed_account acct = take_claimed(fx);
+    expect_refused(fx, &acct, "request_build_failed");
+    assert_null(fx->ra.req.body.data);
+}
+
+/* ---- refresh_failure_item, claimed_account_clear ---- */
+
+static void test_failure_item_backs_off_from_the_attempts(void **state)
+{
+    struct fixture *fx = *state;
+    struct store_item *it =
+        refresh_failure_item(&fx->cfg, &fx->ra.acct, "provider_not_configured", -1, NOW, U);
+    assert_non_null(it);
+    assert_int_equal(it->kind, STORE_FAILED);
+    assert_int_equal(it->account_id, 42);
+    assert_int_equal(it->provider, PROVIDER_MICROSOFT);
+    assert_string_equal(it->old_refresh_ct, fx->ra.acct.refresh_ct);
+    assert_string_equal(it->error, "provider_not_configured");
+    assert_true(it->retry_at == expected_retry(fx, -1));
+    assert_true(it->retry_at > NOW);
+    assert_false(it->rotated);
+    assert_null(it->access_ct);
+    assert_int_equal(it->claimed_at, NOW - 1);
+    store_item_free(it);
+
+    /* The provider's Retry-After is honoured. */
+    it = refresh_failure_item(&fx->cfg, &fx->ra.acct, "x", 600000, NOW, U);
+    assert_true(it->retry_at == expected_retry(fx, 600000));
+    store_item_free(it);
+}
+
+static void test_failure_item_for_a_row_without_a_token_or_a_known_provider(void **state)
+{
+    struct fixture *fx = *state;
+    struct claimed_account acct = {.account_id = 9, .provider = -1, .attempts = 0};
+    struct store_item *it = refresh_failure_item(&fx->cfg, &acct, "unknown_provider", -1, NOW, U);
+    assert_non_null(it);
+    assert_string_equal(it->old_refresh_ct, ""); /* the CAS then matches no token */
+    assert_true(it->provider >= 0 && it->provider < PROVIDER_MAX);
+    store_item_free(it);
+}
+
+static void test_claimed_account_clear_frees_and_zeroes(void **state)
+{
+    (void)state;
+    struct claimed_account acct = {.account_id = 5,
+                                   .provider = 1,
+                                   .refresh_ct = strdup("ct"),
+                                   .scope = strdup("openid"),
+                                   .attempts = 3};
+    claimed_account_clear(&acct);
+    assert_null(acct.refresh_ct);
+    assert_null(acct.scope);
+    assert_int_equal(acct.account_id, 0);
+    assert_int_equal(acct.attempts, 0);
+}
+
+static void test_an_unreadable_success_aborts(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGABRT, SIG_DFL);
+        refresh_answer_unreadable(7);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGABRT);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -326,6 +546,24 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_items_carry_the_providers_words_and_the_fingerprints,
                                         setup, teardown),
         cmocka_unit_test(test_losing_a_rotated_token_to_oom_aborts),
+        cmocka_unit_test_setup_teardown(test_prepare_decrypts_and_builds_the_request, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_prepare_names_a_token_under_an_older_key, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_prepare_refuses_an_unknown_provider, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prepare_refuses_a_provider_not_configured, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_prepare_refuses_an_undecryptable_token, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_prepare_refuses_an_empty_token, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prepare_refuses_a_request_it_cannot_build, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_failure_item_backs_off_from_the_attempts, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_failure_item_for_a_row_without_a_token_or_a_known_provider, setup, teardown),
+        cmocka_unit_test(test_claimed_account_clear_frees_and_zeroes),
+        cmocka_unit_test(test_an_unreadable_success_aborts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
