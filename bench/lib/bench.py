@@ -15,6 +15,7 @@ print a token.
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import re
@@ -31,7 +32,8 @@ sys.path.insert(0, HERE)
 import ceilings  # noqa: E402
 import procstat  # noqa: E402
 import runner  # noqa: E402
-from world import LEAD_S, ROOT, World  # noqa: E402
+import seedbulk  # noqa: E402
+from world import CLIENTS, LEAD_S, ROOT, World  # noqa: E402
 
 TARGET_RATE = 10000        # refreshes per second, --once 100k
 TARGET_CPU_US = 60         # daemon CPU per refresh
@@ -172,7 +174,7 @@ def run_once(world, env, args, wrapper=(), log_name="once.log"):
                              nginx=world.nginx, timeout=args.timeout)
 
 
-def report_once(r, n, label):
+def report_once(r, n, label, latency=True, who="daemon"):
     cnt = r.refreshed or {}
     done = cnt.get("refreshed", 0)
     rate = done / r.wall if r.wall > 0 else 0
@@ -181,10 +183,10 @@ def report_once(r, n, label):
     out(f"{label}: exit {r.rc}; {done:,} refreshed, {cnt.get('failed', '?')} failed, "
         f"{cnt.get('revoked', '?')} revoked of {n:,} in {r.wall:.2f}s")
     out(f"  throughput            {rate:,.0f} refreshes/s")
-    out(f"  daemon CPU            {r.user:.2f}s user + {r.sys:.2f}s sys = {us:.1f} µs per refresh "
+    out(f"  {who + ' CPU':21s} {r.user:.2f}s user + {r.sys:.2f}s sys = {us:.1f} µs per refresh "
         f"({cpu / r.wall * 100:.0f}% of one core)")
     anon, fil = getattr(r, "peak_split", (None, None))
-    out(f"  daemon peak RSS       {r.maxrss_kb / 1024:.1f} MB"
+    out(f"  {who + ' peak RSS':21s} {r.maxrss_kb / 1024:.1f} MB"
         + (f" (near the peak: {anon / 1024:.1f} MB anonymous, {fil / 1024:.1f} MB of "
            f"mapped files such as the libraries)" if anon and fil else ""))
     out(f"  PostgreSQL CPU        {r.pg_cpu:.2f}s ({r.pg_cpu / max(done, 1) * 1e6:.1f} µs per refresh, "
@@ -195,7 +197,7 @@ def report_once(r, n, label):
         lat = r.latency
         out(f"  claim to written      p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, "
             f"p99 {lat['p99']:.1f} ms, max {lat['max']:.1f} ms (reported by the daemon)")
-    else:
+    elif latency:
         out("  claim to written      not reported by this build (the daemon logs no latency "
             "summary)")
     if r.rc != 0 or done != n:
@@ -262,8 +264,80 @@ def phase_once(args):
         w.db.execute("ANALYZE")
         print_plans(w.db)
         idx_ok = plans_use_indexes(w.db)
-        return {"rate": rate, "us": us, "rss_mb": r.maxrss_kb / 1024, "indexes": idx_ok,
-                "n": n, "rc": r.rc, "complete": (r.refreshed or {}).get("refreshed") == n}
+        res = {"rate": rate, "us": us, "rss_mb": r.maxrss_kb / 1024, "indexes": idx_ok,
+               "n": n, "rc": r.rc, "complete": (r.refreshed or {}).get("refreshed") == n,
+               "pg_us": r.pg_cpu / max(n, 1) * 1e6, "nginx_us": r.nginx_cpu / max(n, 1) * 1e6}
+        if "peer" in args.phases:
+            res["peer"] = peer_run(w, args, n, res)
+        return res
+    finally:
+        w.destroy()
+
+
+# ---- the Python peer (issue 12 §4) -------------------------------------------------------------
+
+PEER = os.path.join(ROOT, "bench", "peer", "refresher.py")
+
+
+def peer_config(world, args):
+    """The peer's JSON config: the same database, keys, CA, endpoint (nginx's HTTP/2 port,
+    which the peer's aiohttp reaches over HTTP/1.1 through ALPN), clients and limits as
+    the daemon's."""
+    cfg = {"dsn": world.db.dsn, "keys_file": world.env.keys_file, "ca_file": world.pki.ca_file,
+           "in_flight": args.in_flight, "batch_size": 500, "lead_s": LEAD_S, "lease_s": 70,
+           "providers": {}}
+    for p in seedbulk.PROVIDERS:
+        cid, secret = CLIENTS[p]
+        cfg["providers"][p] = {"token_url": world.nginx.token_url(p, "h2").replace(
+            "{tenant}", "common"), "client_id": cid, "client_secret": secret}
+    path = os.path.join(world.dir, "peer.json")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(cfg, f)
+    return path
+
+
+def peer_run(world, args, n, daemon=None):
+    """Re-seeds the same N accounts in a fresh database of the same cluster, runs the
+    Python peer against the same nginx, reports it like the daemon and, when the
+    daemon's figures are given, the ratios."""
+    out(f"-- the Python peer (bench/peer/refresher.py: asyncio, aiohttp over HTTP/1.1 to the "
+        f"same nginx port, psycopg 3, MultiFernet), {n:,} accounts re-seeded, "
+        f"{args.in_flight} in flight --")
+    seed_due(world, n, "bench_peer", args.in_flight)
+    cfg = peer_config(world, args)
+    postmaster = world.postmaster_pid()
+    r = runner.run_daemon(None, None, os.path.join(world.dir, "peer.log"),
+                          command=["/usr/bin/python3", PEER, cfg],
+                          watch_pids=lambda: procstat.children(postmaster), nginx=world.nginx,
+                          timeout=args.timeout)
+    rate, us = report_once(r, n, "python peer --once", latency=False, who="peer")
+    rows = world.db.scalar("SELECT count(*) FROM oauth_refreshd.account_state "
+                           "WHERE last_refreshed_at IS NOT NULL")
+    out(f"  rows marked refreshed {rows:,} (database check)")
+    res = {"rate": rate, "us": us, "rss_mb": r.maxrss_kb / 1024, "rc": r.rc,
+           "complete": (r.refreshed or {}).get("refreshed") == n and rows == n,
+           "pg_us": r.pg_cpu / max(n, 1) * 1e6, "nginx_us": r.nginx_cpu / max(n, 1) * 1e6}
+    if daemon:
+        ratio = lambda a, b: f"{a / b:.2f}" if b else "n/a"  # noqa: E731
+        out("  daemon / peer         "
+            f"refreshes/s {ratio(daemon['rate'], rate)}x; "
+            f"own CPU per refresh {ratio(daemon['us'], us)}x ({daemon['us']:.0f} vs {us:.0f} µs); "
+            f"PostgreSQL CPU per refresh {ratio(daemon['pg_us'], res['pg_us'])}x "
+            f"({daemon['pg_us']:.0f} vs {res['pg_us']:.0f} µs); "
+            f"nginx CPU per refresh {ratio(daemon['nginx_us'], res['nginx_us'])}x; "
+            f"peak RSS {ratio(daemon['rss_mb'], res['rss_mb'])}x "
+            f"({daemon['rss_mb']:.1f} vs {res['rss_mb']:.1f} MB)")
+    return res
+
+
+def phase_peer(args):
+    """The peer alone (`bench/run peer`), in its own world."""
+    n = args.accounts
+    out(f"== the Python peer alone, {n:,} accounts ==")
+    w = make_world(args)
+    try:
+        return peer_run(w, args, n)
     finally:
         w.destroy()
 
@@ -370,7 +444,7 @@ def phase_continuous(args):
             "lead_time; it includes the 200 ms answer)")
         samples = getattr(r, "rss_samples", [])
         steady = [kb for (t, kb) in samples if start_in + warm <= t <= start_in + dur]
-        out(f"  daemon peak RSS       {r.maxrss_kb / 1024:.1f} MB; steady state VmRSS "
+        out(f"  {who + ' peak RSS':21s} {r.maxrss_kb / 1024:.1f} MB; steady state VmRSS "
             + (f"{min(steady) / 1024:.1f}-{max(steady) / 1024:.1f} MB" if steady else "n/a"))
         busy = max(dur, 1)
         out(f"  daemon CPU            {cpu:.2f}s over {r.wall:.0f}s ({cpu / busy * 100:.0f}% of one core "
@@ -478,7 +552,8 @@ def phase_heap(args):
 def main():
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
     ap.add_argument("phases", nargs="*", default=[],
-                    help="once, memory, continuous, profile (default: these four), heap")
+                    help="once, peer, memory, continuous, profile (default: these five), "
+                         "heap")
     ap.add_argument("--build-dir", default=os.environ.get("OAUTH_BUILD_DIR",
                                                           os.path.join(ROOT, "build-bench")))
     ap.add_argument("--accounts", type=int, default=100000, help="--once: accounts (default 100000)")
@@ -495,9 +570,9 @@ def main():
     ap.add_argument("--timeout", type=int, default=3600)
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
-    phases = args.phases or ["once", "memory", "continuous", "profile"]
+    phases = args.phases = args.phases or ["once", "peer", "memory", "continuous", "profile"]
     for p in phases:
-        if p not in ("once", "memory", "continuous", "profile", "heap"):
+        if p not in ("once", "peer", "memory", "continuous", "profile", "heap"):
             ap.error(f"unknown phase {p}")
     if args.in_flight < 1 or args.accounts < 1:
         ap.error("--accounts and --in-flight must be positive")
@@ -514,6 +589,9 @@ def main():
     t = time.monotonic()
     if "once" in phases:
         summary["once"] = phase_once(args)
+        out()
+    if "peer" in phases and "once" not in phases:
+        summary["peer"] = phase_peer(args)
         out()
     if "memory" in phases:
         summary["memory"] = phase_memory(args)
@@ -539,6 +617,12 @@ def main():
         out(f"  {label}: peak RSS <= {TARGET_RSS_MB} MB: {o['rss_mb']:.1f} -> "
             f"{verdict(o['rss_mb'] <= TARGET_RSS_MB)}")
         out(f"  claim and due query use indexes: {verdict(o['indexes'])}")
+    pr = (o or {}).get("peer") or summary.get("peer")
+    if pr:
+        out(f"  python peer: {pr['rate']:,.0f} refreshes/s, {pr['us']:.0f} µs own CPU and "
+            f"{pr['pg_us']:.0f} µs PostgreSQL CPU per refresh, peak RSS {pr['rss_mb']:.1f} MB"
+            + (f"; daemon/peer throughput {o['rate'] / pr['rate']:.2f}x" if o and pr["rate"]
+               else ""))
     m = summary.get("memory")
     if m:
         sizes = sorted(m)
@@ -555,6 +639,7 @@ def main():
             + f" -> {verdict(ok)}")
     out(f"(benchmark took {time.monotonic() - t:.0f}s)")
     failed = o and (o["rc"] != 0 or not o["complete"])
+    failed = failed or (pr and (pr["rc"] != 0 or not pr["complete"]))
     return 1 if failed else 0
 
 
