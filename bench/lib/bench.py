@@ -35,9 +35,13 @@ import runner  # noqa: E402
 import seedbulk  # noqa: E402
 from world import CLIENTS, LEAD_S, ROOT, World  # noqa: E402
 
-TARGET_RATE = 10000        # refreshes per second, --once 100k
-TARGET_CPU_US = 60         # daemon CPU per refresh
+# Issue 12's targets on the 2-core benchmark machine.
+TARGET_RATE = 8000         # refreshes per second, --once 100k
+STRETCH_RATE = 10000
+TARGET_CPU_US = 90         # daemon CPU per refresh
+TARGET_PG_US = 70          # PostgreSQL CPU per refresh
 TARGET_RSS_MB = 48
+TARGET_RSS_SPREAD_MB = 3   # peak RSS from 10k to 1M accounts
 TARGET_LATE_P99_S = 1.0
 
 
@@ -342,6 +346,22 @@ def phase_peer(args):
         w.destroy()
 
 
+MEMORY_RATES = {}  # accounts -> refreshes/s of the memory phase's --once runs
+
+
+def backlog_ratio_line(once):
+    """--once over the largest backlog the memory phase ran (1,000,000 by default) against
+    the once phase's rate (100,000): issue 12 asks for >= 90 %."""
+    if not once or not MEMORY_RATES:
+        return None
+    big = max(MEMORY_RATES)
+    if big <= once["n"] or not once["rate"]:
+        return None
+    pct = MEMORY_RATES[big] / once["rate"] * 100
+    return (f"  --once {big:,} vs {once['n']:,}: {MEMORY_RATES[big]:,.0f} vs {once['rate']:,.0f} "
+            f"refreshes/s = {pct:.0f}% (>= 90%) -> {verdict(pct >= 90)}")
+
+
 def phase_memory(args):
     res = {}
     for n in args.memory_sizes:
@@ -352,8 +372,9 @@ def phase_memory(args):
         try:
             env = seed_due(w, n, "bench_mem", args.in_flight)
             r = run_once(w, env, args, log_name=f"mem-{n}.log")
-            report_once(r, n, f"oauth-refreshd --once ({n:,} accounts)")
+            rate, _ = report_once(r, n, f"oauth-refreshd --once ({n:,} accounts)")
             res[n] = r.maxrss_kb / 1024
+            MEMORY_RATES[n] = rate
         finally:
             w.destroy()
     return res
@@ -362,9 +383,10 @@ def phase_memory(args):
 def phase_continuous(args):
     rate, dur = args.rate, args.duration
     n = int(rate * dur)
+    table = max(n, args.table_accounts)
     delay = args.delay_ms / 1000.0
-    out(f"== continuous: {rate:,}/s become due for {dur}s ({n:,} accounts), answers after "
-        f"{args.delay_ms} ms, HTTP/2 ==")
+    out(f"== continuous: {rate:,}/s become due for {dur}s ({n:,} accounts of a table of "
+        f"{table:,}), answers after {args.delay_ms} ms, HTTP/2 ==")
     out(f"load average before: {loadavg()}")
     w = make_world(args, delay_s=delay)
     try:
@@ -373,16 +395,15 @@ def phase_continuous(args):
             return None
         w.new_database("bench_cont")
         env = w.make_env(kind="slow", max_in_flight=args.in_flight)
-        # Placeholder expiry in 2100 (not due); shifted to real times just before the run.
         t = time.monotonic()
-        w.seed(n, f"'2100-01-01'::timestamptz + (g - 1) * interval '1 microsecond' * "
-                  f"{1e6 / rate:.6f}")
-        out(f"seeded {n:,} accounts in {time.monotonic() - t:.1f}s")
-        margin = 25 + n / 50000.0
+        continuous_seed(w, n, table, rate)
+        out(f"seeded {table:,} accounts ({n:,} in the stream, {table - n:,} due after it) in "
+            f"{time.monotonic() - t:.1f}s")
+        margin = 25 + table / 50000.0
         w.db.execute("UPDATE oauth_accounts SET expires_at = expires_at - '2100-01-01'::timestamptz "
-                     "+ now() + %s * interval '1 second'", (margin + LEAD_S,))
+                     "+ now() + %s * interval '1 second' WHERE id <= %s", (margin + LEAD_S, n))
         w.db.execute("CREATE TABLE bench_due AS SELECT id, expires_at - %s * interval '1 second' "
-                     "AS due FROM oauth_accounts", (LEAD_S,))
+                     "AS due FROM oauth_accounts WHERE id <= %s", (LEAD_S, n))
         w.db.execute("ALTER TABLE bench_due ADD PRIMARY KEY (id)")
         w.migrate()
         first_due, last_due = w.db.execute("SELECT min(due), max(due) FROM bench_due")[0]
@@ -444,7 +465,7 @@ def phase_continuous(args):
             "lead_time; it includes the 200 ms answer)")
         samples = getattr(r, "rss_samples", [])
         steady = [kb for (t, kb) in samples if start_in + warm <= t <= start_in + dur]
-        out(f"  {who + ' peak RSS':21s} {r.maxrss_kb / 1024:.1f} MB; steady state VmRSS "
+        out(f"  daemon peak RSS       {r.maxrss_kb / 1024:.1f} MB; steady state VmRSS "
             + (f"{min(steady) / 1024:.1f}-{max(steady) / 1024:.1f} MB" if steady else "n/a"))
         busy = max(dur, 1)
         out(f"  daemon CPU            {cpu:.2f}s over {r.wall:.0f}s ({cpu / busy * 100:.0f}% of one core "
@@ -456,9 +477,19 @@ def phase_continuous(args):
                 f"p99 {lat['p99']:.1f} ms, max {lat['max']:.1f} ms (reported by the daemon)")
         report_function_stats(w.db, cnt.get("refreshed", 0) or 1)
         return {"p50": p50, "p99": p99, "done": done, "total": total,
-                "rss_mb": r.maxrss_kb / 1024}
+                "rss_mb": r.maxrss_kb / 1024, "table": table}
     finally:
         w.destroy()
+
+
+def continuous_seed(w, n, table, rate):
+    """Accounts 1..n become due at `rate` per second (placeholder expiry in 2100, shifted
+    to real times just before the run); n+1..table are the rest of a large deployment's
+    table: expiring in 2101 (not shifted: never due during the run), spread over a
+    day, so that every claim and due query works on a table of that size."""
+    w.seed(table, f"CASE WHEN g <= {n} THEN '2100-01-01'::timestamptz + (g - 1) * "
+                  f"interval '1 microsecond' * {1e6 / rate:.6f} ELSE '2101-01-01'::timestamptz "
+                  f"+ (g % 86400) * interval '1 second' END")
 
 
 def print_perf_report(perf, data, title, how):
@@ -564,6 +595,9 @@ def main():
                     default=[10000, 1000000])
     ap.add_argument("--rate", type=int, default=2800, help="continuous: accounts due per second")
     ap.add_argument("--duration", type=int, default=120, help="continuous: seconds")
+    ap.add_argument("--table-accounts", type=int, default=3000000,
+                    help="continuous: accounts in the table, the stream's and others not due "
+                         "during the run (default 3000000)")
     ap.add_argument("--delay-ms", type=int, default=200, help="continuous: answer delay")
     ap.add_argument("--profile-accounts", type=int, default=30000)
     ap.add_argument("--nginx-workers", type=int, default=2)
@@ -610,13 +644,19 @@ def main():
     o = summary.get("once")
     if o:
         label = f"--once {o['n']:,}"
-        out(f"  {label}: >= {TARGET_RATE:,} refreshes/s: {o['rate']:,.0f} -> "
-            f"{verdict(o['rate'] >= TARGET_RATE)}")
-        out(f"  {label}: <= {TARGET_CPU_US} µs CPU per refresh: {o['us']:.1f} -> "
+        out(f"  {label}: >= {TARGET_RATE:,} refreshes/s (stretch {STRETCH_RATE:,}): "
+            f"{o['rate']:,.0f} -> {verdict(o['rate'] >= TARGET_RATE)}"
+            + (" (stretch met)" if o['rate'] >= STRETCH_RATE else ""))
+        out(f"  {label}: daemon <= {TARGET_CPU_US} µs CPU per refresh: {o['us']:.1f} -> "
             f"{verdict(o['us'] <= TARGET_CPU_US)}")
+        out(f"  {label}: PostgreSQL <= {TARGET_PG_US} µs CPU per refresh: {o['pg_us']:.1f} -> "
+            f"{verdict(o['pg_us'] <= TARGET_PG_US)}")
         out(f"  {label}: peak RSS <= {TARGET_RSS_MB} MB: {o['rss_mb']:.1f} -> "
             f"{verdict(o['rss_mb'] <= TARGET_RSS_MB)}")
         out(f"  claim and due query use indexes: {verdict(o['indexes'])}")
+    line = backlog_ratio_line(o)
+    if line:
+        out(line)
     pr = (o or {}).get("peer") or summary.get("peer")
     if pr:
         out(f"  python peer: {pr['rate']:,.0f} refreshes/s, {pr['us']:.0f} µs own CPU and "
@@ -629,14 +669,16 @@ def main():
         flat = max(m.values()) - min(m.values())
         out("  peak RSS by table size: " + ", ".join(f"{s:,}: {m[s]:.1f} MB" for s in sizes)
             + f" -> <= {TARGET_RSS_MB} MB {verdict(max(m.values()) <= TARGET_RSS_MB)}, "
-              f"flat (spread {flat:.1f} MB <= 4 MB) {verdict(flat <= 4)}")
+              f"flat (spread {flat:.1f} MB <= {TARGET_RSS_SPREAD_MB} MB) "
+              f"{verdict(flat <= TARGET_RSS_SPREAD_MB)}")
     c = summary.get("continuous")
     if c:
         ok = c["p99"] is not None and c["p99"] < TARGET_LATE_P99_S
-        out(f"  continuous {args.rate:,}/s, {args.delay_ms} ms answers: p99 lateness < "
-            f"{TARGET_LATE_P99_S:.0f} s: "
+        out(f"  continuous {args.rate:,}/s, {args.delay_ms} ms answers, table of "
+            f"{c['table']:,}: p99 lateness < {TARGET_LATE_P99_S:.0f} s: "
             + (f"{c['p99'] * 1000:.0f} ms" if c['p99'] is not None and c['p99'] < 1e8 else "never")
-            + f" -> {verdict(ok)}")
+            + f" -> {verdict(ok)}; every due account refreshed ({c['done']:,} of "
+              f"{c['total']:,}) -> {verdict(c['done'] == c['total'])}")
     out(f"(benchmark took {time.monotonic() - t:.0f}s)")
     failed = o and (o["rc"] != 0 or not o["complete"])
     failed = failed or (pr and (pr["rc"] != 0 or not pr["complete"]))
