@@ -177,7 +177,7 @@ enum {
     K_RETRY_MAX,
     K_CONFIG_ERROR_PROBE,
 };
-enum { K_CA_FILE, K_USER_AGENT, K_ALLOW_INSECURE_HTTP };
+enum { K_CA_FILE, K_USER_AGENT, K_ALLOW_INSECURE_HTTP, K_HTTP_VERSION };
 enum { K_LISTEN };
 enum {
     K_CLIENT_ID,
@@ -213,7 +213,8 @@ static const char *const *section_keys(enum section_id sec)
     static const char *const refresh[] = {
         "lead_time",       "jitter",    "scan_interval", "batch_size",         "max_in_flight",
         "request_timeout", "retry_min", "retry_max",     "config_error_probe", NULL};
-    static const char *const http[] = {"ca_file", "user_agent", "allow_insecure_http", NULL};
+    static const char *const http[] = {"ca_file", "user_agent", "allow_insecure_http",
+                                       "http_version", NULL};
     static const char *const metrics[] = {"listen", NULL};
 
     switch (sec) {
@@ -1131,6 +1132,18 @@ static void load_http(struct load *ld)
             add_error(ld, line, "http", "allow_insecure_http",
                       "\"%s\" is not a boolean (yes/no, true/false, on/off, 1/0)", v ? v : "");
     }
+
+    /* HTTP/2 (one multiplexed connection per endpoint) or HTTP/1.1 (a pool of
+     * kept-alive connections): bench/run measures both (issue 12). */
+    cfg->http_version = 20;
+    if ((v = raw_get(ld, SEC_HTTP, K_HTTP_VERSION, &line)) != NULL) {
+        if (strcmp(v, "2") == 0 || strcmp(v, "2.0") == 0)
+            cfg->http_version = 20;
+        else if (strcmp(v, "1.1") == 0)
+            cfg->http_version = 11;
+        else
+            add_error(ld, line, "http", "http_version", "\"%s\" is not 2 or 1.1", v);
+    }
 }
 
 /* host:port, [v6]:port; port 1..65535. */
@@ -1559,6 +1572,7 @@ static struct config *config_new_defaults(void)
     cfg->retry_max_ms = 3600 * 1000;
     cfg->config_error_probe_ms = 10 * 60 * 1000;
     cfg->allow_insecure_http = false;
+    cfg->http_version = 20;
     return cfg;
 }
 

@@ -43,7 +43,7 @@ class EndpointRef:
 
 
 class World:
-    def __init__(self, keep=False, nginx_workers=2, delay_s=0.2):
+    def __init__(self, keep=False, nginx_workers=2, delay_s=0.2, access_log=False):
         self.dir = tempfile.mkdtemp(prefix="oauth-bench-")
         os.chmod(self.dir, 0o755)
         self.keep = keep
@@ -60,7 +60,8 @@ class World:
         self.cluster.start().load_template()
         self.pki = make_pki(self._mkdir("pki"))
         self.nginx = Nginx(self._mkdir("nginx"), self.pki.cert_file, self.pki.key_file,
-                           workers=nginx_workers, delay_s=delay_s).start()
+                           workers=nginx_workers, delay_s=delay_s,
+                           access_log=access_log).start()
         self.keys = FernetKeys()
         self.db = None
         self.env = None
@@ -81,7 +82,8 @@ class World:
         self.db = self.cluster.create_database(name)
         return self.db
 
-    def make_env(self, kind="h2", max_in_flight=1000, batch_size=500, log_level="info"):
+    def make_env(self, kind="h2", max_in_flight=1000, batch_size=500, log_level="info",
+                 http_version=None):
         d = self._mkdir(f"daemon-{self.db.name}-{kind}")
         env = DaemonEnv(d, self.db.dsn, self.keys, token_server=EndpointRef(self.nginx, kind),
                         ca_file=self.pki.ca_file)
@@ -91,6 +93,8 @@ class World:
                         "max_in_flight": max_in_flight, "request_timeout": "30s",
                         "scan_interval": "1min"},
         }
+        if http_version:
+            over["http"] = {"http_version": http_version}
         for p in seedbulk.PROVIDERS:
             # At this scale one provider alone carries a third of 2,800/s with 200 ms
             # answers: the shipped per-provider defaults (128 in flight, 50/s) are for
