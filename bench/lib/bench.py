@@ -30,6 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import ceilings  # noqa: E402
+import pgprofile  # noqa: E402
 import procstat  # noqa: E402
 import runner  # noqa: E402
 import seedbulk  # noqa: E402
@@ -153,9 +154,10 @@ def daemon_paths(build_dir):
     return os.path.join(build_dir, "oauth-refreshd"), os.path.join(build_dir, "oauth-refreshctl")
 
 
-def make_world(args, delay_s=0.2):
+def make_world(args, delay_s=0.2, stat_statements=False):
     os.environ["OAUTH_BUILD_DIR"] = args.build_dir
-    return World(keep=args.keep, nginx_workers=args.nginx_workers, delay_s=delay_s)
+    return World(keep=args.keep, nginx_workers=args.nginx_workers, delay_s=delay_s,
+                 stat_statements=stat_statements)
 
 
 def seed_due(world, n, name, in_flight=1000):
@@ -555,9 +557,11 @@ def phase_profile(args):
         use_perf = p.returncode == 0
     tool = "perf record -e cpu-clock" if use_perf else "valgrind --tool=callgrind"
     out(f"== profile: --once, {n:,} accounts, under {tool} ==")
-    w = make_world(args)
+    w = make_world(args, stat_statements=True)
     try:
         env = seed_due(w, n, "bench_prof", args.in_flight)
+        w.db.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        w.db.execute("SELECT pg_stat_statements_reset()")
         if use_perf:
             data = os.path.join(w.dir, "perf.data")
             wrapper = [perf, "record", "-e", "cpu-clock", "-F", "2000", "-g", "--call-graph",
@@ -568,6 +572,12 @@ def phase_profile(args):
         r = run_once(w, env, args, wrapper=wrapper, log_name="profile.log")
         out(f"profiled run: exit {r.rc}, {(r.refreshed or {}).get('refreshed', '?')} refreshed in "
             f"{r.wall:.1f}s (slowed down by the profiler)")
+        done = (r.refreshed or {}).get("refreshed", 0)
+        out(f"PostgreSQL CPU {r.pg_cpu / max(done, 1) * 1e6:.1f} µs per refresh (all backends, "
+            f"/proc)")
+        pgprofile.statements(w.db, done, out)
+        report_function_stats(w.db, done)
+        pgprofile.notify_cost(w.cluster, w.db.name, w.dir, out)
         if use_perf:
             print_perf_report(perf, data, "top self-time symbols of the daemon (perf, % of the "
                               "daemon's samples):",

@@ -43,7 +43,8 @@ class EndpointRef:
 
 
 class World:
-    def __init__(self, keep=False, nginx_workers=2, delay_s=0.2, access_log=False):
+    def __init__(self, keep=False, nginx_workers=2, delay_s=0.2, access_log=False,
+                 stat_statements=False):
         self.dir = tempfile.mkdtemp(prefix="oauth-bench-")
         os.chmod(self.dir, 0o755)
         self.keep = keep
@@ -57,6 +58,10 @@ class World:
             # Per-function call counts and times (pg_stat_user_functions): how many
             # claims and writes the daemon needed, i.e. how well it batches.
             f.write("track_functions = 'all'\n")
+            if stat_statements:
+                # Time per statement, also inside the daemon's functions (the profile).
+                f.write("shared_preload_libraries = 'pg_stat_statements'\n"
+                        "pg_stat_statements.track = 'all'\n")
         self.cluster.start().load_template()
         self.pki = make_pki(self._mkdir("pki"))
         self.nginx = Nginx(self._mkdir("nginx"), self.pki.cert_file, self.pki.key_file,
