@@ -85,6 +85,7 @@ struct config {
     char *ca_file;    /* resolved against the config dir; NULL when unset */
     char *user_agent; /* default "oauth-refreshd/<version>" */
     bool allow_insecure_http;
+    int http_version; /* [http] http_version: 20 (HTTP/2 when offered, the default) or 11 */
 
     /* [metrics] */
     char *metrics_listen; /* NULL when off */

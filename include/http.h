@@ -24,6 +24,8 @@ struct http_options {
                             (curl's CAPATH) when curl has one, else the only anchor */
     const char *user_agent;
     bool allow_insecure_http; /* permit http:// (tests only) */
+    int http_version;         /* 11: HTTP/1.1 only, a pool of kept-alive connections;
+                                 else HTTP/2 when the server offers it (ALPN), multiplexed */
     long max_connections;     /* total (and per-host) connection cap; <= 0: 64 */
     size_t max_body;          /* response cap in bytes; 0: HTTP_DEFAULT_MAX_BODY */
 };

@@ -63,6 +63,7 @@ static struct config *config_new_defaults(void)
     cfg->retry_max_ms = 3600 * 1000;
     cfg->config_error_probe_ms = 10 * 60 * 1000;
     cfg->allow_insecure_http = false;
+    cfg->http_version = 20;
     return cfg;
 }
 

@@ -44,7 +44,8 @@ const char *const *config_section_keys(enum section_id sec)
     static const char *const refresh[] = {
         "lead_time",       "jitter",    "scan_interval", "batch_size",         "max_in_flight",
         "request_timeout", "retry_min", "retry_max",     "config_error_probe", NULL};
-    static const char *const http[] = {"ca_file", "user_agent", "allow_insecure_http", NULL};
+    static const char *const http[] = {"ca_file", "user_agent", "allow_insecure_http",
+                                       "http_version", NULL};
     static const char *const metrics[] = {"listen", NULL};
 
     switch (sec) {

@@ -199,6 +199,18 @@ void config_load_http(struct config_loader *ld)
                              "\"%s\" is not a boolean (yes/no, true/false, on/off, 1/0)",
                              v ? v : "");
     }
+
+    /* HTTP/2 (one multiplexed connection per endpoint) or HTTP/1.1 (a pool of
+     * kept-alive connections): bench/run measures both (issue 12). */
+    cfg->http_version = 20;
+    if ((v = config_raw_get(ld, SEC_HTTP, K_HTTP_VERSION, &line)) != NULL) {
+        if (strcmp(v, "2") == 0 || strcmp(v, "2.0") == 0)
+            cfg->http_version = 20;
+        else if (strcmp(v, "1.1") == 0)
+            cfg->http_version = 11;
+        else
+            config_add_error(ld, line, "http", "http_version", "\"%s\" is not 2 or 1.1", v);
+    }
 }
 
 /* host:port, [v6]:port; port 1..65535. */

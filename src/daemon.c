@@ -302,7 +302,11 @@ static void http_options_from(const struct config *cfg, struct http_options *o)
         .ca_file = cfg->ca_file,
         .user_agent = cfg->user_agent,
         .allow_insecure_http = cfg->allow_insecure_http,
-        .max_connections = (long)(cfg->max_in_flight < 64 ? cfg->max_in_flight : 64),
+        .http_version = cfg->http_version,
+        /* HTTP/2 multiplexes; HTTP/1.1 needs a connection per request in flight. */
+        .max_connections = cfg->http_version == 11
+                               ? (long)cfg->max_in_flight
+                               : (long)(cfg->max_in_flight < 64 ? cfg->max_in_flight : 64),
         .max_body = PROVIDER_MAX_RESPONSE_BYTES,
     };
 }

@@ -102,6 +102,7 @@ struct http {
     const char *capath; /* curl's compiled-in CA directory, or NULL */
     char *user_agent;
     bool allow_insecure_http;
+    int http_version; /* 11 or 20, see http_options */
     long max_connections;
     size_t max_body;
     unsigned gen;
@@ -540,8 +541,11 @@ static int xfer_setup_easy(struct http *h, struct http_xfer *x)
     SETOPT(CURLOPT_REDIR_PROTOCOLS_STR, protos);
     SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
     SETOPT(CURLOPT_NOSIGNAL, 1L);
-    SETOPT(CURLOPT_PIPEWAIT, 1L);
-    SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    /* HTTP/2: wait for the one connection to an endpoint and multiplex on it;
+     * HTTP/1.1: one request per kept-alive connection of the pool. */
+    SETOPT(CURLOPT_PIPEWAIT, h->http_version == 11 ? 0L : 1L);
+    SETOPT(CURLOPT_HTTP_VERSION,
+           h->http_version == 11 ? (long)CURL_HTTP_VERSION_1_1 : (long)CURL_HTTP_VERSION_2TLS);
     SETOPT(CURLOPT_SSL_VERIFYPEER, 1L);
     SETOPT(CURLOPT_SSL_VERIFYHOST, 2L);
     SETOPT(CURLOPT_SSL_CTX_FUNCTION, http_ssl_ctx_cb);
@@ -780,6 +784,7 @@ int http_set_options(struct http *h, const struct http_options *opt, char *err, 
     h->ca_file = ca;
     h->user_agent = ua;
     h->allow_insecure_http = opt->allow_insecure_http;
+    h->http_version = opt->http_version == 11 ? 11 : 20;
     h->max_connections = maxc;
     h->max_body = opt->max_body > 0 ? opt->max_body : HTTP_DEFAULT_MAX_BODY;
     h->gen++; /* idle easy handles are set up again before their next use */

@@ -63,11 +63,14 @@ def echo_available():
 
 
 class Nginx:
-    def __init__(self, dir, cert, key, workers=2, delay_s=0.2):
+    def __init__(self, dir, cert, key, workers=2, delay_s=0.2, access_log=False):
         self.dir = dir
         self.cert, self.key = cert, key
         self.workers = workers
         self.delay_s = delay_s
+        # The protocol of each request (tests: which HTTP version the daemon spoke);
+        # off in the benchmark, where it would cost nginx a write per request.
+        self.access_log = os.path.join(dir, "access.log") if access_log else None
         self.h2_port, self.h1_port, self.slow_port = free_port(), free_port(), free_port()
         self.answers = provider_answers()
         self.proc = None
@@ -82,6 +85,9 @@ class Nginx:
             "H2_PORT": str(self.h2_port), "H1_PORT": str(self.h1_port),
             "SLOW_PORT": str(self.slow_port), "WORKERS": str(self.workers),
             "DELAY": f"{self.delay_s:.3f}",
+            "ACCESS_LOG": (f"log_format proto '$server_protocol $status $request_uri';\n"
+                           f"    access_log {self.access_log} proto;" if self.access_log
+                           else "access_log off;"),
             "LOAD_ECHO": f"load_module {ECHO_MODULE};" if echo_available() else "",
             "READ_BODY": "echo_read_request_body;" if echo_available() else "",
             "ANSWER": "echo -n" if echo_available() else "return 200",

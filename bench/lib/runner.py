@@ -26,14 +26,15 @@ class Result:
 
 
 def run_daemon(daemon_path, config, log_path, args=(), wrapper=(), watch_pids=None,
-               nginx=None, stop_after=None, rss_interval=None, timeout=3600):
+               nginx=None, stop_after=None, rss_interval=None, timeout=3600, command=None):
     """Runs the daemon to completion (or SIGTERMs it after stop_after seconds).
     Returns a Result with wall, user, sys, maxrss_kb, rc, log, pg_cpu, nginx_cpu,
-    rss_samples."""
+    rss_samples. command: run this argv instead of the daemon (the Python peer), measured
+    the same way."""
     pg_pids = watch_pids() if watch_pids else []
     ng_pids = nginx.worker_pids() if nginx else []
     pg0, ng0 = procstat.tree_cpu(pg_pids), procstat.tree_cpu(ng_pids)
-    argv = list(wrapper) + [daemon_path, "-c", config] + list(args)
+    argv = list(wrapper) + (list(command) if command else [daemon_path, "-c", config] + list(args))
     log = open(log_path, "wb")
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -44,6 +45,7 @@ def run_daemon(daemon_path, config, log_path, args=(), wrapper=(), watch_pids=No
     r.hwm_kb = 0
     r.peak_split = (None, None)
     status = None
+    pg1 = dict(pg0)
     try:
         while True:
             pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
@@ -58,9 +60,13 @@ def run_daemon(daemon_path, config, log_path, args=(), wrapper=(), watch_pids=No
                                 procstat.rss_kb(proc.pid, "RssFile"))
             el = time.monotonic() - t0
             # PostgreSQL forks no new backends during a run; sample CPU now, not after
-            # the daemon's backend has exited and taken its counters with it.
-            pg1 = procstat.tree_cpu(pg_pids + [p for p in (watch_pids() if watch_pids else [])
-                                                if p not in pg_pids])
+            # the daemon's backend has exited and taken its counters with it. Keep each
+            # backend's highest reading: the last samples may come after the daemon has
+            # closed its connection (a gone backend reads 0).
+            now_cpu = procstat.tree_cpu(pg_pids + [p for p in (watch_pids() if watch_pids else [])
+                                                   if p not in pg_pids])
+            for p, c in now_cpu.items():
+                pg1[p] = max(pg1.get(p, 0.0), c)
             if stop_after is not None and el >= stop_after and not getattr(r, "_termed", False):
                 os.kill(proc.pid, signal.SIGTERM)
                 r._termed = True

@@ -48,6 +48,14 @@ def seed(conn, n, primary_key, expires_sql, pool=POOL):
     `oauth-refreshctl migrate` so that the migration's bulk insert builds the
     daemon's state (no trigger per row). Returns the number of accounts."""
     pools = ciphertext_pools(primary_key, pool)
+    seed_users(conn, n)
+    seed_accounts(conn, 1, n, pools, expires_sql, pool)
+    conn.execute("SELECT setval('oauth_accounts_id_seq', %s)", (n,))
+    return n
+
+
+def seed_users(conn, n):
+    """The n/3 users that own n accounts (inserted before the accounts: foreign key)."""
     nusers = (n + 2) // 3
     with conn.transaction():
         conn.execute(
@@ -55,6 +63,12 @@ def seed(conn, n, primary_key, expires_sql, pool=POOL):
             "date_joined) SELECT u, 'bench-' || u, 'bench-' || u || '@example.test', 'x', "
             "'Bench', 'User', now() FROM generate_series(1, %s) u", (nusers,))
         conn.execute("SELECT setval('users_id_seq', %s)", (nusers,))
+
+
+def seed_accounts(conn, lo, hi, pools, expires_sql, pool=POOL):
+    """Accounts lo..hi (one statement; several ranges can be seeded on several
+    connections at once: a 3,000,000-account table on two cores)."""
+    with conn.transaction():
         # Account g: provider g % 3 (google, github, microsoft in turn), user (g+2)/3.
         conn.execute(
             f"""
@@ -70,14 +84,12 @@ def seed(conn, n, primary_key, expires_sql, pool=POOL):
                    {expires_sql.replace("%", "%%")}, 'Bearer',
                    CASE p.name WHEN 'google' THEN %(gs)s WHEN 'github' THEN %(hs)s
                                ELSE %(ms)s END
-              FROM generate_series(1, %(n)s) g,
+              FROM generate_series(%(lo)s::integer, %(n)s::integer) g,
                    LATERAL (SELECT (ARRAY['google','github','microsoft'])[1 + (g - 1) %% 3]
                            AS name) p
             """,
-            {"n": n, "pool": pool,
+            {"lo": lo, "n": hi, "pool": pool,
              "grt": pools["google"][0], "gat": pools["google"][1],
              "hrt": pools["github"][0], "hat": pools["github"][1],
              "mrt": pools["microsoft"][0], "mat": pools["microsoft"][1],
              "gs": SCOPES["google"], "hs": SCOPES["github"], "ms": SCOPES["microsoft"]})
-        conn.execute("SELECT setval('oauth_accounts_id_seq', %s)", (n,))
-    return n

@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -42,7 +43,8 @@ class EndpointRef:
 
 
 class World:
-    def __init__(self, keep=False, nginx_workers=2, delay_s=0.2):
+    def __init__(self, keep=False, nginx_workers=2, delay_s=0.2, access_log=False,
+                 stat_statements=False):
         self.dir = tempfile.mkdtemp(prefix="oauth-bench-")
         os.chmod(self.dir, 0o755)
         self.keep = keep
@@ -56,10 +58,15 @@ class World:
             # Per-function call counts and times (pg_stat_user_functions): how many
             # claims and writes the daemon needed, i.e. how well it batches.
             f.write("track_functions = 'all'\n")
+            if stat_statements:
+                # Time per statement, also inside the daemon's functions (the profile).
+                f.write("shared_preload_libraries = 'pg_stat_statements'\n"
+                        "pg_stat_statements.track = 'all'\n")
         self.cluster.start().load_template()
         self.pki = make_pki(self._mkdir("pki"))
         self.nginx = Nginx(self._mkdir("nginx"), self.pki.cert_file, self.pki.key_file,
-                           workers=nginx_workers, delay_s=delay_s).start()
+                           workers=nginx_workers, delay_s=delay_s,
+                           access_log=access_log).start()
         self.keys = FernetKeys()
         self.db = None
         self.env = None
@@ -80,7 +87,8 @@ class World:
         self.db = self.cluster.create_database(name)
         return self.db
 
-    def make_env(self, kind="h2", max_in_flight=1000, batch_size=500, log_level="info"):
+    def make_env(self, kind="h2", max_in_flight=1000, batch_size=500, log_level="info",
+                 http_version=None):
         d = self._mkdir(f"daemon-{self.db.name}-{kind}")
         env = DaemonEnv(d, self.db.dsn, self.keys, token_server=EndpointRef(self.nginx, kind),
                         ca_file=self.pki.ca_file)
@@ -90,6 +98,8 @@ class World:
                         "max_in_flight": max_in_flight, "request_timeout": "30s",
                         "scan_interval": "1min"},
         }
+        if http_version:
+            over["http"] = {"http_version": http_version}
         for p in seedbulk.PROVIDERS:
             # At this scale one provider alone carries a third of 2,800/s with 200 ms
             # answers: the shipped per-provider defaults (128 in flight, 50/s) are for
@@ -99,11 +109,37 @@ class World:
         self.env = env
         return env
 
-    def seed(self, n, expires_sql):
-        """Seeds n accounts; returns seconds taken."""
+    def seed(self, n, expires_sql, parallel=None):
+        """Seeds n accounts; returns seconds taken. Large tables are inserted in as many
+        ranges at once as the machine has cores (one connection each)."""
         t = time.monotonic()
+        parallel = parallel or (min(os.cpu_count() or 1, 4) if n >= 200000 else 1)
+        if parallel <= 1:
+            with self.db.conn() as c:
+                seedbulk.seed(c, n, self.keys.primary, expires_sql)
+            return time.monotonic() - t
+        pools = seedbulk.ciphertext_pools(self.keys.primary)
         with self.db.conn() as c:
-            seedbulk.seed(c, n, self.keys.primary, expires_sql)
+            seedbulk.seed_users(c, n)
+        step = (n + parallel - 1) // parallel
+        errors = []
+
+        def one(lo, hi):
+            try:
+                with self.db.conn() as c:
+                    seedbulk.seed_accounts(c, lo, hi, pools, expires_sql)
+            except Exception as e:  # noqa: BLE001 - re-raised below
+                errors.append(e)
+
+        threads = [threading.Thread(target=one, args=(lo, min(n, lo + step - 1)))
+                   for lo in range(1, n + 1, step)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        if errors:
+            raise errors[0]
+        self.db.execute("SELECT setval('oauth_accounts_id_seq', %s)", (n,))
         return time.monotonic() - t
 
     def migrate(self):

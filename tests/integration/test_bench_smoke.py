@@ -1,8 +1,10 @@
 """The benchmark (bench/run) still runs: a tiny --once pass, so that it cannot rot.
 
 Runs bench/lib/bench.py (what bench/run executes after building) against the
-build under test with 300 accounts and no ceiling measurements, and checks that
-every account was refreshed and that each number of the report is printed.
+build under test with 300 accounts and no ceiling measurements, then the Python
+peer (bench/peer/refresher.py) on the same 300 accounts re-seeded, and checks
+that every account was refreshed by each, and that each number of the report and
+the daemon/peer ratio are printed.
 Needs Debian's nginx (nginx-light) for the token endpoint; without it the test
 is skipped and says so.
 """
@@ -22,7 +24,7 @@ NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin
 @pytest.mark.skipif(NGINX is None, reason="nginx is not installed (Debian: nginx-light)")
 def test_benchmark_once_refreshes_every_account_and_reports_each_number():
     argv = ["/usr/bin/python3", os.path.join(source_dir(), "bench", "lib", "bench.py"), "once",
-            "--accounts", "300", "--skip-ceilings", "--build-dir", build_dir()]
+            "peer", "--accounts", "300", "--skip-ceilings", "--build-dir", build_dir()]
     p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                        timeout=170)
     out = p.stdout
@@ -37,3 +39,13 @@ def test_benchmark_once_refreshes_every_account_and_reports_each_number():
                  r"== targets =="):
         assert re.search(what, out), f"expected /{what}/ in the report; output:\n{out}"
     assert "rows marked refreshed 300 " in out, f"expected 300 rows refreshed in the database; output:\n{out}"
+    m = re.search(r"python peer --once: exit (\d+); ([\d,]+) refreshed, (\d+) failed", out)
+    assert m, f"expected the peer's result line; output:\n{out}"
+    assert (m.group(1), m.group(2), m.group(3)) == ("0", "300", "0"), (
+        f"expected the peer to exit 0 with 300 refreshed, 0 failed; saw {m.group(0)!r}")
+    assert "rows marked refreshed 300 " in out.split("python peer --once")[1], (
+        f"expected the peer's 300 rows refreshed in the database; output:\n{out}")
+    for what in (r"peer CPU\s+[\d.]+s user .* = [\d.]+ µs per refresh",
+                 r"peer peak RSS\s+[\d.]+ MB",
+                 r"daemon / peer\s+refreshes/s [\d.]+x; own CPU per refresh [\d.]+x"):
+        assert re.search(what, out), f"expected /{what}/ in the report; output:\n{out}"

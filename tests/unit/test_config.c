@@ -331,6 +331,31 @@ static void log_levels_are_the_five_names(void **state)
                  "err");
 }
 
+/* [http] http_version: HTTP/2 unless the operator asks for HTTP/1.1 (issue 12:
+ * bench/run measures both against the same nginx). */
+static void http_version_is_2_or_1_1(void **state)
+{
+    (void)state;
+    struct config *cfg = expect_ok(CRYPTO_OK);
+    assert_int_equal(cfg->http_version, 20);
+    config_unref(cfg);
+    static const struct {
+        const char *text;
+        int version;
+    } cases[] = {{"2", 20}, {"2.0", 20}, {"1.1", 11}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char text[512];
+        snprintf(text, sizeof(text), CRYPTO_OK "[http]\nhttp_version = %s\n", cases[i].text);
+        cfg = expect_ok(text);
+        assert_int_equal(cfg->http_version, cases[i].version);
+        config_unref(cfg);
+    }
+    expect_error(CRYPTO_OK "[http]\nhttp_version = 3\n",
+                 ":4: [http] http_version: \"3\" is not 2 or 1.1");
+    expect_error(CRYPTO_OK "[http]\nhttp_version = 1.0\n",
+                 ":4: [http] http_version: \"1.0\" is not 2 or 1.1");
+}
+
 static void spec_style_inline_comments_are_ignored(void **state)
 {
     (void)state;
@@ -1464,6 +1489,7 @@ int main(void)
         T(client_secrets_and_conninfo_live_in_guarded_memory),
         T(empty_values_mean_default),
         T(every_key_is_read),
+        T(http_version_is_2_or_1_1),
         T(provider_defaults_fill_token_urls),
         T(log_levels_are_the_five_names),
         T(spec_style_inline_comments_are_ignored),
