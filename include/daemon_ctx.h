@@ -48,7 +48,7 @@ struct daemon {
     char db_reason[160];
     double once_since; /* --once: wall time the run started */
     double last_summary;
-    uint64_t summary_refreshed, summary_failed; /* engine_stats() at the last summary */
+    uint64_t summary_refreshed, summary_failed; /* metrics_totals() at the last summary */
     char reload_error[200];
     bool rereading; /* a reload made by the engine before a configuration probe */
     int exit_code;

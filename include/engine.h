@@ -43,11 +43,6 @@ struct engine_callbacks {
     void *ud;
 };
 
-/* Counters since start (the STATUS= line and the exit summary). */
-struct engine_stats {
-    uint64_t refreshed, failed, revoked, discarded, lost_races;
-};
-
 struct engine;
 
 /* cfg: the current configuration, borrowed (the daemon holds it; each job holds
@@ -83,8 +78,5 @@ double engine_requests_deadline(const struct engine *e);
 double engine_next_due(const struct engine *e); /* wall time, 0 = none known */
 /* Paused now (breaker or Retry-After), or refusing our client registration. */
 bool engine_provider_paused(const struct engine *e, enum provider_id p, bool *refusing);
-const struct engine_stats *engine_stats(const struct engine *e);
-/* "claim to written: p50 .. ms, p90 .. ms, p99 .. ms, max .. ms (N results)" or "" when none. */
-void engine_latency_summary(const struct engine *e, char *buf, size_t len);
 
 #endif

@@ -131,11 +131,12 @@ static void format_status(struct daemon *d, char *buf, size_t len)
     char paused[96], waiting[160];
     format_paused(d, paused, sizeof paused);
     discovery_waiting(d->discovery, waiting, sizeof waiting);
-    const struct engine_stats *st = engine_stats(d->engine);
+    struct metrics_totals t;
+    metrics_totals(&d->metrics, &t);
     snprintf(buf, len,
              "%s%u in flight, %" PRIu64 " refreshed, %" PRIu64 " failed, %" PRIu64
              " revoked; %s; database connected%s; %zu result%s held%s%s%.100s%s%s",
-             stop, in_flight, st->refreshed, st->failed, st->revoked, due,
+             stop, in_flight, t.refreshed, t.failed, t.revoked, due,
              listen_check_deaf(d->listen_check) ? " (notifications deaf: rescanning)" : "", held,
              plural(held), paused, waiting[0] ? "; waiting for discovery: " : "",
              waiting[0] ? waiting + 2 : "", d->reload_error[0] ? "; " : "", d->reload_error);
@@ -161,14 +162,15 @@ static void status_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     sdnotify_status(&d->sn, status);
     double now = ev_now(loop);
     if (now - d->last_summary >= summary_interval()) {
-        const struct engine_stats *st = engine_stats(d->engine);
-        uint64_t refreshed = st->refreshed - d->summary_refreshed;
-        uint64_t failed = st->failed - d->summary_failed;
+        struct metrics_totals t;
+        metrics_totals(&d->metrics, &t);
+        uint64_t refreshed = t.refreshed - d->summary_refreshed;
+        uint64_t failed = t.failed - d->summary_failed;
         if (refreshed || failed)
             log_info("summary of the last %.0fs: %" PRIu64 " refreshed, %" PRIu64 " failed; %s",
                      now - d->last_summary, refreshed, failed, status);
-        d->summary_refreshed = st->refreshed;
-        d->summary_failed = st->failed;
+        d->summary_refreshed = t.refreshed;
+        d->summary_failed = t.failed;
         d->last_summary = now;
     }
 }
@@ -804,12 +806,13 @@ int daemon_run(struct config *cfg, const struct daemon_options *opt)
         rc = d->exit_code;
         if (!d->stopping && !opt->once)
             sdnotify_stopping(&d->sn, "stopping");
-        const struct engine_stats *st = engine_stats(d->engine);
+        struct metrics_totals t;
+        metrics_totals(&d->metrics, &t);
         log_info("exiting: %" PRIu64 " refreshed, %" PRIu64 " failed, %" PRIu64 " revoked, %" PRIu64
-                 " discarded",
-                 st->refreshed, st->failed, st->revoked, st->discarded);
+                 " discarded, %" PRIu64 " lost races",
+                 t.refreshed, t.failed, t.revoked, t.discarded, t.lost_races);
         char lat[160];
-        engine_latency_summary(d->engine, lat, sizeof lat);
+        metrics_claim_summary(&d->metrics, lat, sizeof lat);
         if (lat[0])
             log_info("%s", lat);
     }

@@ -20,7 +20,6 @@
 #include "engine.h"
 #include "http.h"
 #include "inbound.h"
-#include "latency.h"
 #include "log.h"
 #include "outcome_log.h"
 #include "metrics.h"
@@ -86,8 +85,6 @@ struct engine {
     bool connected, schema_ok, stopping, finished, listen_deaf;
     bool rereading; /* inside cb.reread_config: engine_on_config keeps config pauses */
     bool once_failed;
-    struct engine_stats stats;
-    struct latency_hist claim_to_written;
 };
 
 struct job {
@@ -283,7 +280,7 @@ static void job_http_done_cb(void *ud, const struct http_answer *ans, double ela
     memset(&res, 0, sizeof res);
     res.retry_after_ms = -1;
     job->ra.ops->read_answer(ans, &res);
-    metrics_observe_answer(e->metrics, p, res.outcome, elapsed_s,
+    metrics_observe_answer(e->metrics, p, &res, elapsed_s,
                            job->ra.acct.expires_at - (time_now_wall() - elapsed_s));
     /* The request body held the refresh token and client secret. */
     provider_request_clear(&job->ra.req);
@@ -678,31 +675,16 @@ void engine_on_notify(struct engine *e, const char *channel, const char *payload
     }
 }
 
-void engine_latency_summary(const struct engine *e, char *buf, size_t len)
-{
-    latency_summary(&e->claim_to_written, buf, len);
-}
-
 /* ---- store outcomes ------------------------------------------------------------ */
 
 void engine_on_store_done(struct engine *e, const struct store_item *item, enum store_fate fate)
 {
+    /* The store decided the result's fate: counted here, once (metrics.h). */
     if (item->claimed_at > 0)
-        latency_record(&e->claim_to_written, time_now_wall() - item->claimed_at);
-    metrics_observe_store(e->metrics, item->provider, item->kind, fate);
+        metrics_observe_claim_to_written(e->metrics, time_now_wall() - item->claimed_at);
+    metrics_observe_store(e->metrics, item, fate);
     outcome_log_stored(item, fate);
     bool written = fate == STORE_WRITTEN;
-    switch (item->kind) {
-    case STORE_REFRESHED:
-        ++*(written ? &e->stats.refreshed : &e->stats.discarded);
-        break;
-    case STORE_FAILED:
-        e->stats.failed++;
-        break;
-    case STORE_REVOKED:
-        ++*(written ? &e->stats.revoked : &e->stats.lost_races);
-        break;
-    }
     /* The write released the claim: that account (after a failure) or others
      * may be claimable now, and the next due time may have moved. A claim given
      * back without a write (the row changed meanwhile) is claimable at once. */
@@ -965,11 +947,6 @@ bool engine_provider_paused(const struct engine *e, enum provider_id p, bool *re
     const struct breaker *b = &e->prov[p].brk;
     *refusing = b->config_error;
     return breaker_shows_paused(b, ev_now(e->loop));
-}
-
-const struct engine_stats *engine_stats(const struct engine *e)
-{
-    return &e->stats;
 }
 
 /* While notifications do not arrive, nothing announces an account the

@@ -25,11 +25,23 @@ const double metrics_margin_bounds[METRICS_MARGIN_BUCKETS] = {
     0, 30, 60, 120, 180, 300, 600, 1800, 3600,
 };
 
+/*
+ * Claim to written: log-spaced, ten buckets a decade (the R10 series: each
+ * bound at most 28 % above the one before) from 1 ms to 100 s, then 300 s.
+ * Fine enough for the exit line's p50/p90/p99, few enough for one scrape.
+ */
+const double metrics_claim_bounds[METRICS_CLAIM_BUCKETS] = {
+    0.001, 0.00125, 0.0016, 0.002, 0.0025, 0.0032, 0.004, 0.005, 0.0063, 0.008, 0.01, 0.0125, 0.016,
+    0.02,  0.025,   0.032,  0.04,  0.05,   0.063,  0.08,  0.1,   0.125,  0.16,  0.2,  0.25,   0.32,
+    0.4,   0.5,     0.63,   0.8,   1,      1.25,   1.6,   2,     2.5,    3.2,   4,    5,      6.3,
+    8,     10,      12.5,   16,    20,     25,     32,    40,    50,     63,    80,   100,    300,
+};
+
 static const char *const outcome_names[METRICS_OUTCOME_COUNT] = {
     [METRICS_REFRESHED] = "refreshed",       [METRICS_REVOKED] = "revoked",
     [METRICS_TRANSIENT] = "transient",       [METRICS_BAD_RESPONSE] = "bad_response",
     [METRICS_CONFIG_ERROR] = "config_error", [METRICS_DISCARDED] = "discarded",
-    [METRICS_LOCAL_ERROR] = "local_error",
+    [METRICS_LOCAL_ERROR] = "local_error",   [METRICS_LOST_RACE] = "lost_race",
 };
 
 const char *metrics_outcome_name(enum metrics_outcome o)
@@ -67,6 +79,8 @@ static void histogram_observe(struct metrics_histogram *h, const double *bounds,
         i++;
     h->counts[i]++; /* i == n: the +Inf bucket */
     h->sum += v;
+    if (h->count == 0 || v > h->max)
+        h->max = v;
     h->count++;
 }
 
@@ -76,7 +90,7 @@ void metrics_count(struct metrics *m, int provider, enum metrics_outcome outcome
         m->outcomes[provider][outcome]++;
 }
 
-void metrics_observe_answer(struct metrics *m, int provider, enum refresh_outcome outcome,
+void metrics_observe_answer(struct metrics *m, int provider, const struct token_result *res,
                             double latency_s, double seconds_left)
 {
     if (!provider_ok(provider))
@@ -86,7 +100,11 @@ void metrics_observe_answer(struct metrics *m, int provider, enum refresh_outcom
                           latency_s);
     histogram_observe(&m->margin[provider], metrics_margin_bounds, METRICS_MARGIN_BUCKETS,
                       seconds_left);
-    switch (outcome) {
+    /* An overload answer charges nothing to the account: its claim goes back
+     * and the attempt that counts is the one after the pause. */
+    if (res->retry_rule == RETRY_PAUSE)
+        return;
+    switch (res->outcome) {
     case OUTCOME_TRANSIENT:
         metrics_count(m, provider, METRICS_TRANSIENT);
         break;
@@ -102,19 +120,75 @@ void metrics_observe_answer(struct metrics *m, int provider, enum refresh_outcom
     }
 }
 
-void metrics_observe_store(struct metrics *m, int provider, enum store_kind kind,
-                           enum store_fate fate)
+void metrics_observe_store(struct metrics *m, const struct store_item *item, enum store_fate fate)
 {
-    switch (kind) {
-    case STORE_REFRESHED:
-        metrics_count(m, provider, fate == STORE_WRITTEN ? METRICS_REFRESHED : METRICS_DISCARDED);
-        break;
-    case STORE_REVOKED:
-        metrics_count(m, provider, fate == STORE_WRITTEN ? METRICS_REVOKED : METRICS_DISCARDED);
-        break;
-    case STORE_FAILED:
-        break; /* classified when the answer arrived */
+    enum metrics_outcome o;
+    if (item->kind == STORE_FAILED || store_item_is_partial(item))
+        return; /* a failure: counted when the answer (or the local error) decided it */
+    if (fate == STORE_DISCARDED)
+        o = METRICS_DISCARDED;
+    else if (fate == STORE_LOST_RACE)
+        o = METRICS_LOST_RACE;
+    else
+        o = item->kind == STORE_REVOKED ? METRICS_REVOKED : METRICS_REFRESHED;
+    metrics_count(m, item->provider, o);
+}
+
+void metrics_observe_claim_to_written(struct metrics *m, double seconds)
+{
+    histogram_observe(&m->claim_to_written, metrics_claim_bounds, METRICS_CLAIM_BUCKETS,
+                      seconds < 0 ? 0 : seconds);
+}
+
+static uint64_t outcome_total(const struct metrics *m, enum metrics_outcome o)
+{
+    uint64_t n = 0;
+    for (int p = 0; p < PROVIDER_MAX; p++)
+        n += m->outcomes[p][o];
+    return n;
+}
+
+void metrics_totals(const struct metrics *m, struct metrics_totals *t)
+{
+    t->refreshed = outcome_total(m, METRICS_REFRESHED);
+    t->revoked = outcome_total(m, METRICS_REVOKED);
+    t->failed = outcome_total(m, METRICS_TRANSIENT) + outcome_total(m, METRICS_BAD_RESPONSE) +
+                outcome_total(m, METRICS_CONFIG_ERROR) + outcome_total(m, METRICS_LOCAL_ERROR);
+    t->discarded = outcome_total(m, METRICS_DISCARDED);
+    t->lost_races = outcome_total(m, METRICS_LOST_RACE);
+}
+
+double metrics_quantile(const struct metrics_histogram *h, const double *bounds, size_t n, double q)
+{
+    if (h->count == 0)
+        return 0;
+    uint64_t want = (uint64_t)(q * (double)h->count + 0.5), seen = 0;
+    if (want < 1)
+        want = 1;
+    if (want > h->count)
+        want = h->count;
+    for (size_t i = 0; i < n; i++) {
+        seen += h->counts[i];
+        if (seen >= want)
+            return bounds[i] < h->max ? bounds[i] : h->max;
     }
+    return h->max; /* in the +Inf bucket */
+}
+
+void metrics_claim_summary(const struct metrics *m, char *buf, size_t len)
+{
+    const struct metrics_histogram *h = &m->claim_to_written;
+    if (h->count == 0) {
+        buf[0] = '\0';
+        return;
+    }
+    const double *b = metrics_claim_bounds;
+    size_t n = METRICS_CLAIM_BUCKETS;
+    snprintf(buf, len,
+             "claim to written: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms (%" PRIu64
+             " results)",
+             metrics_quantile(h, b, n, 0.5) * 1000.0, metrics_quantile(h, b, n, 0.9) * 1000.0,
+             metrics_quantile(h, b, n, 0.99) * 1000.0, h->max * 1000.0, h->count);
 }
 
 void metrics_note_reload(struct metrics *m, bool ok, double now)
@@ -194,33 +268,50 @@ static void put_label_value(struct strbuf *out, const char *v)
     }
 }
 
+/* One histogram's series; prov NULL: the histogram has no labels. */
+static void histogram_series(struct strbuf *out, const char *name, const char *prov,
+                             const struct metrics_histogram *h, const double *bounds, size_t n)
+{
+    uint64_t cum = 0;
+    for (size_t i = 0; i <= n; i++) {
+        cum += h->counts[i];
+        strbuf_printf(out, NS "%s_bucket{", name);
+        if (prov) {
+            strbuf_puts(out, "provider=\"");
+            put_label_value(out, prov);
+            strbuf_puts(out, "\",");
+        }
+        strbuf_puts(out, "le=\"");
+        if (i < n)
+            put_double(out, bounds[i]);
+        else
+            strbuf_puts(out, "+Inf");
+        strbuf_printf(out, "\"} %" PRIu64 "\n", cum);
+    }
+    const char *suffix[2] = {"_sum", "_count"};
+    for (int k = 0; k < 2; k++) {
+        strbuf_printf(out, NS "%s%s", name, suffix[k]);
+        if (prov) {
+            strbuf_puts(out, "{provider=\"");
+            put_label_value(out, prov);
+            strbuf_puts(out, "\"}");
+        }
+        strbuf_puts(out, " ");
+        if (k == 0)
+            put_double(out, h->sum);
+        else
+            strbuf_printf(out, "%" PRIu64, h->count);
+        strbuf_puts(out, "\n");
+    }
+}
+
 static void histogram(struct strbuf *out, const char *name, const char *help,
                       const struct metrics_histogram *h, const double *bounds, size_t n)
 {
     header(out, name, "histogram", help);
     for (int p = 0; p < PROVIDER_MAX; p++) {
-        if (!provider_shown(p))
-            continue;
-        const char *prov = provider_id_name((enum provider_id)p);
-        uint64_t cum = 0;
-        for (size_t i = 0; i <= n; i++) {
-            cum += h[p].counts[i];
-            strbuf_printf(out, NS "%s_bucket{provider=\"", name);
-            put_label_value(out, prov);
-            strbuf_puts(out, "\",le=\"");
-            if (i < n)
-                put_double(out, bounds[i]);
-            else
-                strbuf_puts(out, "+Inf");
-            strbuf_printf(out, "\"} %" PRIu64 "\n", cum);
-        }
-        strbuf_printf(out, NS "%s_sum{provider=\"", name);
-        put_label_value(out, prov);
-        strbuf_puts(out, "\"} ");
-        put_double(out, h[p].sum);
-        strbuf_printf(out, "\n" NS "%s_count{provider=\"", name);
-        put_label_value(out, prov);
-        strbuf_printf(out, "\"} %" PRIu64 "\n", h[p].count);
+        if (provider_shown(p))
+            histogram_series(out, name, provider_id_name((enum provider_id)p), &h[p], bounds, n);
     }
 }
 
@@ -233,9 +324,11 @@ void metrics_render(const struct metrics *m, const char *version, struct strbuf 
     gauge_d(out, "start_time_seconds", "Unix time the daemon started.", m->start_time);
 
     header(out, "refreshes_total", "counter",
-           "Refresh attempts by provider and final outcome (refreshed and revoked count "
-           "results written; discarded counts answers dropped because the row changed "
-           "meanwhile; local_error counts attempts never sent).");
+           "Refresh attempts by provider and final outcome, each counted once (refreshed and "
+           "revoked: results written; transient, bad_response, config_error: failed answers, "
+           "a partial result among them, an overload answer not; discarded and lost_race: "
+           "results not written because the row changed meanwhile; local_error: attempts "
+           "never sent).");
     for (int p = 0; p < PROVIDER_MAX; p++) {
         if (!provider_shown(p))
             continue;
@@ -256,6 +349,12 @@ void metrics_render(const struct metrics *m, const char *version, struct strbuf 
               "Seconds the stored access token had left before expiry when it was refreshed "
               "(negative: already expired).",
               m->margin, metrics_margin_bounds, METRICS_MARGIN_BUCKETS);
+
+    header(out, "claim_to_written_seconds", "histogram",
+           "Time from claiming an account to committing its result (written, discarded or "
+           "lost race) in the database.");
+    histogram_series(out, "claim_to_written_seconds", NULL, &m->claim_to_written,
+                     metrics_claim_bounds, METRICS_CLAIM_BUCKETS);
 
     gauge_u(out, "requests_in_flight", "Refresh requests sent and not yet answered.", m->in_flight);
     gauge_u(out, "requests_waiting", "Claimed accounts waiting for a provider's rate limit.",

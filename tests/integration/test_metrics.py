@@ -10,13 +10,17 @@ import time
 import urllib.error
 import urllib.request
 
+import re
+
 import pytest
 
 from lib.daemon import wait_until
+from lib.sdnotify_socket import NotifySocket, notify_daemon
 
 PROVIDERS = ("google", "github", "microsoft")
 OUTCOMES = ("refreshed", "revoked", "transient", "bad_response", "config_error", "discarded",
-            "local_error")
+            "lost_race", "local_error")
+FAILURES = ("transient", "bad_response", "config_error", "local_error")
 
 
 def free_port():
@@ -199,6 +203,81 @@ def test_counters_are_exact_per_provider_and_outcome_and_promtool_accepts_them(
 
     d.terminate()
     assert d.returncode == 0, d.log_tail()
+
+
+def totals(samples):
+    """{refreshed, failed, revoked}: /metrics summed over providers, as STATUS= counts them."""
+    def outcome(o):
+        return sum(sample(samples, "oauth_refreshd_refreshes_total", provider=p, outcome=o)
+                   for p in PROVIDERS)
+    return {"refreshed": outcome("refreshed"), "revoked": outcome("revoked"),
+            "failed": sum(outcome(o) for o in FAILURES)}
+
+
+def test_status_exit_line_and_metrics_agree_after_successes_a_revocation_failures_and_an_overload(
+        migrated_env, seeder, token_server, events):
+    """One counter set (issue 13 §5): STATUS=, the exit line and /metrics say the same.
+    An overload answer (429) is not the account's failure: the claim is given back and the
+    account refreshed after the pause. A partial result (rotated token, unusable answer) is
+    one failure, not a refresh as well."""
+    ok = [seeder.add_account("google", expires_in=-60) for _ in range(2)]
+    rev = seeder.add_account("github", expires_in=-60)
+    token_server.revoke(rev.account_key)
+    bad = seeder.add_account("github", expires_in=-60)
+    token_server.inject("not_json", account=bad.account_key, count=1)
+    partial = seeder.add_account("github", expires_in=-60)
+    token_server.inject("rotate_broken", provider="github", account=partial.account_key, count=1,
+                        breakage="no_access_token")
+    over = seeder.add_account("microsoft", expires_in=-60)
+    token_server.inject("429", account=over.account_key, count=1, retry_after=1)
+
+    port = free_port()
+    migrated_env.write_config({"metrics": {"listen": f"127.0.0.1:{port}"},
+                               "refresh": {"retry_min": "30min", "retry_max": "1h",
+                                           "scan_interval": "1h"}})
+    ns = NotifySocket()
+    try:
+        d = notify_daemon(migrated_env, ns, name="agree")
+        d.start()
+        events.wait_for(lambda e: e["event"] == "refreshed" and e["account_id"] == over.id,
+                        timeout=30)
+        assert len(token_server.requests_for(over.account_key)) == 2, "the 429, then the refresh"
+        want = {"refreshed": 3, "failed": 2, "revoked": 1}
+
+        def settled():
+            _, s = scrape(port)
+            return (sample(s, "oauth_refreshd_results_held") == 0
+                    and sample(s, "oauth_refreshd_requests_in_flight") == 0
+                    and totals(s) == want)
+        wait_until(settled, timeout=15, message=f"/metrics totals {want}")
+        since = time.monotonic()
+        m = ns.wait_status(r"^0 in flight, ", timeout=10, since=since)
+        st = re.match(r"0 in flight, (\d+) refreshed, (\d+) failed, (\d+) revoked;",
+                      m.get("STATUS"))
+        assert st, m
+        status = {"refreshed": int(st.group(1)), "failed": int(st.group(2)),
+                  "revoked": int(st.group(3))}
+        _, s = scrape(port)
+        assert status == totals(s) == want, (status, totals(s))
+        assert sample(s, "oauth_refreshd_refreshes_total", provider="microsoft",
+                      outcome="transient") == 0, "a 429 is not counted as the account's failure"
+        assert sample(s, "oauth_refreshd_refreshes_total", provider="github",
+                      outcome="bad_response") == 2
+        # Every result's claim-to-written time is in the histogram the exit line reads.
+        results = sample(s, "oauth_refreshd_claim_to_written_seconds_count")
+        assert results == 6, results
+        d.terminate()
+        assert d.returncode == 0, d.log_tail()
+        log = d.log()
+        ex = re.search(r"exiting: (\d+) refreshed, (\d+) failed, (\d+) revoked", log)
+        assert ex and [int(x) for x in ex.groups()] == [3, 2, 1], log[-2000:]
+        cw = re.search(r"claim to written: p50 ([\d.]+) ms, p90 ([\d.]+) ms, p99 ([\d.]+) ms, "
+                       r"max ([\d.]+) ms \((\d+) results\)", log)
+        assert cw and int(cw.group(5)) == 6, log[-2000:]
+        p50, p90, p99, mx = (float(cw.group(i)) for i in range(1, 5))
+        assert 0 < p50 <= p90 <= p99 <= mx, cw.group(0)
+    finally:
+        ns.close()
 
 
 def test_reload_bookkeeping_follows_sighup(migrated_env):
