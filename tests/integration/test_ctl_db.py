@@ -18,7 +18,7 @@ import pytest
 from lib.daemon import DaemonEnv, run_ctl, wait_until
 from lib.pgcluster import free_port
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PASSWORD = "Ctl-S3cret-Pw"
 
 
