@@ -39,7 +39,7 @@
 #define PROG                  "oauth-refreshctl"
 #define MIGRATE_BATCH_DEFAULT 2000
 #define MIGRATE_BATCH_MAX     1000000
-#define MIGRATE_DDL_TRIES     10
+#define MIGRATE_DDL_TRIES     30
 #define MIGRATE_BATCH_TRIES   600
 
 /* The indexes that step 3 builds (and the SQL builds in place on a small table). */
@@ -75,6 +75,19 @@ static bool migrate_lock_timeout(const PGresult *r)
 {
     const char *state = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
     return state != NULL && strcmp(state, "55P03") == 0; /* lock_not_available */
+}
+
+/*
+ * Whether the DDL lost a race for a lock and is worth trying again. Besides a
+ * lock_timeout, a deadlock: ADD COLUMN needs account_state exclusively, and a
+ * daemon's claim that already reads the table asks for its row lock mode in
+ * the same statement, behind the DDL's queued request.
+ */
+static bool migrate_ddl_retryable(const PGresult *r)
+{
+    const char *state = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    return migrate_lock_timeout(r) ||
+           (state != NULL && strcmp(state, "40P01") == 0); /* deadlock_detected */
 }
 
 /*
@@ -218,16 +231,16 @@ static int migrate_drop_invalid(PGconn *conn)
 /*
  * Step 1: the DDL in one transaction. oauth_refreshd.migrate_online tells the
  * SQL to leave the backfill and the indexes to the steps below. A lock that
- * cannot be had within lock_timeout (a long transaction of the application
- * holds oauth_accounts) rolls the attempt back and tries again after a pause,
- * rather than making every write of the application queue behind it.
+ * cannot be had within lock_timeout (500 ms: a transaction holds the table)
+ * rolls the attempt back and tries again after a pause, rather than making
+ * every write of the application queue behind it for longer.
  */
 static int migrate_ddl(PGconn *conn)
 {
     for (int attempt = 1;; attempt++) {
         if (ctl_db_exec(conn, "migrate", "BEGIN", "cannot begin the migration") < 0 ||
             ctl_db_exec(conn, "migrate",
-                        "SET LOCAL client_min_messages = warning; SET LOCAL lock_timeout = '2s';"
+                        "SET LOCAL client_min_messages = warning; SET LOCAL lock_timeout = '500ms';"
                         " SET LOCAL oauth_refreshd.migrate_online = 'on'",
                         "cannot begin the migration") < 0)
             return -1;
@@ -238,7 +251,7 @@ static int migrate_ddl(PGconn *conn)
             return ctl_db_exec(conn, "migrate", "COMMIT",
                                "migration failed at commit, nothing was changed");
         }
-        bool retry = migrate_lock_timeout(r) && attempt < MIGRATE_DDL_TRIES;
+        bool retry = migrate_ddl_retryable(r) && attempt < MIGRATE_DDL_TRIES;
         if (!retry)
             ctl_db_print_error("migrate", "migration failed, nothing was changed",
                                r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(conn));
@@ -247,10 +260,10 @@ static int migrate_ddl(PGconn *conn)
         if (!retry)
             return -1;
         fprintf(stderr,
-                PROG " migrate: oauth_accounts is busy (a long transaction holds it); trying "
-                     "again (%d of %d)\n",
+                PROG " migrate: the tables are busy (a transaction holds them); trying again "
+                     "(%d of %d)\n",
                 attempt, MIGRATE_DDL_TRIES);
-        migrate_sleep_ms(1000);
+        migrate_sleep_ms(500);
     }
 }
 
