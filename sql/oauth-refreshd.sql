@@ -5,7 +5,7 @@
 -- only its own provider's due rows however large the other providers'
 -- backlog is. On a large table the backfill of the new column and the new
 -- indexes are left to `oauth-refreshctl migrate`, which does them online
--- (batches, CREATE INDEX CONCURRENTLY); until then the rows without a provider
+-- (batches, concurrent index builds); until then the rows without a provider
 -- are claimed through the old due index, so nothing is missed meanwhile.
 --
 -- Version 2: store_refreshed() takes p_error and p_retry_at (partial results:
@@ -135,7 +135,7 @@ ALTER TABLE oauth_refreshd.meta ADD COLUMN IF NOT EXISTS sql_md5 text;
 -- this file is applied by hand, it does them here, in this transaction, on a
 -- small table (a fresh install); on a larger one they would hold the
 -- application's writes for as long as they take, so they are left to migrate.
--- An index left invalid by an interrupted CREATE INDEX CONCURRENTLY is
+-- An index left invalid by an interrupted concurrent build is
 -- dropped by migrate before this file runs.
 DO $v3$
 BEGIN
