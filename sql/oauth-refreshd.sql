@@ -333,7 +333,11 @@ LANGUAGE sql
 -- range. Rows not backfilled yet (provider IS NULL, during an online
 -- migration) come from account_state_unfilled_idx, empty afterwards, and take
 -- their provider from oauth_accounts. Rows locked by another claim are
--- skipped inside each walk, so they do not count against p_limit.
+-- skipped inside each walk, so they do not count against p_limit. The due
+-- bound is a row comparison, (provider, due_at) <= (name, ...), which only
+-- account_state_claim_idx can serve: written as due_at <= ..., a stale
+-- estimate of how much is due made the planner walk account_state_due_idx and
+-- filter on the provider, i.e. through every other provider's backlog.
 --
 -- The planner's row estimate for "due_at <= now() + lead" comes from the last
 -- ANALYZE and lags behind (refreshed rows move an hour ahead): it then picks a
@@ -353,7 +357,7 @@ AS $$
               JOIN public.oauth_accounts a ON a.id = s.account_id
              WHERE s.provider = p.name
                AND s.due_at IS NOT NULL
-               AND s.due_at <= now() + p_lead + p_jitter
+               AND (s.provider, s.due_at) <= (p.name, now() + p_lead + p_jitter)
                AND s.due_at - p_lead
                    - p_jitter * oauth_refreshd.jitter_fraction(s.account_id) <= now()
                AND (s.lease_until IS NULL OR s.lease_until < now())
@@ -490,7 +494,8 @@ AS $$
                      SELECT s.lease_until
                        FROM oauth_refreshd.account_state s
                       WHERE s.provider = p.name
-                        AND s.due_at IS NOT NULL AND s.due_at <= now() + p_lead + p_jitter
+                        AND s.due_at IS NOT NULL
+                        AND (s.provider, s.due_at) <= (p.name, now() + p_lead + p_jitter)
                       ORDER BY s.due_at
                       LIMIT 2000) f
                  UNION ALL
