@@ -34,6 +34,7 @@ class AppWriter(threading.Thread):
         self.dsn, self.n = dsn, n
         self.stop = threading.Event()
         self.max_wait = 0.0
+        self.max_at = None  # time.monotonic() when the longest wait began
         self.writes = 0
 
     def run(self):
@@ -44,7 +45,9 @@ class AppWriter(threading.Thread):
                 t0 = time.monotonic()
                 conn.execute("UPDATE oauth_accounts SET expires_at = expires_at, "
                              "updated_at = now() WHERE id = %s", (aid,))
-                self.max_wait = max(self.max_wait, time.monotonic() - t0)
+                wait = time.monotonic() - t0
+                if wait > self.max_wait:
+                    self.max_wait, self.max_at = wait, t0
                 self.writes += 1
                 i += 1
                 time.sleep(0.01)
@@ -87,8 +90,13 @@ def phase_migrate(args, out, make_world, daemon_paths, report_once, run_once, pr
             writer.start()
             _, ctl = daemon_paths(args.build_dir)
             t = time.monotonic()
-            p = subprocess.run([ctl, "migrate", "--conninfo", w.db.dsn], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, timeout=args.timeout)
+            p = subprocess.Popen([ctl, "migrate", "--conninfo", w.db.dsn], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+            lines = []  # (seconds since the start, line): which step a long wait fell in
+            for raw in p.stdout:
+                lines.append((time.monotonic() - t, raw.decode(errors="replace").rstrip("\n")))
+            stderr = p.stderr.read()
+            p.wait(args.timeout)
             took = time.monotonic() - t
             time.sleep(2)
         finally:
@@ -97,11 +105,13 @@ def phase_migrate(args, out, make_world, daemon_paths, report_once, run_once, pr
             old.terminate()
             old.wait(60)
             log.close()
-        text = p.stdout.decode(errors="replace")
-        for line in text.splitlines():
-            out("  | " + line)
+        text = "\n".join(line for _, line in lines)
+        for at, line in lines:
+            out(f"  | {at:6.1f}s {line}")
+        for line in stderr.decode(errors="replace").splitlines():
+            out("  ! " + line)
         if p.returncode != 0:
-            out(f"  migrate FAILED (exit {p.returncode}): {p.stderr.decode(errors='replace')}")
+            out(f"  migrate FAILED (exit {p.returncode})")
             return None
         m = re.findall(r"backfill: (\d+) / (\d+) rows \(\d+ %\), (\d+) rows/s", text)
         rate = int(m[-1][2]) if m else None
@@ -110,8 +120,10 @@ def phase_migrate(args, out, make_world, daemon_paths, report_once, run_once, pr
         doubled = w.db.scalar("SELECT count(*) FROM oauth_refreshd.account_state "
                               "WHERE refresh_count > 1")
         out(f"  migrate took          {took:.1f} s (backfill {rate or 0:,} rows/s)")
+        when = (f" at {writer.max_at - t:.1f}s of the migration"
+                if writer.max_at is not None else "")
         out(f"  application writes    {writer.writes:,} during the migration, longest wait "
-            f"{writer.max_wait * 1000:.0f} ms")
+            f"{writer.max_wait * 1000:.0f} ms{when}")
         out(f"  version-1 daemon      exit {old.returncode}; {refreshed_by_v1:,} accounts "
             f"refreshed, {doubled} refreshed twice")
         w.db.execute("ANALYZE")
