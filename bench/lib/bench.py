@@ -540,7 +540,8 @@ def main():
         out()
     if "migrate" in phases:  # bench/lib/migrate_phase.py
         summary["migrate"] = migrate_phase.phase_migrate(args, out, make_world, daemon_paths,
-                                                         report_once, run_once, print_claim_plan)
+                                                         report_once, report_function_stats,
+                                                         print_claim_plan)
         out()
 
     out("== targets ==")

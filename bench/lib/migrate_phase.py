@@ -65,7 +65,8 @@ def load_v1(db):
         conn.close()
 
 
-def phase_migrate(args, out, make_world, daemon_paths, report_once, run_once, print_claim_plan):
+def phase_migrate(args, out, make_world, daemon_paths, report_once, report_function_stats,
+                  print_claim_plan):
     import test_migrate  # tests/integration: the version-1 daemon's build
 
     n = args.accounts
@@ -130,6 +131,7 @@ def phase_migrate(args, out, make_world, daemon_paths, report_once, run_once, pr
         print_claim_plan(w.db)
         left = w.db.scalar("SELECT count(*) FROM oauth_refreshd.account_state "
                            "WHERE last_refreshed_at IS NULL AND due_at IS NOT NULL")
+        w.db.execute("SELECT pg_stat_reset()")  # the function stats of the --once run alone
         postmaster = w.postmaster_pid()
         daemon, _ = daemon_paths(args.build_dir)
         r = runner.run_daemon(daemon, env.config_path, os.path.join(w.dir, "once-after.log"),
@@ -137,6 +139,12 @@ def phase_migrate(args, out, make_world, daemon_paths, report_once, run_once, pr
                               nginx=w.nginx, timeout=args.timeout)
         once_rate, us = report_once(r, left, f"oauth-refreshd --once after the migration "
                                               f"({left:,} of the {n:,} still due)")
+        report_function_stats(w.db, left)
+        vac = w.db.execute("SELECT relname, autovacuum_count, autoanalyze_count "
+                           "FROM pg_stat_user_tables WHERE relname IN ('account_state', "
+                           "'oauth_accounts') ORDER BY relname")
+        out("  autovacuum during it  " + ", ".join(f"{r}: {v} vacuums, {a} analyzes"
+                                                  for r, v, a in vac))
         return {"took": took, "backfill_rate": rate, "max_wait": writer.max_wait,
                 "once_rate": once_rate, "doubled": doubled}
     finally:
