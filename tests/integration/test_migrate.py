@@ -397,3 +397,30 @@ def test_batch_size_is_checked(db):
     p = subprocess.run([ctl_path(), "migrate", "--conninfo", db.dsn, "--batch-size", "0"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env())
     assert p.returncode == 64 and b"--batch-size" in p.stderr, p.stderr
+
+
+def test_a_version_1_daemon_records_failures_and_revocations_on_version_3(
+        db, seeder, daemon_env, token_server):
+    """Version 1 called store_failed with 5 arguments and store_revoked with 4: on version 3
+    those calls still resolve (the later parameters have defaults) and do their work."""
+    old_binary = build_old_daemon(V1_COMMIT)
+    load_schema(db, 1)
+    migrate(db)
+    ok = seeder.add_account("google")
+    failing = seeder.add_account("github")
+    revoked = seeder.add_account("microsoft")
+    token_server.revoke(revoked.account_key)
+    token_server.inject("http503", account=failing.account_key, count=None)
+    old = OldDaemon(old_binary, daemon_env.config_path,
+                    os.path.join(daemon_env.dir, "v1-once.log"))
+    daemon_env.daemons.append(old)
+    rc, log = old.run_once()
+    assert "does not exist" not in log and "is not unique" not in log, log
+    assert token_server.refresh_count(ok.account_key) == 1, log
+    st = dict((r[0], r[1:]) for r in db.execute(
+        "SELECT account_id, revoked, last_error IS NOT NULL, attempts, provider "
+        "FROM oauth_refreshd.account_state"))
+    assert st[ok.id] == (False, False, 0, "google"), st[ok.id]
+    assert st[revoked.id][0] is True and st[revoked.id][1] is True, (st[revoked.id], log)
+    assert st[failing.id][0] is False and st[failing.id][1] is True and st[failing.id][2] == 1, (
+        st[failing.id], log)
