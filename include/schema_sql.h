@@ -6,7 +6,7 @@
 #define OAUTH_SCHEMA_SQL_H
 
 /* The schema version this build creates and requires. */
-#define OAUTH_SCHEMA_VERSION 2
+#define OAUTH_SCHEMA_VERSION 3
 
 /* NUL-terminated text of sql/oauth-refreshd.sql. */
 extern const char schema_sql[];

@@ -1,4 +1,12 @@
--- oauth-refreshd's own SQL objects (SPEC §5), schema version 2.
+-- oauth-refreshd's own SQL objects (SPEC §5), schema version 3.
+--
+-- Version 3: account_state keeps the account's provider (set by the trigger)
+-- and claims walk account_state_claim_idx (provider, due_at), so a claim reads
+-- only its own provider's due rows however large the other providers'
+-- backlog is. On a large table the backfill of the new column and the new
+-- indexes are left to `oauth-refreshctl migrate`, which does them online
+-- (batches, concurrent index builds); until then the rows without a provider
+-- are claimed through the old due index, so nothing is missed meanwhile.
 --
 -- Version 2: store_refreshed() takes p_error and p_retry_at (partial results:
 -- a rotated refresh token from an answer that is otherwise unusable);
@@ -13,7 +21,10 @@
 -- This file is applied by `oauth-refreshctl migrate` in one transaction under
 -- an advisory lock. Every statement is idempotent, so it is safe to run again
 -- and while the daemon and the application run (migration briefly locks
--- oauth_accounts against writes; reads go on).
+-- oauth_accounts against writes; reads go on). Nothing in it reads or writes
+-- every row of a large table while that lock is held: work of that size
+-- (backfills, index builds) is done here only for a small table (a fresh
+-- install) and otherwise by `oauth-refreshctl migrate` after the commit.
 
 SELECT pg_advisory_xact_lock(hashtext('oauth_refreshd.migrate')) AS migrate_lock;
 
@@ -26,6 +37,14 @@ SELECT set_config('search_path', 'pg_catalog, pg_temp', true) AS pinned_search_p
 -- the lock order is the same as an application write's (oauth_accounts, then
 -- account_state through the trigger): no deadlock, and reads go on.
 LOCK TABLE public.oauth_accounts IN SHARE ROW EXCLUSIVE MODE;
+
+-- Whether this is the first installation (no trigger yet): only then can
+-- accounts exist that have no state row (see the end of this file).
+SELECT set_config('oauth_refreshd.first_install',
+                  CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_trigger
+                                     WHERE tgname = 'oauth_refreshd_account_change'
+                                       AND tgrelid = 'public.oauth_accounts'::regclass)
+                       THEN 'off' ELSE 'on' END, true) AS first_install;
 
 CREATE SCHEMA IF NOT EXISTS oauth_refreshd;
 
@@ -84,13 +103,59 @@ CREATE INDEX IF NOT EXISTS account_state_revoked_idx
 ALTER TABLE oauth_refreshd.account_state ADD COLUMN IF NOT EXISTS revoked_token_tag text;
 ALTER TABLE oauth_refreshd.account_state
     ADD COLUMN IF NOT EXISTS revoked_token_changed boolean NOT NULL DEFAULT false;
-CREATE INDEX IF NOT EXISTS account_state_revoked_changed_idx
-    ON oauth_refreshd.account_state (account_id) WHERE revoked_token_changed;
+-- (account_state_revoked_changed_idx, on (account_id) WHERE
+-- revoked_token_changed, is built with the version 3 indexes below.)
 
 -- The provider's words about last_error (its error_description, redacted as
 -- the journal's are: no token text; at most 256 characters), for
 -- `oauth-refreshctl show`. Written and cleared with last_error.
 ALTER TABLE oauth_refreshd.account_state ADD COLUMN IF NOT EXISTS last_error_detail text;
+
+-- Version 3: the account's provider (oauth_accounts.provider as text), written
+-- by the trigger on every insert and on every change of the provider, so a
+-- claim finds a provider's due rows in account_state_claim_idx without
+-- visiting oauth_accounts. NULL only on rows from before version 3 that
+-- `oauth-refreshctl migrate` has not yet backfilled.
+ALTER TABLE oauth_refreshd.account_state ADD COLUMN IF NOT EXISTS provider text;
+
+-- Which text of this file the last complete `oauth-refreshctl migrate` applied
+-- (md5), so that a run against an up-to-date database changes nothing.
+ALTER TABLE oauth_refreshd.meta ADD COLUMN IF NOT EXISTS sql_md5 text;
+
+-- The claim path (version 3). account_state_claim_idx holds each provider's
+-- refreshable rows in due order: claim_due and next_wakeup walk one provider's
+-- part of it and stop at their LIMIT. account_state_unfilled_idx holds the due
+-- rows not yet backfilled (provider IS NULL): empty once migrate has finished,
+-- it lets claims take those rows in due order during the migration.
+-- Neither holds lease_owner or lease_until, so a claim (which writes only
+-- those) stays a HOT update.
+--
+-- `oauth-refreshctl migrate` (which sets oauth_refreshd.migrate_online) does
+-- the backfill and builds the indexes concurrently after this commit. When
+-- this file is applied by hand, it does them here, in this transaction, on a
+-- small table (a fresh install); on a larger one they would hold the
+-- application's writes for as long as they take, so they are left to migrate.
+-- An index left invalid by an interrupted concurrent build is
+-- dropped by migrate before this file runs.
+DO $v3$
+BEGIN
+    IF current_setting('oauth_refreshd.migrate_online', true) IS DISTINCT FROM 'on'
+       AND (SELECT count(*) FROM (SELECT 1 FROM oauth_refreshd.account_state LIMIT 20001) x)
+           <= 20000 THEN
+        UPDATE oauth_refreshd.account_state s
+           SET provider = a.provider::text
+          FROM public.oauth_accounts a
+         WHERE a.id = s.account_id AND s.provider IS NULL;
+        CREATE INDEX IF NOT EXISTS account_state_claim_idx
+            ON oauth_refreshd.account_state (provider, due_at) WHERE due_at IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS account_state_unfilled_idx
+            ON oauth_refreshd.account_state (due_at)
+            WHERE provider IS NULL AND due_at IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS account_state_revoked_changed_idx
+            ON oauth_refreshd.account_state (account_id) WHERE revoked_token_changed;
+    END IF;
+END
+$v3$;
 
 -- A stable per-account fraction in [0, 1) that spreads refreshes over the
 -- jitter window without any randomness the database would have to remember.
@@ -171,12 +236,13 @@ DECLARE
     v_token_changed boolean := TG_OP = 'INSERT'
                                OR NEW.refresh_token IS DISTINCT FROM OLD.refresh_token;
 BEGIN
-    INSERT INTO oauth_refreshd.account_state AS s (account_id, due_at)
-    VALUES (NEW.id, CASE WHEN v_refreshable THEN NEW.expires_at END)
+    INSERT INTO oauth_refreshd.account_state AS s (account_id, due_at, provider)
+    VALUES (NEW.id, CASE WHEN v_refreshable THEN NEW.expires_at END, NEW.provider::text)
     -- (Every expression below sees the row as it was: "held" is
     -- s.revoked AND s.revoked_token_tag IS NOT NULL, a revocation the daemon
     -- must confirm or lift by comparing plaintexts.)
     ON CONFLICT (account_id) DO UPDATE SET
+        provider   = NEW.provider::text,
         revoked    = s.revoked AND (NOT v_token_changed OR s.revoked_token_tag IS NOT NULL),
         revoked_token_changed = s.revoked_token_changed
                                 OR (v_token_changed AND s.revoked
@@ -217,17 +283,20 @@ $$;
 -- no event is even queued. Every other writer (the application, rotate_batch)
 -- leaves the setting unset and keeps the trigger.
 CREATE OR REPLACE TRIGGER oauth_refreshd_account_change
-    AFTER INSERT OR UPDATE OF expires_at, refresh_token ON public.oauth_accounts
+    AFTER INSERT OR UPDATE OF expires_at, refresh_token, provider ON public.oauth_accounts
     FOR EACH ROW
     WHEN (current_setting('oauth_refreshd.caller_keeps_state', true) IS DISTINCT FROM 'on')
     EXECUTE FUNCTION oauth_refreshd.on_account_change();
 
 -- Accounts that existed before the trigger (first migration).
-INSERT INTO oauth_refreshd.account_state (account_id, due_at)
+-- Only at the first installation: the trigger has seen every write since, and
+-- this anti-join reads both tables whole while oauth_accounts is locked.
+INSERT INTO oauth_refreshd.account_state (account_id, due_at, provider)
 SELECT a.id, CASE WHEN a.refresh_token IS NOT NULL AND a.expires_at IS NOT NULL
-                  THEN a.expires_at END
+                  THEN a.expires_at END, a.provider::text
   FROM public.oauth_accounts a
- WHERE NOT EXISTS (SELECT 1 FROM oauth_refreshd.account_state s WHERE s.account_id = a.id)
+ WHERE current_setting('oauth_refreshd.first_install') = 'on'
+   AND NOT EXISTS (SELECT 1 FROM oauth_refreshd.account_state s WHERE s.account_id = a.id)
 ON CONFLICT (account_id) DO NOTHING;
 
 -- Signatures of pre-release builds: drop them so each function has one form.
@@ -256,8 +325,21 @@ CREATE OR REPLACE FUNCTION oauth_refreshd.claim_due(
 RETURNS TABLE (account_id bigint, provider text, refresh_token text, scope text,
                expires_at timestamptz, attempts integer)
 LANGUAGE sql
--- Walk account_state_due_idx in due order and stop after p_limit rows. The
--- planner's row estimate for "due_at <= now() + lead" comes from the last
+-- Walk each provider's part of account_state_claim_idx in due order and stop
+-- after p_limit rows: a claim reads its own provider's due rows only, however
+-- large the other providers' backlog (version 3). One LATERAL subquery per
+-- provider in p_providers (the daemon names one): `provider = ANY (array)` on
+-- the index's leading column would lose the due order and sort the whole
+-- range. Rows not backfilled yet (provider IS NULL, during an online
+-- migration) come from account_state_unfilled_idx, empty afterwards, and take
+-- their provider from oauth_accounts. Rows locked by another claim are
+-- skipped inside each walk, so they do not count against p_limit. The due
+-- bound is a row comparison, (provider, due_at) <= (name, ...), which only
+-- account_state_claim_idx can serve: written as due_at <= ..., a stale
+-- estimate of how much is due made the planner walk account_state_due_idx and
+-- filter on the provider, i.e. through every other provider's backlog.
+--
+-- The planner's row estimate for "due_at <= now() + lead" comes from the last
 -- ANALYZE and lags behind (refreshed rows move an hour ahead): it then picks a
 -- bitmap scan of the whole range plus a sort, which also visits every dead
 -- tuple left by recent refreshes. Benchmark (2,800/s continuous): 52 ms per
@@ -265,26 +347,54 @@ LANGUAGE sql
 SET enable_bitmapscan = off
 SET enable_seqscan = off
 AS $$
-    WITH picked AS (
-        SELECT s.account_id, a.provider::text AS provider, a.refresh_token, a.scope,
-               a.expires_at
-          FROM oauth_refreshd.account_state s
-          JOIN public.oauth_accounts a ON a.id = s.account_id
-         WHERE s.due_at IS NOT NULL
-           AND s.due_at <= now() + p_lead + p_jitter
-           AND s.due_at - p_lead
-               - p_jitter * oauth_refreshd.jitter_fraction(s.account_id) <= now()
-           AND (s.lease_until IS NULL OR s.lease_until < now())
-           AND (s.retry_at IS NULL OR s.retry_at <= now())
-           AND a.provider = ANY (p_providers)
-           AND a.refresh_token IS NOT NULL
-           -- --once: one attempt per account and run
-           AND (p_since IS NULL
-                OR (COALESCE(s.last_refreshed_at, '-infinity') < p_since
-                    AND COALESCE(s.last_error_at, '-infinity') < p_since))
-         ORDER BY s.due_at
-         LIMIT p_limit
-           FOR UPDATE OF s SKIP LOCKED
+    WITH cand AS (
+        SELECT c.*
+          FROM unnest(p_providers) AS p(name)
+         CROSS JOIN LATERAL (
+            SELECT s.account_id, s.due_at, a.provider::text AS provider, a.refresh_token,
+                   a.scope, a.expires_at
+              FROM oauth_refreshd.account_state s
+              JOIN public.oauth_accounts a ON a.id = s.account_id
+             WHERE s.provider = p.name
+               AND s.due_at IS NOT NULL
+               AND (s.provider, s.due_at) <= (p.name, now() + p_lead + p_jitter)
+               AND s.due_at - p_lead
+                   - p_jitter * oauth_refreshd.jitter_fraction(s.account_id) <= now()
+               AND (s.lease_until IS NULL OR s.lease_until < now())
+               AND (s.retry_at IS NULL OR s.retry_at <= now())
+               AND a.refresh_token IS NOT NULL
+               -- --once: one attempt per account and run
+               AND (p_since IS NULL
+                    OR (COALESCE(s.last_refreshed_at, '-infinity') < p_since
+                        AND COALESCE(s.last_error_at, '-infinity') < p_since))
+             ORDER BY s.due_at
+             LIMIT p_limit
+               FOR UPDATE OF s SKIP LOCKED) c
+        UNION ALL
+        SELECT u.*
+          FROM (SELECT s.account_id, s.due_at, a.provider::text AS provider, a.refresh_token,
+                       a.scope, a.expires_at
+                  FROM oauth_refreshd.account_state s
+                  JOIN public.oauth_accounts a ON a.id = s.account_id
+                 WHERE s.provider IS NULL
+                   AND s.due_at IS NOT NULL
+                   AND s.due_at <= now() + p_lead + p_jitter
+                   AND s.due_at - p_lead
+                       - p_jitter * oauth_refreshd.jitter_fraction(s.account_id) <= now()
+                   AND (s.lease_until IS NULL OR s.lease_until < now())
+                   AND (s.retry_at IS NULL OR s.retry_at <= now())
+                   AND a.provider = ANY (p_providers)
+                   AND a.refresh_token IS NOT NULL
+                   AND (p_since IS NULL
+                        OR (COALESCE(s.last_refreshed_at, '-infinity') < p_since
+                            AND COALESCE(s.last_error_at, '-infinity') < p_since))
+                 ORDER BY s.due_at
+                 LIMIT p_limit
+                   FOR UPDATE OF s SKIP LOCKED) u
+    ), picked AS (
+        -- The most urgent p_limit of them; the others were locked only for the
+        -- rest of this statement and stay unclaimed.
+        SELECT * FROM cand ORDER BY due_at LIMIT p_limit
     )
     -- The account's columns come from the row picked read (the same snapshot),
     -- not from a second lookup of oauth_accounts per claimed row.
@@ -328,21 +438,25 @@ $$;
 -- unleased accounts becomes claimable (jitter included), or the moment a lease
 -- on a due account runs out (takeover of a crashed instance's claims).
 --
--- The lease part looks at the first 2,000 due accounts in due order (walking
--- account_state_due_idx and stopping there), not at the whole due range: with
--- a backlog that range is every overdue account, and min(lease_until) over it
--- was a bitmap scan of all of them on every call. Claims are taken in due
--- order, so the leases that run out first sit at the front; one further back
--- is seen once the front is claimed, and the daemon never sleeps longer than
--- scan_interval anyway. lease_until gets no index of its own: an index on it
--- would make every claim a non-HOT update.
+-- Both parts walk each provider's part of account_state_claim_idx (and the
+-- not yet backfilled rows of account_state_unfilled_idx) in due order and
+-- stop at their LIMIT, as claim_due does: a provider's wake-up time never
+-- costs a walk through another provider's backlog.
+--
+-- The lease part looks at the first 2,000 due accounts of each provider in due
+-- order, not at the whole due range: with a backlog that range is every
+-- overdue account, and min(lease_until) over it was a bitmap scan of all of
+-- them on every call. Claims are taken in due order, so the leases that run
+-- out first sit at the front; one further back is seen once the front is
+-- claimed, and the daemon never sleeps longer than scan_interval anyway.
+-- lease_until gets no index of its own: an index on it would make every claim
+-- a non-HOT update.
 CREATE OR REPLACE FUNCTION oauth_refreshd.next_wakeup(
     p_providers text[], p_lead interval, p_jitter interval)
 RETURNS timestamptz LANGUAGE sql STABLE
--- As in claim_due: walk the due index in order and stop at the LIMIT, even
--- when the last ANALYZE says few accounts are due, and look each account up by
--- its key on the way (a hash join would read every due row and every account
--- of the providers, then sort).
+-- As in claim_due: walk the indexes in order and stop at the LIMIT, even when
+-- the last ANALYZE says few accounts are due, and look each not yet backfilled
+-- account up by its key on the way.
 SET enable_bitmapscan = off
 SET enable_seqscan = off
 SET enable_hashjoin = off
@@ -352,20 +466,46 @@ AS $$
         (SELECT min(GREATEST(n.due_at - p_lead
                              - p_jitter * oauth_refreshd.jitter_fraction(n.account_id),
                              n.retry_at))
-           FROM (SELECT s.account_id, s.due_at, s.retry_at
-                   FROM oauth_refreshd.account_state s
-                   JOIN public.oauth_accounts a ON a.id = s.account_id
-                  WHERE s.due_at IS NOT NULL
-                    AND (s.lease_until IS NULL OR s.lease_until < now())
-                    AND a.provider = ANY (p_providers)
-                  ORDER BY s.due_at
-                  LIMIT 1000) n),
+           FROM (SELECT f.*
+                   FROM unnest(p_providers) AS p(name)
+                  CROSS JOIN LATERAL (
+                     SELECT s.account_id, s.due_at, s.retry_at
+                       FROM oauth_refreshd.account_state s
+                      WHERE s.provider = p.name
+                        AND s.due_at IS NOT NULL
+                        AND (s.lease_until IS NULL OR s.lease_until < now())
+                      ORDER BY s.due_at
+                      LIMIT 1000) f
+                 UNION ALL
+                 SELECT g.*
+                   FROM (SELECT s.account_id, s.due_at, s.retry_at
+                           FROM oauth_refreshd.account_state s
+                           JOIN public.oauth_accounts a ON a.id = s.account_id
+                          WHERE s.provider IS NULL
+                            AND s.due_at IS NOT NULL
+                            AND (s.lease_until IS NULL OR s.lease_until < now())
+                            AND a.provider = ANY (p_providers)
+                          ORDER BY s.due_at
+                          LIMIT 1000) g) n),
         (SELECT min(l.lease_until)
-           FROM (SELECT s.lease_until
-                   FROM oauth_refreshd.account_state s
-                  WHERE s.due_at IS NOT NULL AND s.due_at <= now() + p_lead + p_jitter
-                  ORDER BY s.due_at
-                  LIMIT 2000) l
+           FROM (SELECT f.lease_until
+                   FROM unnest(p_providers) AS p(name)
+                  CROSS JOIN LATERAL (
+                     SELECT s.lease_until
+                       FROM oauth_refreshd.account_state s
+                      WHERE s.provider = p.name
+                        AND s.due_at IS NOT NULL
+                        AND (s.provider, s.due_at) <= (p.name, now() + p_lead + p_jitter)
+                      ORDER BY s.due_at
+                      LIMIT 2000) f
+                 UNION ALL
+                 SELECT g.lease_until
+                   FROM (SELECT s.lease_until
+                           FROM oauth_refreshd.account_state s
+                          WHERE s.provider IS NULL
+                            AND s.due_at IS NOT NULL AND s.due_at <= now() + p_lead + p_jitter
+                          ORDER BY s.due_at
+                          LIMIT 2000) g) l
           WHERE l.lease_until >= now()))
 $$;
 
@@ -639,8 +779,8 @@ RETURNS void LANGUAGE sql AS $$
      WHERE s.account_id = ANY (p_ids) AND s.lease_owner = p_owner
 $$;
 
-INSERT INTO oauth_refreshd.meta (singleton, schema_version) VALUES (true, 2)
-ON CONFLICT (singleton) DO UPDATE SET schema_version = GREATEST(oauth_refreshd.meta.schema_version, 2),
+INSERT INTO oauth_refreshd.meta (singleton, schema_version) VALUES (true, 3)
+ON CONFLICT (singleton) DO UPDATE SET schema_version = GREATEST(oauth_refreshd.meta.schema_version, 3),
                                       migrated_at = now();
 
 -- ---- Key rotation (oauth-refreshctl rotate-keys; appended by the operator-tools work) ----

@@ -64,7 +64,8 @@ struct keyring *ctl_keys_file_load(const char *cmd, const char *keys_file)
 void ctl_db_usage(FILE *out, const char *cmd)
 {
     if (strcmp(cmd, "migrate") == 0)
-        fprintf(out, "Usage: " PROG " [-c FILE] migrate [--conninfo CONNINFO]\n");
+        fprintf(out, "Usage: " PROG " [-c FILE] migrate [--batch-size ROWS] [--conninfo CONNINFO]\n"
+                     "  --batch-size ROWS        rows per backfill transaction (default 2000)\n");
     else if (strcmp(cmd, "status") == 0)
         fprintf(out, "Usage: " PROG " [-c FILE] status [--json] [--keys] [--conninfo CONNINFO]\n"
                      "  --keys                   also count the stored tokens each key opens\n"

@@ -30,6 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import ceilings  # noqa: E402
+import migrate_phase  # noqa: E402
 import pgprofile  # noqa: E402
 import procstat  # noqa: E402
 import runner  # noqa: E402
@@ -134,7 +135,7 @@ def print_plans(db):
 
 
 def plans_use_indexes(db):
-    """The claim and the due query find due accounts through account_state_due_idx and
+    """The claim and the due query find due accounts through account_state_claim_idx and
     read no table sequentially. (next_wakeup's search for the earliest running lease
     is reported separately: it has no index of its own.)"""
     claim = "\n".join(function_body_plan(
@@ -144,8 +145,18 @@ def plans_use_indexes(db):
     due = "\n".join(function_body_plan(db, "next_wakeup", ["text[]", "interval", "interval"],
                                        ["{google,github,microsoft}", f"{LEAD_S} s", "0 s"]))
     due_first = due.split("InitPlan 2")[0]
-    return ("account_state_due_idx" in claim and "Seq Scan" not in claim
-            and "account_state_due_idx" in due_first and "Seq Scan" not in due_first)
+    return ("account_state_claim_idx" in claim and "Seq Scan" not in claim
+            and "account_state_claim_idx" in due_first and "Seq Scan" not in due_first)
+
+
+def print_claim_plan(db, provider="github"):
+    """The claim as the daemon makes it (one provider), on the table as it is."""
+    out(f"EXPLAIN ANALYZE of a claim of 500 {provider} accounts (claim_due body, rolled back):")
+    for line in function_body_plan(
+            db, "claim_due",
+            ["text", "text[]", "interval", "interval", "interval", "integer", "timestamptz"],
+            ["bench-explain", "{" + provider + "}", f"{LEAD_S} s", "0 s", "70 s", 500, None]):
+        out("    " + line)
 
 
 # ---- phases ------------------------------------------------------------------------------------
@@ -635,8 +646,8 @@ def phase_heap(args):
 def main():
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
     ap.add_argument("phases", nargs="*", default=[],
-                    help="once, peer, http, memory, continuous, profile (default: these "
-                         "six), heap")
+                    help="once, peer, http, memory, continuous, profile, migrate (default: "
+                         "these seven), heap")
     ap.add_argument("--build-dir", default=os.environ.get("OAUTH_BUILD_DIR",
                                                           os.path.join(ROOT, "build-bench")))
     ap.add_argument("--accounts", type=int, default=100000, help="--once: accounts (default 100000)")
@@ -657,9 +668,10 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
     phases = args.phases = args.phases or ["once", "peer", "http", "memory", "continuous",
-                                           "profile"]
+                                           "profile", "migrate"]
     for p in phases:
-        if p not in ("once", "peer", "http", "memory", "continuous", "profile", "heap"):
+        if p not in ("once", "peer", "http", "memory", "continuous", "profile", "heap",
+                     "migrate"):
             ap.error(f"unknown phase {p}")
     if args.in_flight < 1 or args.accounts < 1:
         ap.error("--accounts and --in-flight must be positive")
@@ -694,6 +706,11 @@ def main():
         out()
     if "heap" in phases:
         phase_heap(args)
+        out()
+    if "migrate" in phases:  # bench/lib/migrate_phase.py
+        summary["migrate"] = migrate_phase.phase_migrate(args, out, make_world, daemon_paths,
+                                                         report_once, report_function_stats,
+                                                         print_claim_plan)
         out()
 
     out("== targets ==")

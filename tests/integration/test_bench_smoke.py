@@ -35,7 +35,7 @@ def test_benchmark_once_refreshes_every_account_and_reports_each_number():
         f"expected exit 0, 300 refreshed, 0 failed; saw {m.group(0)!r}")
     for what in (r"throughput\s+[\d,]+ refreshes/s", r"µs per refresh", r"peak RSS\s+[\d.]+ MB",
                  r"claim to written", r"claim_due\(\)\s+\d+ calls", r"store_refreshed\(\)",
-                 r"EXPLAIN ANALYZE of the claim", r"Index Scan (using|on) account_state_due_idx",
+                 r"EXPLAIN ANALYZE of the claim", r"Index Scan (using|on) account_state_(due|claim)_idx",
                  r"== targets =="):
         assert re.search(what, out), f"expected /{what}/ in the report; output:\n{out}"
     assert "rows marked refreshed 300 " in out, f"expected 300 rows refreshed in the database; output:\n{out}"

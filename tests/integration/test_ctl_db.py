@@ -3,7 +3,7 @@
 Also proves the SQL objects that migrate installs (sql/oauth-refreshd.sql): state
 rows kept in step by the trigger, its NOTIFY on oauth_refreshd_account_changed,
 revocation cleared by a new refresh token, concurrency with the application's
-writes, and that the claim query is served by account_state_due_idx.
+writes, and that the claim query walks account_state_claim_idx (provider, due_at).
 """
 
 import json
@@ -18,7 +18,7 @@ import pytest
 from lib.daemon import DaemonEnv, run_ctl, wait_until
 from lib.pgcluster import free_port
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PASSWORD = "Ctl-S3cret-Pw"
 
 
@@ -419,28 +419,31 @@ def test_a_password_in_conninfo_on_the_command_line_is_warned_about(cmd, fernet_
 # ---- the claim query's plan ------------------------------------------------------------------------
 
 
-# The inner SELECT of oauth_refreshd.claim_due (sql/oauth-refreshd.sql), kept in step with it.
+# The per-provider walk of oauth_refreshd.claim_due (sql/oauth-refreshd.sql), kept in step with it.
 CLAIM_INNER = """
-SELECT s.account_id
-  FROM oauth_refreshd.account_state s
-  JOIN public.oauth_accounts a ON a.id = s.account_id
- WHERE s.due_at IS NOT NULL
-   AND s.due_at <= now() + {lead} + {jitter}
-   AND s.due_at - {lead} - {jitter} * oauth_refreshd.jitter_fraction(s.account_id) <= now()
-   AND (s.lease_until IS NULL OR s.lease_until < now())
-   AND (s.retry_at IS NULL OR s.retry_at <= now())
-   AND a.provider = ANY ({providers})
-   AND a.refresh_token IS NOT NULL
-   AND ({since} IS NULL
-        OR (COALESCE(s.last_refreshed_at, '-infinity') < {since}
-            AND COALESCE(s.last_error_at, '-infinity') < {since}))
- ORDER BY s.due_at
- LIMIT {limit}
-   FOR UPDATE OF s SKIP LOCKED
+SELECT c.account_id
+  FROM unnest({providers}) AS p(name)
+ CROSS JOIN LATERAL (
+    SELECT s.account_id, s.due_at
+      FROM oauth_refreshd.account_state s
+      JOIN public.oauth_accounts a ON a.id = s.account_id
+     WHERE s.provider = p.name
+       AND s.due_at IS NOT NULL
+       AND (s.provider, s.due_at) <= (p.name, now() + {lead} + {jitter})
+       AND s.due_at - {lead} - {jitter} * oauth_refreshd.jitter_fraction(s.account_id) <= now()
+       AND (s.lease_until IS NULL OR s.lease_until < now())
+       AND (s.retry_at IS NULL OR s.retry_at <= now())
+       AND a.refresh_token IS NOT NULL
+       AND ({since} IS NULL
+            OR (COALESCE(s.last_refreshed_at, '-infinity') < {since}
+                AND COALESCE(s.last_error_at, '-infinity') < {since}))
+     ORDER BY s.due_at
+     LIMIT {limit}
+       FOR UPDATE OF s SKIP LOCKED) c
 """
 
 
-def test_claim_query_uses_the_due_index_on_100k_accounts(db):
+def test_claim_query_walks_the_claim_index_on_100k_accounts(db):
     uid = add_user(db)
     # 100,000 accounts over 30 days (a few dozen due now), a tenth not refreshable.
     db.execute(
@@ -453,6 +456,9 @@ def test_claim_query_uses_the_due_index_on_100k_accounts(db):
     db.execute("ANALYZE oauth_accounts")
     db.execute("ANALYZE oauth_refreshd.account_state")
     conn = db.conn()
+    # claim_due's own SET clauses (sql/oauth-refreshd.sql).
+    conn.execute("SET enable_bitmapscan = off")
+    conn.execute("SET enable_seqscan = off")
     plans = {}
     for since in ("NULL::timestamptz", "now() - interval '1 min'"):  # continuous, --once
         literal = CLAIM_INNER.format(lead="interval '5 min'", jitter="interval '1 min'",
@@ -468,8 +474,9 @@ def test_claim_query_uses_the_due_index_on_100k_accounts(db):
     plans["generic"] = "\n".join(r[0] for r in conn.execute(
         "EXPLAIN EXECUTE claim('5 min', '1 min', '{google,github,microsoft}', 500, NULL)"))
     for kind, plan in plans.items():
-        assert re.search(r"Index (Only )?Scan using account_state_due_idx", plan), (
-            f"{kind} plan: expected an index scan on account_state_due_idx, saw:\n{plan}")
+        assert re.search(r"Index (Only )?Scan using account_state_claim_idx", plan), (
+            f"{kind} plan: expected an index scan on account_state_claim_idx, saw:\n{plan}")
+        assert "Sort" not in plan, f"{kind} plan: expected the index walked in due order:\n{plan}"
         assert "Seq Scan on account_state" not in plan, f"{kind} plan:\n{plan}"
     # And the function itself claims exactly the due ones, once.
     due = db.scalar("SELECT count(*) FROM oauth_refreshd.account_state "
@@ -495,3 +502,36 @@ def test_claim_due_works_for_large_account_ids(db):
     claimed = db.execute("SELECT account_id FROM oauth_refreshd.claim_due('t', '{google}', "
                          "'5 min', '1 min', '1 min', 10)")
     assert sorted(r[0] for r in claimed) == [3474675201, 10_000_000_000, 9_000_000_000_000_000_000]
+
+
+def test_a_claim_walks_its_own_providers_rows_even_when_the_statistics_say_little_is_due(db):
+    """Issue 12: a backlog of another provider that the last ANALYZE has not seen must not
+    make a claim walk account_state_due_idx (every provider's due rows, filtered)."""
+    uid = add_user(db)
+    db.execute(
+        "INSERT INTO oauth_accounts (user_id, provider, provider_account_id, refresh_token, "
+        "expires_at) SELECT %s, (ARRAY['google','github','microsoft'])[1 + g %% 3], 'p' || g, "
+        "'rt' || g, now() + (g * 26) * interval '1 second' FROM generate_series(1, 60000) g",
+        (uid,))
+    migrate(db)
+    db.execute("ANALYZE oauth_accounts")
+    db.execute("ANALYZE oauth_refreshd.account_state")
+    # The backlog: 20,000 google accounts due at once, after the statistics were taken.
+    db.execute("UPDATE oauth_accounts SET expires_at = now() - interval '1 hour' "
+               "WHERE provider = 'google'")
+    conn = db.conn()
+    notices = []
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+    conn.execute("LOAD 'auto_explain'")
+    conn.execute("SET auto_explain.log_min_duration = 0")
+    conn.execute("SET auto_explain.log_nested_statements = on")
+    conn.execute("SET auto_explain.log_analyze = on")
+    conn.execute("SET auto_explain.log_buffers = on")
+    conn.execute("SET client_min_messages = log")
+    conn.execute("SELECT count(*) FROM oauth_refreshd.claim_due('t', '{github}', '5 min', '0', "
+                 "'1 min', 500)")
+    conn.execute("SET client_min_messages = notice")
+    body = "\n".join(line for n in notices if "Update on account_state" in n
+                     for line in n.split("\n") if " Scan " in line)
+    assert "account_state_claim_idx" in body and "account_state_due_idx" not in body, (
+        f"expected the github claim to walk account_state_claim_idx only, saw:\n{body}")
