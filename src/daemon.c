@@ -525,8 +525,8 @@ static void replay_spool(struct daemon *d)
     if (st.items || st.bad_items)
         log_event(st.bad_items ? LOG_WARNING : LOG_NOTICE, NULL, NULL,
                   "replaying %zu spooled results from %zu segments (%zu damaged entries kept "
-                  "aside)",
-                  st.items, st.segments, st.bad_items);
+                  "aside, %zu already settled, %zu torn last lines ignored)",
+                  st.items, st.segments, st.bad_items, st.settled, st.torn_lines);
 }
 
 /* A deaf LISTEN that keeps coming back after a reconnection is not helped by

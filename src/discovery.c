@@ -298,7 +298,7 @@ void discovery_on_config(struct discovery *ds, struct config *cfg, const struct 
         struct provider_config *pc = cfg->providers[p];
         if (!pc || !pc->issuer)
             continue;
-        /* Ids are stable for the process (config.h): the same id is the same provider. */
+        /* Ids are stable for the process (provider_id.h): the same id is the same provider. */
         const struct provider_config *was = old ? old->providers[p] : NULL;
         if (!pc->token_url && was && was->issuer && was->token_url &&
             strcmp(was->issuer, pc->issuer) == 0 &&
