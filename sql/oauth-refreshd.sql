@@ -344,8 +344,19 @@ LANGUAGE sql
 -- bitmap scan of the whole range plus a sort, which also visits every dead
 -- tuple left by recent refreshes. Benchmark (2,800/s continuous): 52 ms per
 -- claim with the bitmap plan.
+--
+-- jit = off: the planner's total cost of this statement (the walk counted for
+-- ten providers, unnest()'s default estimate for a parameter) passes
+-- jit_above_cost (100,000) once account_state holds about a million rows, and
+-- every claim then JIT-compiled ~49 functions before a run of a few ms.
+-- Benchmark (1M backlog): 46-72 ms per claim with JIT, ~11 ms without, the
+-- same ~2,400 buffers either way. The daemon's statements are short batches
+-- that run once per plan, so compiling them never pays: every function of its
+-- hot path below says jit = off (in the function, so that a daemon of an older
+-- release, running with these bodies, gets it too).
 SET enable_bitmapscan = off
 SET enable_seqscan = off
+SET jit = off
 AS $$
     WITH cand AS (
         SELECT c.*
@@ -414,7 +425,9 @@ CREATE OR REPLACE FUNCTION oauth_refreshd.claim_ids(
     p_owner text, p_providers text[], p_ids bigint[], p_lease interval)
 RETURNS TABLE (account_id bigint, provider text, refresh_token text, scope text,
                expires_at timestamptz, attempts integer)
-LANGUAGE sql AS $$
+LANGUAGE sql
+SET jit = off  -- as claim_due
+AS $$
     WITH picked AS (
         SELECT s.account_id
           FROM oauth_refreshd.account_state s
@@ -461,6 +474,7 @@ SET enable_bitmapscan = off
 SET enable_seqscan = off
 SET enable_hashjoin = off
 SET enable_mergejoin = off
+SET jit = off  -- as claim_due
 AS $$
     SELECT LEAST(
         (SELECT min(GREATEST(n.due_at - p_lead
@@ -544,6 +558,7 @@ LANGUAGE plpgsql
 -- Plan each call with its arrays' real lengths: a cached generic plan assumes
 -- 10 elements per array and may join two 500-element sets by nested loop.
 SET plan_cache_mode = force_custom_plan
+SET jit = off  -- as claim_due
 AS $$
 DECLARE
     v_ids   bigint[];
@@ -643,7 +658,9 @@ $$;
 CREATE OR REPLACE FUNCTION oauth_refreshd.store_failed(
     p_owner text, p_ids bigint[], p_errors text[], p_retry_at timestamptz[],
     p_lead interval, p_details text[] DEFAULT NULL)
-RETURNS void LANGUAGE plpgsql AS $$
+RETURNS void LANGUAGE plpgsql
+SET jit = off  -- as claim_due
+AS $$
 BEGIN
     UPDATE oauth_refreshd.account_state s
        SET attempts = s.attempts + 1, last_error = u.err, last_error_at = now(),
@@ -677,6 +694,7 @@ CREATE OR REPLACE FUNCTION oauth_refreshd.store_revoked(
 RETURNS TABLE (account_id bigint, revoked boolean)
 LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan
+SET jit = off  -- as claim_due
 AS $$
 DECLARE
     v_ids  bigint[];
@@ -773,7 +791,9 @@ $$;
 -- Gives claims back without recording anything (shutdown, work not started,
 -- a result discarded because the application stored a different token).
 CREATE OR REPLACE FUNCTION oauth_refreshd.release(p_owner text, p_ids bigint[])
-RETURNS void LANGUAGE sql AS $$
+RETURNS void LANGUAGE sql
+SET jit = off  -- as claim_due
+AS $$
     UPDATE oauth_refreshd.account_state s
        SET lease_owner = NULL, lease_until = NULL
      WHERE s.account_id = ANY (p_ids) AND s.lease_owner = p_owner

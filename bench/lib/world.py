@@ -58,6 +58,10 @@ class World:
             # Per-function call counts and times (pg_stat_user_functions): how many
             # claims and writes the daemon needed, i.e. how well it batches.
             f.write("track_functions = 'all'\n")
+            # Extra settings for an investigation (e.g. auto_explain), from the environment.
+            extra = os.environ.get("OAUTH_BENCH_PG_CONF")
+            if extra:
+                f.write(extra.replace(";", "\n") + "\n")
             if stat_statements:
                 # Time per statement, also inside the daemon's functions (the profile).
                 f.write("shared_preload_libraries = 'pg_stat_statements'\n"
