@@ -663,6 +663,8 @@ def main():
                          "during the run (default 3000000)")
     ap.add_argument("--delay-ms", type=int, default=200, help="continuous: answer delay")
     ap.add_argument("--profile-accounts", type=int, default=30000)
+    ap.add_argument("--migrate-accounts", type=int, default=1000000,
+                    help="migrate: accounts in the version-1 database (default 1000000)")
     ap.add_argument("--nginx-workers", type=int, default=2)
     ap.add_argument("--timeout", type=int, default=3600)
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")

@@ -1,4 +1,4 @@
-"""The benchmark's `migrate` phase (bench/run migrate --accounts N; issue 12 §2).
+"""The benchmark's `migrate` phase (bench/run migrate --migrate-accounts N; issue 12 §2).
 
 Owns: a database of N accounts at schema version 1 (tests/fixtures/schema-v1.sql, what
 0.1.0 installs), the version-1 daemon (built from git history, cached under the build
@@ -69,7 +69,7 @@ def phase_migrate(args, out, make_world, daemon_paths, report_once, report_funct
                   print_claim_plan):
     import test_migrate  # tests/integration: the version-1 daemon's build
 
-    n = args.accounts
+    n = args.migrate_accounts
     out(f"== migrate: version 1 -> 3 of {n:,} accounts under a running version-1 daemon ==")
     old_daemon = test_migrate.build_old_daemon(test_migrate.V1_COMMIT)
     w = make_world(args)
