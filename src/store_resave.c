@@ -5,7 +5,9 @@
  * token under a new ciphertext is the application's re-save: the result is
  * written again against the new ciphertext (and, when the application keeps
  * re-saving, after a pause, for as long as it takes: never discarded for
- * this). A different token, or none, means the application's value wins: the
+ * this). The result's own rotated token means an earlier send committed and
+ * its answer was lost with the connection: written. A different token, or
+ * none, means the application's value wins: the
  * item is discarded (a revocation is a lost race) once its claim is released.
  * It owns the items of a batch only while it answers for them; plaintexts are
  * wiped at once.
@@ -174,7 +176,12 @@ void store_resave_reread_done(struct store *st, struct store_batch *b, PGresult 
             !PQgetisnull(res, row, 1))
             current = PQgetvalue(res, row, 1);
         row++;
-        if (!same_token(st->keys, it->old_refresh_ct, current))
+        if (it->refresh_ct && current && same_token(st->keys, it->refresh_ct, current))
+            /* The row holds this result's own rotated token, which only this
+             * daemon was given: an earlier send of this batch committed and its
+             * answer was lost with the connection. Written, nothing to release. */
+            store_item_settle(st, it, STORE_WRITTEN);
+        else if (!same_token(st->keys, it->old_refresh_ct, current))
             store_queue_push_back(&settle, it);
         else if (store_resaved(st, it, current))
             store_queue_push_back(&again, it);

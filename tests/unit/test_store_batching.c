@@ -604,6 +604,34 @@ static void test_a_different_token_discards_the_result_after_the_release(void **
     assert_int_equal(store_pending(fx->st), 0);
 }
 
+/*
+ * The write committed but its answer was lost with the connection (a failover,
+ * a killed primary): the batch is sent again, its compare fails against the
+ * row this daemon itself wrote, and the row holds the rotated token of this
+ * very result. That is a written result, not a lost race (found in CI by
+ * test_failover: the account was counted neither refreshed nor anything but
+ * discarded, and its claim given back).
+ */
+static void test_a_row_that_already_holds_this_results_rotated_token_was_written(void **state)
+{
+    struct fixture *fx = *state;
+    struct store_item *it = item(fx, STORE_REFRESHED, 1);
+    it->refresh_ct = encrypt(fx->kr, "rt-rotated");
+    it->rotated = true;
+    store_add(fx->st, it);
+    store_flush(fx->st);
+    struct fake_query q = pop_query();
+    answer_not_written(&q, 1);
+    q = pop_query();
+    char *ours = encrypt(fx->kr, "rt-rotated"); /* our write, as the database holds it */
+    answer_current_token(&q, 1, ours);
+    free(ours);
+    assert_int_equal(fake.n, 0); /* nothing more to write, no claim to give back */
+    assert_int_equal(fx->ndone, 1);
+    assert_int_equal(fx->done_fate[0], STORE_WRITTEN);
+    assert_int_equal(store_pending(fx->st), 0);
+}
+
 /* ---- exit ---- */
 
 static void test_take_all_hands_over_everything_unconfirmed(void **state)
@@ -663,6 +691,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(
             test_a_resaved_row_is_written_again_against_its_new_ciphertext, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_row_that_already_holds_this_results_rotated_token_was_written, setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_different_token_discards_the_result_after_the_release, setup, teardown),
         cmocka_unit_test_setup_teardown(test_take_all_hands_over_everything_unconfirmed, setup,
