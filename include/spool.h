@@ -66,6 +66,12 @@ void spool_replay(struct spool *sp, const struct keyring *kr,
 
 /* Files with items not yet released. */
 size_t spool_open_segments(const struct spool *sp);
+
+/* Lines are written to the journal in pieces of about this size, so the
+ * spool never holds a whole flush's lines; what it keeps between writes
+ * (for reuse) is spool_buffer_bytes(). */
+#define SPOOL_WRITE_PIECE (128 * 1024)
+size_t spool_buffer_bytes(const struct spool *sp);
 void spool_close(struct spool *sp);
 
 #endif

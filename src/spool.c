@@ -6,16 +6,16 @@
  * spool_line.c's.
  *
  * One journal file per process is appended to: each spool_write() is one
- * write() and one fdatasync() (and, for a new file, one fsync() of the
- * directory), where it used to create a segment, fsync it, rename it, fsync
- * the directory and later unlink it. Items settled since the last write are
- * recorded in the same write ("D2" lines), so a replay after a crash writes
- * each held result once; the few settled after the last write are replayed
- * and the store's compare-and-swap finds them written. A file is removed once
- * every item in it is settled; a new one is started when the current one is
- * SPOOL_ROTATE_BYTES long. Files left by an earlier run are never appended
- * to (a crash may have torn their last line): they are replayed, kept until
- * their last item is settled, and then removed.
+ * fdatasync() after a write() per SPOOL_WRITE_PIECE of lines (and, for a new
+ * file, one fsync() of the directory), where it used to create a segment,
+ * fsync it, rename it, fsync the directory and later unlink it. Items settled
+ * since the last write are recorded in the same write ("D2" lines), so a
+ * replay after a crash writes each held result once; the few settled after
+ * the last write are replayed and the store's compare-and-swap finds them
+ * written. A file is removed once every item in it is settled; a new one is
+ * started when the current one is SPOOL_ROTATE_BYTES long. Files left by an
+ * earlier run are never appended to (a crash may have torn their last line):
+ * they are replayed, kept until their last item is settled, and then removed.
  */
 #include "spool.h"
 
@@ -58,8 +58,9 @@ struct journal {
     int64_t id;
     uint32_t gen;
     uint32_t lines; /* item lines written (the next ordinal) */
-    off_t size;
-    bool fresh; /* created, its directory entry not yet made durable */
+    off_t size;     /* durable bytes */
+    off_t unsynced; /* written after them by the spool_write under way */
+    bool fresh;     /* created, its directory entry not yet made durable */
     /* Ordinals settled since the last write, recorded with the next one. */
     uint32_t *settled;
     size_t nsettled, capsettled;
@@ -228,38 +229,80 @@ static int journal_start(struct spool *sp, char *err, size_t errlen)
 }
 
 /*
- * Appends sp->buf to the current journal and makes it durable: one write and
- * one fdatasync (and, for a new file, one fsync of the directory). On failure
- * the file is cut back to what was durable before; a journal that cannot be
- * cut back, or whose fdatasync failed (the kernel may have dropped the pages),
- * is written to no more.
+ * A failed write or sync: the file is cut back to what was durable before; a
+ * journal that cannot be cut back, or whose fdatasync failed (the kernel may
+ * have dropped the pages), is written to no more; a journal this failure
+ * leaves with no confirmed item is removed.
  */
-static int journal_append(struct spool *sp, char *err, size_t errlen)
+static void journal_cut_back(struct spool *sp, bool sync_failed)
 {
     struct journal *j = &sp->cur;
-    int e = 0;
-    if (write_all(j->fd, sp->buf.data, sp->buf.len) < 0)
-        e = errno;
-    else if (fdatasync(j->fd) < 0)
-        e = -errno;
-    else if (j->fresh && fsync(sp->dirfd) < 0)
-        e = errno;
-    if (e == 0) {
-        j->fresh = false;
-        j->size += (off_t)sp->buf.len;
-        return 0;
-    }
-    snprintf(err, errlen, "cannot write spool journal: %s", strerror(e < 0 ? -e : e));
-    if (e < 0 || ftruncate(j->fd, j->size) < 0) {
+    if (j->fd < 0)
+        return;
+    if (sync_failed || (j->unsynced > 0 && ftruncate(j->fd, j->size) < 0)) {
         close(j->fd);
         j->fd = -1;
     }
+    j->unsynced = 0;
     struct segment *seg = segment_of_gen(sp, j->gen);
     if (seg && seg->remaining == 0)
         segment_drop(sp, seg); /* nothing of it was ever confirmed */
-    return -1;
 }
 
+/*
+ * Writes what sp->buf holds to the journal (starting a new one first when
+ * *start) and empties the buffer; not yet durable (journal_sync).
+ */
+static int journal_put(struct spool *sp, bool *start, char *err, size_t errlen)
+{
+    if (*start) {
+        if (journal_start(sp, err, errlen) < 0)
+            return -1;
+        *start = false;
+    }
+    struct journal *j = &sp->cur;
+    if (write_all(j->fd, sp->buf.data, sp->buf.len) < 0) {
+        snprintf(err, errlen, "cannot write spool journal: %s", strerror(errno));
+        journal_cut_back(sp, false);
+        return -1;
+    }
+    j->unsynced += (off_t)sp->buf.len;
+    strbuf_reset(&sp->buf);
+    return 0;
+}
+
+/* Makes what journal_put wrote durable: one fdatasync (and, for a new file,
+ * one fsync of the directory). */
+static int journal_sync(struct spool *sp, char *err, size_t errlen)
+{
+    struct journal *j = &sp->cur;
+    bool synced = fdatasync(j->fd) == 0;
+    if (!synced || (j->fresh && fsync(sp->dirfd) < 0)) {
+        snprintf(err, errlen, "cannot write spool journal: %s", strerror(errno));
+        journal_cut_back(sp, !synced);
+        return -1;
+    }
+    j->fresh = false;
+    j->size += j->unsynced;
+    j->unsynced = 0;
+    return 0;
+}
+
+/* Appends sp->buf to the current journal and makes it durable. */
+static int journal_append(struct spool *sp, char *err, size_t errlen)
+{
+    bool start = false;
+    if (journal_put(sp, &start, err, errlen) < 0)
+        return -1;
+    return journal_sync(sp, err, errlen);
+}
+
+/*
+ * The lines are written out a piece (SPOOL_WRITE_PIECE) at a time as they are
+ * made, and made durable once at the end: a flush of 500 results is several
+ * MB of lines (Microsoft's access and id tokens), which the spool need not
+ * hold at once. Nothing of a call that fails stays in the file.
+ */
 int spool_write(struct spool *sp, const struct keyring *kr, struct store_item *const *items,
                 size_t n, char *err, size_t errlen)
 {
@@ -278,17 +321,20 @@ int spool_write(struct spool *sp, const struct keyring *kr, struct store_item *c
         snprintf(err, errlen, "out of memory recording settled spool items");
         return -1;
     }
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         if (spool_line_append(&sp->buf, kr, items[i]) < 0) {
             snprintf(err, errlen, "%s",
                      sp->buf.oom ? "out of memory building spool lines"
                                  : "a result cannot be spooled (not ciphertext, "
                                    "or no key)");
+            if (!start)
+                journal_cut_back(sp, false);
             return -1;
         }
-    if (start && journal_start(sp, err, errlen) < 0)
-        return -1;
-    if (journal_append(sp, err, errlen) < 0)
+        if (sp->buf.len >= SPOOL_WRITE_PIECE && journal_put(sp, &start, err, errlen) < 0)
+            return -1;
+    }
+    if (journal_put(sp, &start, err, errlen) < 0 || journal_sync(sp, err, errlen) < 0)
         return -1;
     sp->cur.nsettled = 0;
     struct segment *seg = segment_of_gen(sp, sp->cur.gen);
@@ -297,6 +343,7 @@ int spool_write(struct spool *sp, const struct keyring *kr, struct store_item *c
         items[i]->spool_id = item_spool_id(sp->cur.gen, sp->cur.lines++);
     return 0;
 }
+
 int spool_set_aside(struct spool *sp, const struct keyring *kr, const struct store_item *item,
                     char *path, size_t pathlen, char *err, size_t errlen)
 {
@@ -340,6 +387,11 @@ void spool_release(struct spool *sp, int64_t id)
 size_t spool_open_segments(const struct spool *sp)
 {
     return sp->nsegs;
+}
+
+size_t spool_buffer_bytes(const struct spool *sp)
+{
+    return sp->buf.cap;
 }
 
 static bool is_segment_name(const char *name, int64_t *id)

@@ -33,6 +33,7 @@ struct fixture {
     struct store_item *replayed[64];
     size_t nreplayed;
     size_t warnings;
+    size_t ncounted; /* count_and_free_cb */
 };
 
 static struct keyring *make_keyring(void)
@@ -110,6 +111,14 @@ static void add_cb(void *ud, struct store_item *item)
     struct fixture *fx = ud;
     assert_true(fx->nreplayed < 64);
     fx->replayed[fx->nreplayed++] = item;
+}
+
+/* Replay callback for more items than the fixture keeps: counts and frees. */
+static void count_and_free_cb(void *ud, struct store_item *item)
+{
+    struct fixture *fx = ud;
+    fx->ncounted++;
+    store_item_free(item);
 }
 
 static void warn_cb(void *ud, const char *msg)
@@ -857,6 +866,98 @@ static void test_every_write_appends_to_one_journal(void **state)
     spool_close(sp);
 }
 
+/* ---- a flush larger than the write buffer ---- */
+
+/* 500 results (a full store batch) with a Microsoft-sized access token each:
+ * about 3 MB of lines in one spool_write. */
+#define BIG_BATCH 500
+static void make_big_batch(struct fixture *fx, struct store_item **items, int64_t first_id)
+{
+    char jwt[4096];
+    memset(jwt, 'j', sizeof jwt - 1);
+    jwt[sizeof jwt - 1] = '\0';
+    for (size_t i = 0; i < BIG_BATCH; i++) {
+        items[i] = make_item(fx->kr, first_id + (int64_t)i, "rt-big");
+        free(items[i]->access_ct);
+        items[i]->access_ct = encrypt_text(fx->kr, jwt);
+    }
+}
+
+static off_t file_size(const char *path)
+{
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return st.st_size;
+}
+
+static void test_a_large_flush_is_appended_in_pieces_not_held_whole(void **state)
+{
+    struct fixture *fx = *state;
+    char err[ERRBUF_LEN];
+    struct spool *sp = spool_open(fx->dir, err, sizeof err);
+    struct store_item *items[BIG_BATCH];
+    make_big_batch(fx, items, 1000);
+    assert_int_equal(spool_write(sp, fx->kr, items, BIG_BATCH, err, sizeof err), 0);
+    char *path = only_segment_path(fx->dir);
+    off_t written = file_size(path);
+    assert_true(written > 2 * 1024 * 1024);
+    /* The lines went out in pieces: what the spool keeps between writes is a
+     * piece and one line (SPOOL_WRITE_PIECE), not the flush (4 MB in the
+     * benchmark). */
+    if (spool_buffer_bytes(sp) > 1024 * 1024)
+        fail_msg("the spool holds %zu bytes after writing %lld: the flush was built whole",
+                 spool_buffer_bytes(sp), (long long)written);
+    free_n(items, BIG_BATCH);
+    spool_close(sp);
+    /* Every line is whole: a restart replays all of them. */
+    struct spool_replay_stats st = {0};
+    sp = spool_open(fx->dir, err, sizeof err);
+    spool_replay(sp, fx->kr, count_and_free_cb, warn_cb, fx, &st);
+    assert_int_equal(fx->ncounted, BIG_BATCH);
+    assert_int_equal(fx->warnings, 0);
+    spool_close(sp);
+    free(path);
+}
+
+static void
+test_a_refused_result_after_pieces_were_written_leaves_the_journal_as_it_was(void **state)
+{
+    struct fixture *fx = *state;
+    char err[ERRBUF_LEN];
+    struct spool *sp = spool_open(fx->dir, err, sizeof err);
+    struct store_item *big[BIG_BATCH];
+    make_big_batch(fx, big, 1000);
+    char *keep = big[BIG_BATCH - 1]->access_ct;
+    big[BIG_BATCH - 1]->access_ct = (char *)"not ciphertext";
+    /* Into no journal yet: none is left behind. */
+    assert_int_equal(spool_write(sp, fx->kr, big, BIG_BATCH, err, sizeof err), -1);
+    assert_int_equal(count_files(fx->dir, ".spool"), 0);
+    assert_int_equal(spool_open_segments(sp), 0);
+    /* Into a journal with two results: it is cut back to them. */
+    struct store_item *two[2];
+    write_n(fx, sp, two, 2, 10);
+    char *path = only_segment_path(fx->dir);
+    off_t before = file_size(path);
+    assert_int_equal(spool_write(sp, fx->kr, big, BIG_BATCH, err, sizeof err), -1);
+    assert_int_equal(file_size(path), before);
+    for (size_t i = 0; i < BIG_BATCH - 1; i++)
+        assert_int_equal(big[i]->spool_id, 0);
+    /* The journal goes on: the next write lands after the two. */
+    big[BIG_BATCH - 1]->access_ct = keep;
+    assert_int_equal(spool_write(sp, fx->kr, big, BIG_BATCH, err, sizeof err), 0);
+    assert_int_equal(count_files(fx->dir, ".spool"), 1);
+    free_n(big, BIG_BATCH);
+    free_n(two, 2);
+    spool_close(sp);
+    struct spool_replay_stats st = {0};
+    sp = spool_open(fx->dir, err, sizeof err);
+    spool_replay(sp, fx->kr, count_and_free_cb, warn_cb, fx, &st);
+    assert_int_equal(fx->ncounted, 2 + BIG_BATCH);
+    assert_int_equal(fx->warnings, 0);
+    spool_close(sp);
+    free(path);
+}
+
 static char *read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
@@ -982,6 +1083,11 @@ int main(void)
     assert_true(sodium_init() >= 0);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_every_write_appends_to_one_journal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_large_flush_is_appended_in_pieces_not_held_whole,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_refused_result_after_pieces_were_written_leaves_the_journal_as_it_was, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(
             test_replay_after_a_crash_mid_journal_skips_what_was_settled, setup, teardown),
         cmocka_unit_test_setup_teardown(
