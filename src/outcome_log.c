@@ -13,6 +13,11 @@
 void outcome_log_answer(const struct refresh_attempt *ra, const struct token_result *res,
                         long status, const struct config *cfg, bool config_error_known)
 {
+    /* Most answers are successes that log nothing: no fingerprints for them
+     * (two keyed hashes per refresh, 1 % of the daemon's instructions). */
+    if ((res->outcome == OUTCOME_SUCCESS && !res->expires_in_defaulted) ||
+        (res->outcome == OUTCOME_CONFIG && config_error_known))
+        return;
     const char *pname = provider_id_name((enum provider_id)ra->acct.provider);
     /* Fingerprints under the current primary key, as `oauth-refreshctl show` prints them. */
     char fp[TOKEN_FP_HEX_LEN + 1] = "", new_fp[TOKEN_FP_HEX_LEN + 1] = "";
