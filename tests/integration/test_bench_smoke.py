@@ -24,7 +24,8 @@ NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin
 @pytest.mark.skipif(NGINX is None, reason="nginx is not installed (Debian: nginx-light)")
 def test_benchmark_once_refreshes_every_account_and_reports_each_number():
     argv = ["/usr/bin/python3", os.path.join(source_dir(), "bench", "lib", "bench.py"), "once",
-            "peer", "--accounts", "300", "--skip-ceilings", "--build-dir", build_dir()]
+            "peer", "instructions", "--accounts", "300", "--repeat", "2",
+            "--instructions-accounts", "100", "--skip-ceilings", "--build-dir", build_dir()]
     p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                        timeout=170)
     out = p.stdout
@@ -39,6 +40,14 @@ def test_benchmark_once_refreshes_every_account_and_reports_each_number():
                  r"== targets =="):
         assert re.search(what, out), f"expected /{what}/ in the report; output:\n{out}"
     assert "rows marked refreshed 300 " in out, f"expected 300 rows refreshed in the database; output:\n{out}"
+    m = re.search(r"oauth-refreshd --once \(run 2\): exit (\d+); ([\d,]+) refreshed, (\d+) failed", out)
+    assert m and (m.group(1), m.group(2), m.group(3)) == ("0", "300", "0"), (
+        f"expected a second run on a fresh database, 300 refreshed; output:\n{out}")
+    for what in (r"-- 2 runs: median \(min-max\) --", r"daemon CPU\s+[\d.]+ µs per refresh \([\d.]+-[\d.]+\)",
+                 r"median of 2 runs: daemon <= 90 µs",
+                 r"run under callgrind: exit 0, 100 refreshed; [\d,]+ instructions, [\d,]+ per refresh",
+                 r"daemon instructions per refresh \(callgrind, 100 refreshes\): [\d,]+"):
+        assert re.search(what, out), f"expected /{what}/ in the report; output:\n{out}"
     m = re.search(r"python peer --once: exit (\d+); ([\d,]+) refreshed, (\d+) failed", out)
     assert m, f"expected the peer's result line; output:\n{out}"
     assert (m.group(1), m.group(2), m.group(3)) == ("0", "300", "0"), (
