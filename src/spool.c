@@ -239,7 +239,7 @@ static void journal_cut_back(struct spool *sp, bool sync_failed)
     struct journal *j = &sp->cur;
     if (j->fd < 0)
         return;
-    if (sync_failed || (j->unsynced > 0 && ftruncate(j->fd, j->size) < 0)) {
+    if (sync_failed || ftruncate(j->fd, j->size) < 0) {
         close(j->fd);
         j->fd = -1;
     }

@@ -11,6 +11,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -958,6 +959,56 @@ test_a_refused_result_after_pieces_were_written_leaves_the_journal_as_it_was(voi
     free(path);
 }
 
+/* Writes the big batch with the journal limited to `room` more bytes (RLIMIT_FSIZE:
+ * write() stops at the limit, short, then fails with EFBIG) and checks that the
+ * failed call left the journal exactly as it was, and that it goes on after. */
+static void fail_a_big_write_after(struct fixture *fx, off_t room)
+{
+    char err[ERRBUF_LEN];
+    struct spool *sp = spool_open(fx->dir, err, sizeof err);
+    struct store_item *two[2], *big[BIG_BATCH];
+    write_n(fx, sp, two, 2, 10);
+    char *path = only_segment_path(fx->dir);
+    off_t before = file_size(path);
+    make_big_batch(fx, big, 1000);
+    struct rlimit old, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = (rlim_t)(before + room);
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    int rc = spool_write(sp, fx->kr, big, BIG_BATCH, err, sizeof err);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, prev);
+    assert_int_equal(rc, -1);
+    assert_non_null(strstr(err, "cannot write spool journal"));
+    if (file_size(path) != before)
+        fail_msg("a failed write left %lld bytes after the %lld that were durable",
+                 (long long)(file_size(path) - before), (long long)before);
+    assert_int_equal(spool_write(sp, fx->kr, big, BIG_BATCH, err, sizeof err), 0);
+    free_n(big, BIG_BATCH);
+    free_n(two, 2);
+    spool_close(sp);
+    struct spool_replay_stats st = {0};
+    sp = spool_open(fx->dir, err, sizeof err);
+    spool_replay(sp, fx->kr, count_and_free_cb, warn_cb, fx, &st);
+    assert_int_equal(fx->ncounted, 2 + BIG_BATCH);
+    assert_int_equal(fx->warnings, 0);
+    spool_close(sp);
+    free(path);
+}
+
+static void
+test_a_write_that_stops_inside_the_first_piece_leaves_the_journal_as_it_was(void **state)
+{
+    fail_a_big_write_after(*state, 1000);
+}
+
+static void test_a_write_that_stops_after_whole_pieces_leaves_the_journal_as_it_was(void **state)
+{
+    fail_a_big_write_after(*state, 3 * SPOOL_WRITE_PIECE / 2);
+}
+
 static char *read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
@@ -1087,6 +1138,12 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_a_refused_result_after_pieces_were_written_leaves_the_journal_as_it_was, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_write_that_stops_inside_the_first_piece_leaves_the_journal_as_it_was, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_write_that_stops_after_whole_pieces_leaves_the_journal_as_it_was, setup,
             teardown),
         cmocka_unit_test_setup_teardown(
             test_replay_after_a_crash_mid_journal_skips_what_was_settled, setup, teardown),
