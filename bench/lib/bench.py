@@ -646,12 +646,26 @@ def phase_profile(args):
         w.destroy()
 
 
+def sanitizer_build(build_dir):
+    """Whether build_dir was configured with OAUTH_SANITIZE=ON (ASan's runtime and
+    valgrind cannot share a process)."""
+    try:
+        with open(os.path.join(build_dir, "CMakeCache.txt")) as f:
+            return any(ln.strip() == "OAUTH_SANITIZE:BOOL=ON" for ln in f)
+    except OSError:
+        return False
+
+
 def phase_instructions(args):
     """The daemon's instructions per refresh under callgrind: unlike CPU seconds, the same
     for the same binary and inputs whatever else the machine is doing, so two trees can be
     compared a few percent apart. The batching (and so a little of the count) still
     follows the timing."""
     n = args.instructions_accounts
+    if sanitizer_build(args.build_dir):
+        out(f"== instructions: skipped: {args.build_dir} is a sanitizer build "
+            f"(OAUTH_SANITIZE=ON), which valgrind cannot run ==")
+        return None
     out(f"== instructions: --once, {n:,} accounts, under valgrind --tool=callgrind ==")
     w = make_world(args)
     try:
@@ -668,6 +682,9 @@ def phase_instructions(args):
         per = total / done if done else float("nan")
         out(f"run under callgrind: exit {r.rc}, {done:,} refreshed; {total:,} instructions, "
             f"{per:,.0f} per refresh (start-up and exit included)")
+        if r.rc != 0 or done != n:
+            tail = "\n".join(r.log.splitlines()[-25:])
+            out(f"  WARNING: not every account was refreshed; log tail:\n{tail}")
         lines = [ln for ln in rep.stdout.splitlines() if re.match(r"^\s*[\d,]+ \(", ln)]
         out("  the largest self counts:")
         for ln in lines[1:16]:
