@@ -13,8 +13,9 @@
 void outcome_log_answer(const struct refresh_attempt *ra, const struct token_result *res,
                         long status, const struct config *cfg, bool config_error_known)
 {
-    /* Most answers are successes that log nothing: no fingerprints for them
-     * (two keyed hashes per refresh, 1 % of the daemon's instructions). */
+    /* Which answers are logged is decided here, once: most are successes that
+     * log nothing, and they cost no fingerprints (two keyed hashes per refresh,
+     * 1 % of the daemon's instructions). */
     if ((res->outcome == OUTCOME_SUCCESS && !res->expires_in_defaulted) ||
         (res->outcome == OUTCOME_CONFIG && config_error_known))
         return;
@@ -32,12 +33,10 @@ void outcome_log_answer(const struct refresh_attempt *ra, const struct token_res
                           .token_fp = fp,
                           .new_token_fp = new_fp};
     switch (res->outcome) {
-    case OUTCOME_SUCCESS:
-        if (res->expires_in_defaulted)
-            log_event(LOG_WARNING, NULL, &ctx,
-                      "account %" PRId64 ": provider gave no usable expires_in; assuming %" PRId64
-                      "s",
-                      ra->acct.account_id, res->expires_in_s);
+    case OUTCOME_SUCCESS: /* only with a defaulted expiry (above) */
+        log_event(LOG_WARNING, NULL, &ctx,
+                  "account %" PRId64 ": provider gave no usable expires_in; assuming %" PRId64 "s",
+                  ra->acct.account_id, res->expires_in_s);
         break;
     case OUTCOME_REVOKED:
         log_event(LOG_NOTICE, MSGID_REVOKED, &ctx,
@@ -45,14 +44,13 @@ void outcome_log_answer(const struct refresh_attempt *ra, const struct token_res
                   "reconnect: %s",
                   ra->acct.account_id, pname, res->error, res->detail);
         break;
-    case OUTCOME_CONFIG:
-        if (!config_error_known)
-            log_event(LOG_ERR, MSGID_CONFIG_ERROR, &ctx,
-                      "provider %s rejects our client credentials (%s): %s; check client_id, "
-                      "client_secret and tenant in [provider.%s] and the client's registration; "
-                      "pausing %s, probing it every %.0fs (a reload resumes it at once)",
-                      pname, res->error, res->detail, pname, pname,
-                      (double)cfg->config_error_probe_ms / 1000.0);
+    case OUTCOME_CONFIG: /* only the first answer that says so (above) */
+        log_event(LOG_ERR, MSGID_CONFIG_ERROR, &ctx,
+                  "provider %s rejects our client credentials (%s): %s; check client_id, "
+                  "client_secret and tenant in [provider.%s] and the client's registration; "
+                  "pausing %s, probing it every %.0fs (a reload resumes it at once)",
+                  pname, res->error, res->detail, pname, pname,
+                  (double)cfg->config_error_probe_ms / 1000.0);
         break;
     case OUTCOME_TRANSIENT:
         if (res->retry_rule == RETRY_PAUSE) {

@@ -36,6 +36,7 @@ import procstat  # noqa: E402
 import runner  # noqa: E402
 import seedbulk  # noqa: E402
 from world import CLIENTS, LEAD_S, ROOT, World  # noqa: E402
+from lib.daemon import sanitizer_build  # noqa: E402  (tests/integration, via world)
 
 # Issue 12's targets on the 2-core benchmark machine.
 TARGET_RATE = 8000         # refreshes per second, --once 100k
@@ -235,6 +236,13 @@ def report_function_stats(db, rows):
             f"per account in the function")
 
 
+def once_figures(r, n, rate, us):
+    """One --once run's figures, as the targets and the repeats read them."""
+    return {"rate": rate, "us": us, "rss_mb": r.maxrss_kb / 1024, "rc": r.rc,
+            "complete": (r.refreshed or {}).get("refreshed") == n,
+            "pg_us": r.pg_cpu / max(n, 1) * 1e6, "nginx_us": r.nginx_cpu / max(n, 1) * 1e6}
+
+
 def median(xs):
     xs = sorted(xs)
     mid = len(xs) // 2
@@ -252,10 +260,7 @@ def repeat_once(w, args, n, first):
         env = seed_due(w, n, f"bench_r{i}", args.in_flight)
         r = run_once(w, env, args, log_name=f"once-{i}.log")
         rate, us = report_once(r, n, f"oauth-refreshd --once (run {i})")
-        runs.append({"rate": rate, "us": us, "rss_mb": r.maxrss_kb / 1024, "rc": r.rc,
-                     "complete": (r.refreshed or {}).get("refreshed") == n,
-                     "pg_us": r.pg_cpu / max(n, 1) * 1e6,
-                     "nginx_us": r.nginx_cpu / max(n, 1) * 1e6})
+        runs.append(once_figures(r, n, rate, us))
     res = dict(first)
     out(f"-- {len(runs)} runs: median (min-max) --")
     for key, label, unit, fmt in (("rate", "throughput", "refreshes/s", "{:,.0f}"),
@@ -319,9 +324,7 @@ def phase_once(args):
         w.db.execute("ANALYZE")
         print_plans(w.db)
         idx_ok = plans_use_indexes(w.db)
-        res = {"rate": rate, "us": us, "rss_mb": r.maxrss_kb / 1024, "indexes": idx_ok,
-               "n": n, "rc": r.rc, "complete": (r.refreshed or {}).get("refreshed") == n,
-               "pg_us": r.pg_cpu / max(n, 1) * 1e6, "nginx_us": r.nginx_cpu / max(n, 1) * 1e6}
+        res = dict(once_figures(r, n, rate, us), indexes=idx_ok, n=n)
         if args.repeat > 1:
             res = repeat_once(w, args, n, res)
         if "peer" in args.phases:
@@ -598,6 +601,17 @@ def print_perf_report(perf, data, title, how):
         out("    " + ln.strip())
 
 
+def callgrind_argv(data):
+    """The wrapper that runs the daemon under callgrind, its counts written to data."""
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={data}"]
+
+
+def callgrind_self_counts(data):
+    """callgrind_annotate's report of data: the program total, then functions by self count."""
+    return subprocess.run(["callgrind_annotate", "--inclusive=no", data], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True).stdout
+
+
 def phase_profile(args):
     n = args.profile_accounts
     perf = shutil.which("perf")
@@ -619,7 +633,7 @@ def phase_profile(args):
                        "dwarf,16384", "-o", data, "--"]
         else:
             data = os.path.join(w.dir, "callgrind.out")
-            wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={data}"]
+            wrapper = callgrind_argv(data)
         r = run_once(w, env, args, wrapper=wrapper, log_name="profile.log")
         out(f"profiled run: exit {r.rc}, {(r.refreshed or {}).get('refreshed', '?')} refreshed in "
             f"{r.wall:.1f}s (slowed down by the profiler)")
@@ -638,22 +652,10 @@ def phase_profile(args):
             if args.keep:
                 out(f"perf data kept in {data}")
         else:
-            rep = subprocess.run(["callgrind_annotate", "--inclusive=no", data],
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-            for ln in rep.stdout.splitlines()[:60]:
+            for ln in callgrind_self_counts(data).splitlines()[:60]:
                 out("    " + ln)
     finally:
         w.destroy()
-
-
-def sanitizer_build(build_dir):
-    """Whether build_dir was configured with OAUTH_SANITIZE=ON (ASan's runtime and
-    valgrind cannot share a process)."""
-    try:
-        with open(os.path.join(build_dir, "CMakeCache.txt")) as f:
-            return any(ln.strip() == "OAUTH_SANITIZE:BOOL=ON" for ln in f)
-    except OSError:
-        return False
 
 
 def phase_instructions(args):
@@ -664,20 +666,17 @@ def phase_instructions(args):
     n = args.instructions_accounts
     if sanitizer_build(args.build_dir):
         out(f"== instructions: skipped: {args.build_dir} is a sanitizer build "
-            f"(OAUTH_SANITIZE=ON), which valgrind cannot run ==")
+            f"(ASan/UBSan or fuzzing), which valgrind cannot run ==")
         return None
     out(f"== instructions: --once, {n:,} accounts, under valgrind --tool=callgrind ==")
     w = make_world(args)
     try:
         env = seed_due(w, n, "bench_ir", args.in_flight)
         data = os.path.join(w.dir, "callgrind.out")
-        r = run_once(w, env, args, wrapper=["valgrind", "--tool=callgrind",
-                                            f"--callgrind-out-file={data}"],
-                     log_name="instructions.log")
+        r = run_once(w, env, args, wrapper=callgrind_argv(data), log_name="instructions.log")
         done = (r.refreshed or {}).get("refreshed", 0)
-        rep = subprocess.run(["callgrind_annotate", "--inclusive=no", data],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        m = re.search(r"^\s*([\d,]+)\s.*PROGRAM TOTALS", rep.stdout, re.M)
+        report = callgrind_self_counts(data)
+        m = re.search(r"^\s*([\d,]+)\s.*PROGRAM TOTALS", report, re.M)
         total = int(m.group(1).replace(",", "")) if m else 0
         per = total / done if done else float("nan")
         out(f"run under callgrind: exit {r.rc}, {done:,} refreshed; {total:,} instructions, "
@@ -685,7 +684,7 @@ def phase_instructions(args):
         if r.rc != 0 or done != n:
             tail = "\n".join(r.log.splitlines()[-25:])
             out(f"  WARNING: not every account was refreshed; log tail:\n{tail}")
-        lines = [ln for ln in rep.stdout.splitlines() if re.match(r"^\s*[\d,]+ \(", ln)]
+        lines = [ln for ln in report.splitlines() if re.match(r"^\s*[\d,]+ \(", ln)]
         out("  the largest self counts:")
         for ln in lines[1:16]:
             out("    " + ln.strip())
@@ -768,7 +767,7 @@ def main():
                      "heap", "migrate"):
             ap.error(f"unknown phase {p}")
     if args.in_flight < 1 or args.accounts < 1 or args.repeat < 1:
-        ap.error("--accounts and --in-flight must be positive")
+        ap.error("--accounts, --in-flight and --repeat must be positive")
     daemon, _ = daemon_paths(args.build_dir)
     if not os.access(daemon, os.X_OK):
         ap.error(f"{daemon} is not built")

@@ -16,12 +16,7 @@ import subprocess
 
 import pytest
 
-from lib.daemon import build_dir, source_dir
-
-def sanitizer_build():
-    with open(os.path.join(build_dir(), "CMakeCache.txt")) as f:
-        return any(ln.strip() == "OAUTH_SANITIZE:BOOL=ON" for ln in f)
-
+from lib.daemon import build_dir, sanitizer_build, source_dir
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 

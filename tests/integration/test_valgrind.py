@@ -15,35 +15,16 @@ import shutil
 import pytest
 from cryptography.fernet import Fernet
 
-from lib.daemon import build_dir, daemon_path
+from lib.daemon import sanitizer_build
 from lib.spoolfmt import spool_line, spool_tag
 
 VALGRIND = shutil.which("valgrind")
 VALGRIND_ERROR_EXIT = 99
 
 
-def _sanitizer_build():
-    """True when the daemon under test carries ASan/UBSan (valgrind cannot run it)."""
-    cache = os.path.join(build_dir(), "CMakeCache.txt")
-    try:
-        with open(cache) as f:
-            text = f.read()
-    except OSError:
-        text = ""
-    if re.search(r"^OAUTH_SANITIZE:BOOL=(ON|1|TRUE|YES)$", text, re.M | re.I):
-        return True
-    if re.search(r"^OAUTH_FUZZ:BOOL=(ON|1|TRUE|YES)$", text, re.M | re.I):
-        return True
-    try:
-        with open(daemon_path(), "rb") as f:
-            return b"__asan_init" in f.read()
-    except OSError:
-        return False
-
-
 pytestmark = [
     pytest.mark.skipif(VALGRIND is None, reason="valgrind is not installed"),
-    pytest.mark.skipif(_sanitizer_build(), reason="sanitizer build: valgrind cannot run ASan binaries"),
+    pytest.mark.skipif(sanitizer_build(), reason="sanitizer build: valgrind cannot run ASan binaries"),
 ]
 
 

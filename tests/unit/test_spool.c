@@ -884,6 +884,20 @@ static void make_big_batch(struct fixture *fx, struct store_item **items, int64_
     }
 }
 
+/* A restart (a new spool on the same directory) replays exactly n items, with no
+ * line reported as damaged. */
+static void assert_a_restart_replays(struct fixture *fx, size_t n)
+{
+    char err[ERRBUF_LEN];
+    struct spool_replay_stats st = {0};
+    struct spool *sp = spool_open(fx->dir, err, sizeof err);
+    assert_non_null(sp);
+    spool_replay(sp, fx->kr, count_and_free_cb, warn_cb, fx, &st);
+    assert_int_equal(fx->ncounted, n);
+    assert_int_equal(fx->warnings, 0);
+    spool_close(sp);
+}
+
 static off_t file_size(const char *path)
 {
     struct stat st;
@@ -911,12 +925,7 @@ static void test_a_large_flush_is_appended_in_pieces_not_held_whole(void **state
     free_n(items, BIG_BATCH);
     spool_close(sp);
     /* Every line is whole: a restart replays all of them. */
-    struct spool_replay_stats st = {0};
-    sp = spool_open(fx->dir, err, sizeof err);
-    spool_replay(sp, fx->kr, count_and_free_cb, warn_cb, fx, &st);
-    assert_int_equal(fx->ncounted, BIG_BATCH);
-    assert_int_equal(fx->warnings, 0);
-    spool_close(sp);
+    assert_a_restart_replays(fx, BIG_BATCH);
     free(path);
 }
 
@@ -950,12 +959,7 @@ test_a_refused_result_after_pieces_were_written_leaves_the_journal_as_it_was(voi
     free_n(big, BIG_BATCH);
     free_n(two, 2);
     spool_close(sp);
-    struct spool_replay_stats st = {0};
-    sp = spool_open(fx->dir, err, sizeof err);
-    spool_replay(sp, fx->kr, count_and_free_cb, warn_cb, fx, &st);
-    assert_int_equal(fx->ncounted, 2 + BIG_BATCH);
-    assert_int_equal(fx->warnings, 0);
-    spool_close(sp);
+    assert_a_restart_replays(fx, 2 + BIG_BATCH);
     free(path);
 }
 
@@ -989,12 +993,7 @@ static void fail_a_big_write_after(struct fixture *fx, off_t room)
     free_n(big, BIG_BATCH);
     free_n(two, 2);
     spool_close(sp);
-    struct spool_replay_stats st = {0};
-    sp = spool_open(fx->dir, err, sizeof err);
-    spool_replay(sp, fx->kr, count_and_free_cb, warn_cb, fx, &st);
-    assert_int_equal(fx->ncounted, 2 + BIG_BATCH);
-    assert_int_equal(fx->warnings, 0);
-    spool_close(sp);
+    assert_a_restart_replays(fx, 2 + BIG_BATCH);
     free(path);
 }
 

@@ -42,6 +42,24 @@ def ctl_path():
     return os.path.join(build_dir(), "oauth-refreshctl")
 
 
+def sanitizer_build(build=None):
+    """True when the binaries in build (default: the build under test) carry ASan/UBSan or
+    the fuzzing instrumentation: valgrind cannot run them."""
+    build = build or build_dir()
+    try:
+        with open(os.path.join(build, "CMakeCache.txt")) as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    if re.search(r"^OAUTH_(SANITIZE|FUZZ):BOOL=(ON|1|TRUE|YES)$", text, re.M | re.I):
+        return True
+    try:
+        with open(os.path.join(build, "oauth-refreshd"), "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
+
+
 def clean_env(extra=None):
     """The environment the binaries run in: ours, minus systemd's hand-offs so that logs go
     to stderr and no notify socket is used unless a test sets one."""
