@@ -45,10 +45,23 @@ static bool code_char(char c)
            c == '.' || c == '-';
 }
 
+/* Member names the fixed wording of a detail may name, e.g. " (it did carry a
+ * refresh_token)": a token whose value is one of them is found there without
+ * having leaked (a fuzzer's find: {"refresh_token":"refresh_token", ...}). */
+static bool names_a_member(const struct secret *s)
+{
+    static const char *const names[] = {"access_token", "refresh_token", "id_token",
+                                        "expires_in",   "token_type",    "error_description"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (s->len == strlen(names[i]) && memcmp(s->data, names[i], s->len) == 0)
+            return true;
+    return false;
+}
+
 static void check_no_leak(const struct token_result *res, const struct secret *s, const char *what)
 {
-    if (s->len < 12)
-        return; /* short strings may occur in the fixed wording by chance */
+    if (s->len < 12 || names_a_member(s))
+        return; /* short strings and member names occur in the fixed wording */
     FUZZ_CHECK(memmem(res->detail, strlen(res->detail), s->data, s->len) == NULL,
                "the %s of the answer appears in the detail", what);
 }
